@@ -1,0 +1,44 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+# Both create .venv from nothing with Python 3.12+ and install the package into it.
+
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# First interpreter >= 3.12 that actually runs (a pyenv shim may exist but fail).
+PYTHON ?= $(shell for p in python3.12 python3.13 python3 /root/.pyenv/versions/3.12*/bin/python3.12 \
+             /usr/local/bin/python3.12 /usr/bin/python3.12; do \
+             $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' >/dev/null 2>&1 && { echo $$p; break; }; \
+           done)
+OUT    ?= out
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast bench lint notebooks clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -n "$(PYTHON)" || { echo "error: Python >= 3.12 not found; install it or pass PYTHON=/path/to/python3.12" >&2; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test,bench]"
+	@touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/bpmf compare --data food-world-cup --folds 5 --preset quick --out $(OUT)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-bench
+	$(PY) bench/baselines_simple.py --fold u1
+
+lint: $(VENV)/.installed
+	$(PY) -m pip install --quiet ruff
+	$(VENV)/bin/ruff check bpmf tests bench
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,0 +1,13 @@
+"""Exceptions raised by bpmf."""
+
+
+class DataError(ValueError):
+    """Rating data or prediction pairs are malformed (the message says what and how to fix it)."""
+
+
+class NotFittedError(RuntimeError, AttributeError):
+    """A method that needs a fitted model was called before ``fit``."""
+
+
+class ModelFileError(ValueError):
+    """A saved model file is corrupted, truncated or of another model type."""
