@@ -12,7 +12,7 @@ _FILE = "food_world_cup.csv"
 
 def _embedded_path():
     """The shipped CSV: package data in a wheel, ``data/`` in a source checkout."""
-    packaged = resources.files("bpmf.datasets") / "_embedded" / _FILE
+    packaged = resources.files("bpmf.datasets") / "data" / _FILE
     if packaged.is_file():
         return Path(str(packaged))
     source_tree = Path(__file__).resolve().parents[2] / "data" / _FILE

@@ -212,9 +212,7 @@ def _as_id_array(ids, what, allow_empty=True):
 
 def _as_rating_array(rating):
     series = pd.Series(np.asarray(rating) if not isinstance(rating, pd.Series) else rating)
-    if series.dtype == bool or not (
-        pd.api.types.is_numeric_dtype(series) or series.dtype == object
-    ):
+    if pd.api.types.is_bool_dtype(series) or pd.api.types.is_datetime64_any_dtype(series):
         raise DataError(f"Ratings must be numbers, got dtype {series.dtype}.")
     numeric = pd.to_numeric(series, errors="coerce")
     bad = numeric.isna() & series.notna()
