@@ -1,0 +1,137 @@
+"""Log-density + gradient time of a BPMF-like model: plain indexing graph vs the fused PairDot Op.
+
+The model is representative of ``BPMF`` with NUTS: LKJ-Cholesky priors on the user and item
+factor covariances, non-centred factors, user and item biases, a Normal likelihood. Both
+variants are compiled for the C backend (``FAST_RUN``) and the numba backend (``NUMBA``, what
+nutpie uses) and timed side by side in one run at the same random points.
+
+Usage::
+
+    python bench/logp_speed.py                     # ML-100K fold u1 (needs the data home)
+    python bench/logp_speed.py --synthetic 80000   # synthetic data of that size
+    python bench/logp_speed.py --factors 10 --repeats 200
+"""
+
+import argparse
+import time
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+
+from bpmf.models._bilinear import pair_dot, pair_dot_naive
+
+
+def load_codes(args):
+    """(user_codes, item_codes, ratings, n_users, n_items, label)."""
+    if args.synthetic:
+        from bpmf.datasets import make_synthetic_ratings
+
+        n_ratings = args.synthetic
+        n_users = max(20, int(np.sqrt(n_ratings / 0.06) * 1.2))
+        n_items = max(20, int(n_ratings / (0.06 * n_users)))
+        train, _ = make_synthetic_ratings(
+            n_users, n_items, n_factors=3, density=n_ratings / (n_users * n_items),
+            random_state=0,
+        )
+        label = f"synthetic {train.n_ratings} ratings"
+    else:
+        from bpmf.datasets import load_movielens_folds
+
+        train = load_movielens_folds("ml-100k", data_home=args.data_home, download=False)["u1"].train
+        label = f"ML-100K u1 train ({train.n_ratings} ratings)"
+    return (train.user_codes, train.item_codes, train.values, train.n_users, train.n_items, label)
+
+
+def build_model(user_codes, item_codes, ratings, n_users, n_items, n_factors, bilinear):
+    """A BPMF-like model (LKJ priors, non-centred factors, biases) using ``bilinear``."""
+    coords = {"user": np.arange(n_users), "item": np.arange(n_items), "factor": np.arange(n_factors)}
+    with pm.Model(coords=coords) as model:
+        factors = {}
+        for side, dim in (("U", "user"), ("V", "item")):
+            chol, _, _ = pm.LKJCholeskyCov(
+                f"chol_{side}", n=n_factors, eta=2.0,
+                sd_dist=pm.HalfNormal.dist(1.0, shape=n_factors), compute_corr=True,
+            )
+            mean = pm.Normal(f"mu_{side}", 0.0, 1.0, dims="factor")
+            raw = pm.Normal(f"{side}_raw", 0.0, 1.0, dims=(dim, "factor"))
+            factors[side] = pm.Deterministic(side, mean + raw @ chol.T, dims=(dim, "factor"))
+        mu = pm.Normal("mu", float(np.mean(ratings)), 1.0)
+        user_bias_sd = pm.HalfNormal("user_bias_sd", 1.0)
+        item_bias_sd = pm.HalfNormal("item_bias_sd", 1.0)
+        user_bias = pm.Normal("user_bias", 0.0, user_bias_sd, dims="user")
+        item_bias = pm.Normal("item_bias", 0.0, item_bias_sd, dims="item")
+        sigma = pm.HalfNormal("sigma", 1.0)
+        mean = (
+            mu + user_bias[user_codes] + item_bias[item_codes]
+            + bilinear(factors["U"], factors["V"], user_codes, item_codes)
+        )
+        pm.Normal("rating", mean, sigma, observed=ratings)
+    return model
+
+
+def compile_logp_dlogp(model, mode):
+    """A function of the flat unconstrained point returning (logp, flat gradient)."""
+    value_vars = model.value_vars
+    logp = model.logp()
+    grads = pt.grad(logp, value_vars)
+    flat = pt.vector("flat", dtype="float64")
+    ip = model.initial_point()
+    replacements, offset = {}, 0
+    for var in value_vars:
+        size = int(np.prod(ip[var.name].shape))
+        replacements[var] = flat[offset : offset + size].reshape(ip[var.name].shape)
+        offset += size
+    outputs = pytensor.graph.graph_replace(
+        [logp, pt.concatenate([g.ravel() for g in grads])], replacements
+    )
+    fn = pytensor.function([flat], outputs, mode=mode)
+    return fn, offset
+
+
+def time_calls(fn, points, repeats):
+    fn(points[0])  # warm up
+    start = time.perf_counter()
+    for r in range(repeats):
+        fn(points[r % len(points)])
+    return (time.perf_counter() - start) / repeats * 1e3
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--factors", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--synthetic", type=int, default=0, help="synthetic ratings (0: ML-100K)")
+    parser.add_argument("--data-home", default=None)
+    parser.add_argument("--modes", default="FAST_RUN,NUMBA")
+    args = parser.parse_args(argv)
+
+    codes = load_codes(args)
+    label = codes[-1]
+    print(f"data: {label}; factors: {args.factors}; repeats: {args.repeats}")
+    rng = np.random.default_rng(0)
+    rows = []
+    for mode in args.modes.split(","):
+        timings = {}
+        values = {}
+        for name, bilinear in (("naive", pair_dot_naive), ("fused", pair_dot)):
+            model = build_model(*codes[:-1], args.factors, bilinear)
+            fn, size = compile_logp_dlogp(model, mode)
+            points = [rng.normal(scale=0.3, size=size) for _ in range(5)] if not values else \
+                values["points"]
+            values.setdefault("points", points)
+            values[name] = fn(points[0])
+            timings[name] = time_calls(fn, points, args.repeats)
+        logp_diff = abs(float(values["naive"][0]) - float(values["fused"][0]))
+        grad_diff = float(np.max(np.abs(values["naive"][1] - values["fused"][1])))
+        rows.append((mode, timings["naive"], timings["fused"], logp_diff, grad_diff))
+    print(f"{'backend':<10}{'naive ms':>10}{'fused ms':>10}{'speed-up':>10}"
+          f"{'|dlogp|':>11}{'max|dgrad|':>12}")
+    for mode, naive, fused, logp_diff, grad_diff in rows:
+        print(f"{mode:<10}{naive:>10.3f}{fused:>10.3f}{naive / fused:>9.1f}x"
+              f"{logp_diff:>11.1e}{grad_diff:>12.1e}")
+
+
+if __name__ == "__main__":
+    main()
