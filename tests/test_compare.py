@@ -1,0 +1,239 @@
+"""The comparison runner and the model registry."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from bpmf import metrics
+from bpmf._estimator import RatingEstimator
+from bpmf.baselines import GlobalMean, UserItemMean, UserMean
+from bpmf.compare import calibration_table, compare, resolve_folds, summarize, to_markdown
+from bpmf.datasets import Split, kfold, make_synthetic_ratings
+from bpmf.registry import MODELS, PRESETS, make_model, model_class
+
+
+class OracleNormal(RatingEstimator):
+    """Knows the generating truth: predicts E[r] and exact normal predictive intervals."""
+
+    def __init__(self, truth=None):
+        self.truth = truth
+
+    def fit(self, train):
+        self._start_fit(train)
+        return self
+
+    def _expected(self, pairs):
+        users, items = np.asarray(pairs.users), np.asarray(pairs.items)
+        return self.truth.expected(users, items)
+
+    def predict(self, pairs):
+        self._check_is_fitted()
+        return self._expected(pairs)
+
+    def predict_interval(self, pairs, prob=0.9):
+        mean = self._expected(pairs)
+        half = stats.norm.ppf(0.5 + prob / 2) * self.truth.noise_sd
+        return pd.DataFrame({"mean": mean, "lower": mean - half, "upper": mean + half})
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return make_synthetic_ratings(
+        n_users=80, n_items=30, n_factors=2, density=0.5, noise_sd=0.5, random_state=1
+    )
+
+
+def test_per_fold_metrics_equal_direct_computation(synthetic):
+    ratings, _ = synthetic
+    results = compare(["user-item-mean", "global-mean"], ratings, folds=4, random_state=3,
+                      progress=False)
+    assert list(results["model"]) == ["user-item-mean"] * 4 + ["global-mean"] * 4
+    folds = kfold(ratings, n_splits=4, random_state=3)
+    for (name, split), row in zip(folds.items(), results.itertuples(), strict=False):
+        predicted = UserItemMean().fit(split.train).predict(split.test)
+        assert row.fold == name
+        assert row.n_train + row.n_test == ratings.n_ratings
+        assert row.n_unseen == split.unseen["pairs"]
+        assert row.rmse == pytest.approx(metrics.rmse(split.test.values, predicted), rel=1e-12)
+        assert row.mae == pytest.approx(metrics.mae(split.test.values, predicted), rel=1e-12)
+        assert np.isnan(row.coverage) and row.fit_seconds >= 0 and row.predict_seconds >= 0
+
+
+def test_summary_is_mean_and_sample_std_over_folds(synthetic):
+    ratings, _ = synthetic
+    results = compare(["user-mean", "user-item-mean"], ratings, folds=3, random_state=0,
+                      progress=False)
+    summary = summarize(results)
+    for model, rows in results.groupby("model"):
+        assert summary.loc[model, "n_folds"] == 3
+        assert summary.loc[model, "rmse_mean"] == pytest.approx(rows["rmse"].mean())
+        assert summary.loc[model, "rmse_std"] == pytest.approx(np.std(rows["rmse"], ddof=1))
+    assert summary["rmse_mean"].is_monotonic_increasing  # best model first
+    table = to_markdown(summary)
+    assert table.count("\n") == 2 + len(summary)
+    best = summary.index[0]
+    assert f"| {best} | 3 | {summary.loc[best, 'rmse_mean']:.4f} ±" in table
+
+
+def test_oracle_intervals_give_nominal_coverage_and_noise_rmse():
+    # Continuous data from the model: the oracle's RMSE is the noise sd and its normal
+    # intervals cover the nominal fraction, up to binomial error.
+    ratings, truth = make_synthetic_ratings(
+        n_users=150, n_items=60, n_factors=2, density=0.5, noise_sd=0.7, random_state=5
+    )
+    results = compare({"oracle": OracleNormal(truth)}, ratings, folds=2, random_state=0,
+                      calibration=(0.5, 0.8), progress=False)
+    n_test = results["n_test"].to_numpy()
+    assert results["rmse"].to_numpy() == pytest.approx(0.7, rel=0.05)
+    for column, nominal in (("coverage_50", 0.5), ("coverage_80", 0.8), ("coverage", 0.9)):
+        observed = results[column].to_numpy()
+        tolerance = 4 * np.sqrt(nominal * (1 - nominal) / n_test)
+        assert np.all(np.abs(observed - nominal) < tolerance), (column, observed)
+    table = calibration_table(results)
+    assert sorted(table["nominal"].unique()) == [0.5, 0.8, 0.9]
+    assert len(table) == 3 * 2
+
+
+def test_models_by_name_params_instance_and_dict(synthetic):
+    ratings, _ = synthetic
+    split = kfold(ratings, n_splits=2, random_state=0)["fold1"]
+    models = ["user-mean", ("user-mean", {}), UserMean(), GlobalMean()]
+    results = compare(models, folds=[split], progress=False)
+    assert list(results["model"]) == ["user-mean", "user-mean-2", "UserMean", "GlobalMean"]
+    # The same model given three ways gives the same numbers.
+    assert results["rmse"].iloc[:3].nunique() == 1
+    labelled = compare({"mine": UserMean(), "baseline": "global-mean"}, folds={"a": split},
+                       progress=False)
+    assert list(labelled["model"]) == ["mine", "baseline"]
+    assert list(labelled["fold"]) == ["a", "a"]
+    assert compare("user-mean, global-mean", folds=split, progress=False)["model"].tolist() == [
+        "user-mean",
+        "global-mean",
+    ]
+
+
+def test_instances_are_cloned_not_mutated(synthetic):
+    ratings, _ = synthetic
+    model = UserMean()
+    seen = []
+    compare([model], ratings, folds=2, random_state=0, progress=False,
+            callback=lambda label, fold, fitted, split: seen.append((fold, fitted, split)))
+    assert not hasattr(model, "user_index_")
+    assert [fold for fold, _, _ in seen] == ["fold1", "fold2"]
+    assert seen[0][1] is not seen[1][1]
+    fold, fitted, split = seen[0]
+    assert list(fitted.user_index_) == list(split.train.user_ids)
+
+
+def test_seed_makes_results_reproducible(synthetic):
+    ratings, _ = synthetic
+    first = compare(["user-mean", "random"], ratings, folds=3, random_state=7, progress=False)
+    again = compare(["user-mean", "random"], ratings, folds=3, random_state=7, progress=False)
+    other = compare(["user-mean", "random"], ratings, folds=3, random_state=8, progress=False)
+    pd.testing.assert_series_equal(first["rmse"], again["rmse"])
+    assert not np.allclose(first["rmse"], other["rmse"])
+
+
+def test_progress_lines_go_to_stderr(synthetic, capsys):
+    ratings, _ = synthetic
+    compare(["user-mean"], ratings, folds=2, random_state=0, progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("[bpmf compare]") == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"models": ["nope"]}, "Unknown model 'nope'"),
+        ({"models": [object()]}, "Cannot use"),
+        ({"models": []}, "No models"),
+        ({"folds": "official"}, "official"),
+        ({"folds": 2.5}, "folds must be"),
+        ({"folds": []}, "empty"),
+        ({"folds": [("a", "b")]}, "Split"),
+        ({"prob": 1.5}, "prob must be"),
+        ({"calibration": (0.0,)}, "calibration level"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(synthetic, kwargs, message):
+    ratings, _ = synthetic
+    arguments = {"models": ["user-mean"], "data": ratings, "folds": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        compare(arguments.pop("models"), **arguments)
+
+
+def test_folds_need_data():
+    with pytest.raises(ValueError, match="needs data"):
+        resolve_folds(None, 3)
+
+
+def test_summary_rejects_foreign_frames():
+    with pytest.raises(ValueError, match="lack column"):
+        summarize(pd.DataFrame({"model": ["a"]}))
+
+
+def test_dataset_name_and_split_objects(food_world_cup):
+    splits = resolve_folds("food-world-cup", "3", random_state=0)
+    assert list(splits) == ["fold1", "fold2", "fold3"]
+    assert sum(s.test.n_ratings for s in splits.values()) == food_world_cup.n_ratings
+    assert isinstance(splits["fold1"], Split)
+
+
+# ---------------------------------------------------------------------- registry
+def _importable(name):
+    try:
+        return model_class(name)
+    except ImportError:
+        return None
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_every_preset_setting_is_a_constructor_argument(name):
+    cls = _importable(name)
+    if cls is None:
+        pytest.skip(f"{MODELS[name].class_path} is not available yet")
+    accepted = set(cls._param_names())
+    for preset, settings in PRESETS.items():
+        unknown = set(settings.get(name, {})) - accepted
+        assert not unknown, f"preset {preset!r} gives {name} unknown settings {unknown}"
+        model = make_model(name, preset=preset)
+        assert isinstance(model, cls)
+    assert set(MODELS[name].fixed_params) <= accepted
+
+
+def test_make_model_routes_shared_settings():
+    model = make_model("random", random_state=3, n_factors=4)  # n_factors skipped silently
+    assert model.random_state == 3
+    assert make_model("USER-MEAN").__class__ is UserMean
+    with pytest.raises(ValueError, match="has no parameter 'alpha'"):
+        make_model("user-mean", params={"alpha": 1})
+    with pytest.raises(ValueError, match="Unknown preset"):
+        make_model("user-mean", preset="fastest")
+    with pytest.raises(TypeError, match="params="):
+        make_model("user-mean", alpha=1)
+
+
+def test_missing_class_gives_clear_import_error(monkeypatch):
+    from bpmf import registry
+
+    spec = registry.ModelSpec("ghost", "bpmf.models.Ghost", "not there")
+    monkeypatch.setitem(registry.MODELS, "ghost", spec)
+    with pytest.raises(ImportError, match="Model 'ghost' needs bpmf.models.Ghost"):
+        make_model("ghost")
+
+
+@pytest.mark.slow
+@pytest.mark.movielens
+def test_official_folds_on_movielens(movielens_home):
+    results = compare(["item-mean"], "ml-100k", folds="official", data_home=movielens_home,
+                      progress=False)
+    assert list(results["fold"]) == ["u1", "u2", "u3", "u4", "u5"]
+    assert (results["n_test"] == 20_000).all()
+    from bpmf.baselines import ItemMean
+    from bpmf.datasets import load_movielens_folds
+
+    u1 = load_movielens_folds("ml-100k", data_home=movielens_home)["u1"]
+    direct = metrics.rmse(u1.test.values, ItemMean().fit(u1.train).predict(u1.test))
+    assert results["rmse"].iloc[0] == pytest.approx(direct, rel=1e-12)
