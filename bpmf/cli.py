@@ -203,6 +203,8 @@ def _build_parser():
 def main(argv=None):
     """Run the ``bpmf`` command line; returns the exit status (0 on success)."""
     parser = _build_parser()
+    if argv is not None:
+        argv = [str(arg) for arg in argv]  # accept Paths and numbers from Python callers
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version and usage errors
