@@ -33,7 +33,7 @@ from pytensor.scalar import upcast
 
 __all__ = ["PairDot", "PairDotGrad", "pair_dot_fused"]
 
-_C_VERSION = (1,)
+_C_VERSION = (2,)
 
 
 def _check_indices(U, V, user_codes, item_codes):
@@ -76,7 +76,7 @@ def _as_inputs(U, V, user_codes, item_codes):
 # C code shared by the two Ops: loops over pairs with byte strides (inputs may be views).
 # --------------------------------------------------------------------------------------------
 
-_C_CHECKS = """
+_C_PROLOGUE = """
     npy_intp n_pairs = PyArray_DIMS({u})[0];
     npy_intp n_rows_U = PyArray_DIMS({U})[0];
     npy_intp n_rows_V = PyArray_DIMS({V})[0];
@@ -89,14 +89,24 @@ _C_CHECKS = """
         PyErr_SetString(PyExc_ValueError, "PairDot: user_codes and item_codes differ in length");
         {fail}
     }}
-    char *U_data = (char *) PyArray_DATA({U});
-    char *V_data = (char *) PyArray_DATA({V});
-    char *u_data = (char *) PyArray_DATA({u});
-    char *i_data = (char *) PyArray_DATA({i});
-    npy_intp U_s0 = PyArray_STRIDES({U})[0], U_s1 = PyArray_STRIDES({U})[1];
-    npy_intp V_s0 = PyArray_STRIDES({V})[0], V_s1 = PyArray_STRIDES({V})[1];
-    npy_intp u_s = PyArray_STRIDES({u})[0], i_s = PyArray_STRIDES({i})[0];
+    /* contiguous views (copies only when the inputs are strided) so the loops vectorise */
+    PyArrayObject *U_c = PyArray_GETCONTIGUOUS({U});
+    PyArrayObject *V_c = PyArray_GETCONTIGUOUS({V});
+    PyArrayObject *u_c = PyArray_GETCONTIGUOUS({u});
+    PyArrayObject *i_c = PyArray_GETCONTIGUOUS({i});
+    if (!U_c || !V_c || !u_c || !i_c) {{
+        Py_XDECREF(U_c); Py_XDECREF(V_c); Py_XDECREF(u_c); Py_XDECREF(i_c);
+        {fail}
+    }}
+    const dtype_{U} *__restrict__ U_data = (const dtype_{U} *) PyArray_DATA(U_c);
+    const dtype_{V} *__restrict__ V_data = (const dtype_{V} *) PyArray_DATA(V_c);
+    const dtype_{u} *__restrict__ u_data = (const dtype_{u} *) PyArray_DATA(u_c);
+    const dtype_{i} *__restrict__ i_data = (const dtype_{i} *) PyArray_DATA(i_c);
     int bad_index = 0;
+"""
+
+_C_EPILOGUE = """
+    Py_DECREF(U_c); Py_DECREF(V_c); Py_DECREF(u_c); Py_DECREF(i_c);
 """
 
 
@@ -151,30 +161,30 @@ class PairDot(COp):
         U, V, u, i = inputs
         (out,) = outputs
         fail = sub["fail"]
-        checks = _C_CHECKS.format(U=U, V=V, u=u, i=i, fail=fail)
+        prologue = _C_PROLOGUE.format(U=U, V=V, u=u, i=i, fail=fail)
+        cleanup_fail = _C_EPILOGUE + fail
         return f"""
         {{
-        {checks}
+        {prologue}
         if ({out} == NULL || PyArray_NDIM({out}) != 1 || PyArray_DIMS({out})[0] != n_pairs
             || !PyArray_IS_C_CONTIGUOUS({out})) {{
             Py_XDECREF({out});
             npy_intp dims[1] = {{n_pairs}};
             {out} = (PyArrayObject *) PyArray_EMPTY(1, dims, PyArray_TYPE({U}), 0);
-            if ({out} == NULL) {{ {fail} }}
+            if ({out} == NULL) {{ {cleanup_fail} }}
         }}
-        dtype_{out} *y = (dtype_{out} *) PyArray_DATA({out});
+        dtype_{out} *__restrict__ y = (dtype_{out} *) PyArray_DATA({out});
         for (npy_intp n = 0; n < n_pairs; ++n) {{
-            npy_intp r = (npy_intp) *(dtype_{u} *)(u_data + n * u_s);
-            npy_intp c = (npy_intp) *(dtype_{i} *)(i_data + n * i_s);
+            npy_intp r = (npy_intp) u_data[n];
+            npy_intp c = (npy_intp) i_data[n];
             if (r < 0 || r >= n_rows_U || c < 0 || c >= n_rows_V) {{ bad_index = 1; break; }}
-            const char *Ur = U_data + r * U_s0;
-            const char *Vc = V_data + c * V_s0;
+            const dtype_{U} *__restrict__ Ur = U_data + r * n_factors;
+            const dtype_{V} *__restrict__ Vc = V_data + c * n_factors;
             dtype_{out} acc = 0;
-            for (npy_intp k = 0; k < n_factors; ++k) {{
-                acc += *(const dtype_{U} *)(Ur + k * U_s1) * *(const dtype_{V} *)(Vc + k * V_s1);
-            }}
+            for (npy_intp k = 0; k < n_factors; ++k) acc += Ur[k] * Vc[k];
             y[n] = acc;
         }}
+        {_C_EPILOGUE}
         if (bad_index) {{
             PyErr_SetString(PyExc_IndexError, "PairDot: user or item code out of range");
             {fail}
@@ -252,7 +262,8 @@ class PairDotGrad(COp):
         U, V, u, i, g = inputs
         gU, gV = outputs
         fail = sub["fail"]
-        checks = _C_CHECKS.format(U=U, V=V, u=u, i=i, fail=fail)
+        prologue = _C_PROLOGUE.format(U=U, V=V, u=u, i=i, fail=fail)
+        cleanup_fail = _C_EPILOGUE + fail
         alloc = []
         for out, src in ((gU, U), (gV, V)):
             alloc.append(f"""
@@ -263,7 +274,7 @@ class PairDotGrad(COp):
                 Py_XDECREF({out});
                 {out} = (PyArrayObject *) PyArray_ZEROS(2, PyArray_DIMS({src}),
                                                         PyArray_TYPE({src}), 0);
-                if ({out} == NULL) {{ {fail} }}
+                if ({out} == NULL) {{ {cleanup_fail} }}
             }} else {{
                 memset(PyArray_DATA({out}), 0, PyArray_NBYTES({out}));
             }}
@@ -271,30 +282,29 @@ class PairDotGrad(COp):
         alloc = "\n".join(alloc)
         return f"""
         {{
-        {checks}
+        {prologue}
         if (PyArray_DIMS({g})[0] != n_pairs) {{
             PyErr_SetString(PyExc_ValueError, "PairDotGrad: g and the codes differ in length");
-            {fail}
+            {cleanup_fail}
         }}
         {alloc}
-        char *g_data = (char *) PyArray_DATA({g});
+        const char *g_data = (const char *) PyArray_DATA({g});
         npy_intp g_s = PyArray_STRIDES({g})[0];
-        dtype_{gU} *gU_data = (dtype_{gU} *) PyArray_DATA({gU});
-        dtype_{gV} *gV_data = (dtype_{gV} *) PyArray_DATA({gV});
+        dtype_{gU} *__restrict__ gU_data = (dtype_{gU} *) PyArray_DATA({gU});
+        dtype_{gV} *__restrict__ gV_data = (dtype_{gV} *) PyArray_DATA({gV});
         for (npy_intp n = 0; n < n_pairs; ++n) {{
-            npy_intp r = (npy_intp) *(dtype_{u} *)(u_data + n * u_s);
-            npy_intp c = (npy_intp) *(dtype_{i} *)(i_data + n * i_s);
+            npy_intp r = (npy_intp) u_data[n];
+            npy_intp c = (npy_intp) i_data[n];
             if (r < 0 || r >= n_rows_U || c < 0 || c >= n_rows_V) {{ bad_index = 1; break; }}
-            dtype_{g} w = *(dtype_{g} *)(g_data + n * g_s);
-            const char *Ur = U_data + r * U_s0;
-            const char *Vc = V_data + c * V_s0;
-            dtype_{gU} *gUr = gU_data + r * n_factors;
-            dtype_{gV} *gVc = gV_data + c * n_factors;
-            for (npy_intp k = 0; k < n_factors; ++k) {{
-                gUr[k] += w * *(const dtype_{V} *)(Vc + k * V_s1);
-                gVc[k] += w * *(const dtype_{U} *)(Ur + k * U_s1);
-            }}
+            dtype_{g} w = *(const dtype_{g} *)(g_data + n * g_s);
+            const dtype_{U} *__restrict__ Ur = U_data + r * n_factors;
+            const dtype_{V} *__restrict__ Vc = V_data + c * n_factors;
+            dtype_{gU} *__restrict__ gUr = gU_data + r * n_factors;
+            dtype_{gV} *__restrict__ gVc = gV_data + c * n_factors;
+            for (npy_intp k = 0; k < n_factors; ++k) gUr[k] += w * Vc[k];
+            for (npy_intp k = 0; k < n_factors; ++k) gVc[k] += w * Ur[k];
         }}
+        {_C_EPILOGUE}
         if (bad_index) {{
             PyErr_SetString(PyExc_IndexError, "PairDotGrad: user or item code out of range");
             {fail}
@@ -339,6 +349,8 @@ def _register_numba():
             raise ValueError("PairDot: U and V have different numbers of columns")
         if item_codes.shape[0] != n_pairs:
             raise ValueError("PairDot: user_codes and item_codes differ in length")
+        U = np.ascontiguousarray(U)
+        V = np.ascontiguousarray(V)
         out = np.empty(n_pairs, dtype=U.dtype)
         n_rows_U, n_rows_V = U.shape[0], V.shape[0]
         for n in range(n_pairs):
@@ -360,6 +372,8 @@ def _register_numba():
             raise ValueError("PairDotGrad: U and V have different numbers of columns")
         if item_codes.shape[0] != n_pairs or g.shape[0] != n_pairs:
             raise ValueError("PairDotGrad: codes and g differ in length")
+        U = np.ascontiguousarray(U)
+        V = np.ascontiguousarray(V)
         gU = np.zeros(U.shape, dtype=U.dtype)
         gV = np.zeros(V.shape, dtype=V.dtype)
         n_rows_U, n_rows_V = U.shape[0], V.shape[0]
@@ -369,8 +383,10 @@ def _register_numba():
             if r < 0 or r >= n_rows_U or c < 0 or c >= n_rows_V:
                 raise IndexError("PairDotGrad: user or item code out of range")
             w = g[n]
+            # two loops: the stores into gU cannot alias the loads for gV, so both vectorise
             for k in range(n_factors):
                 gU[r, k] += w * V[c, k]
+            for k in range(n_factors):
                 gV[c, k] += w * U[r, k]
         return gU, gV
 
