@@ -535,16 +535,18 @@ def _cmd_compare(args):
             return
         keep.update(label=label, fold=fold, model=model, split=split)
 
-    results = compare(
-        models,
-        data,
-        folds=folds,
-        prob=args.prob,
-        random_state=args.seed,
-        data_home=args.data_home,
-        callback=keep_first_posterior if out is not None and not args.no_plots else None,
-        progress=not args.quiet,
-    )
+    # One progress line per fitted model instead of a progress bar per model and fold.
+    with config_context(progressbar=False):
+        results = compare(
+            models,
+            data,
+            folds=folds,
+            prob=args.prob,
+            random_state=args.seed,
+            data_home=args.data_home,
+            callback=keep_first_posterior if out is not None and not args.no_plots else None,
+            progress=not args.quiet,
+        )
     summary = summarize(results)
     table = to_markdown(summary, prob=args.prob)
     print(table, end="")
