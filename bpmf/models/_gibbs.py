@@ -1,0 +1,509 @@
+r"""Conjugate Gibbs sampler for Bayesian probabilistic matrix factorisation.
+
+The sampler of Salakhutdinov & Mnih (2008), "Bayesian probabilistic matrix factorization using
+Markov chain Monte Carlo", ICML, extended with a global intercept, optional user and item biases
+and a Gamma prior on the noise precision. Every full conditional is conjugate, so one sweep
+draws, in turn, the Normal-Wishart hyperparameters of the user and of the item factors, every
+user's factor vector (jointly with the user's bias), every item's factor vector (jointly with
+the item's bias), the intercept, the noise precision and the bias precisions.
+
+The per-row updates are numba-compiled loops over the ratings grouped by user and by item (a
+CSR layout computed once); each row costs one ``(D+1) x (D+1)`` Cholesky factorisation. All
+random numbers come from a :class:`numpy.random.Generator` seeded by ``random_state``, so equal
+seeds give equal draws.
+
+:func:`sample_gibbs` is called by ``BPMF(method="gibbs")``; its output dictionary uses the same
+names and shapes as the NUTS model so that one ``predict`` / save / load serves both.
+"""
+
+import numpy as np
+from numba import njit
+from tqdm.auto import tqdm
+
+from bpmf._config import resolve_progressbar
+
+__all__ = ["DEFAULT_GIBBS_CONFIG", "sample_gibbs"]
+
+DEFAULT_GIBBS_CONFIG = {
+    # Normal-Wishart hyperprior of (mu_U, Lambda_U) and (mu_V, Lambda_V):
+    # Lambda ~ Wishart(W0, nu0), mu | Lambda ~ N(mu0, (beta0 Lambda)^-1).
+    "beta0": 2.0,
+    "nu0": None,  # None: n_factors
+    "W0": None,  # None: identity; a scalar s means s * identity; or a (D, D) matrix
+    "mu0": 0.0,  # scalar or (D,) vector
+    # noise: sigma fixed to "noise_sd" when it is not None, else tau = 1/sigma^2 ~ Gamma(a, b)
+    "noise_sd": None,
+    "noise_shape": 1.0,
+    "noise_rate": 1.0,
+    # intercept: mu ~ N(mean of the training ratings, intercept_sd^2)
+    "intercept_sd": 1.0,
+    # biases: b ~ N(0, 1/lambda), lambda ~ Gamma(bias_precision_shape, bias_precision_rate)
+    "bias_precision_shape": 1.0,
+    "bias_precision_rate": 0.1,
+    # relative size of the per-chain jitter added to an ``init`` point
+    "init_jitter": 0.01,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# numba kernels
+# --------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _pair_dot(U, V, user_codes, item_codes):
+    out = np.empty(user_codes.shape[0])
+    n_factors = U.shape[1]
+    for n in range(user_codes.shape[0]):
+        r = user_codes[n]
+        c = item_codes[n]
+        acc = 0.0
+        for k in range(n_factors):
+            acc += U[r, k] * V[c, k]
+        out[n] = acc
+    return out
+
+
+@njit(cache=True)
+def _sample_rows(indptr, other_sorted, targets_sorted, X, prior_prec, prior_h, tau, z, out):
+    """Draw every row ``r`` from N(P^-1 h, P^-1), in place into ``out``.
+
+    ``P = prior_prec + tau * sum_n x_n x_n^T`` and ``h = prior_h + tau * sum_n x_n t_n`` over the
+    ratings ``n`` of row ``r`` (positions ``indptr[r]:indptr[r+1]`` of the sorted arrays), with
+    ``x_n = X[other_sorted[n]]`` and ``t_n = targets_sorted[n]``. ``z`` holds standard normals.
+    """
+    n_rows = indptr.shape[0] - 1
+    dim = X.shape[1]
+    P = np.empty((dim, dim))
+    L = np.empty((dim, dim))
+    h = np.empty(dim)
+    y = np.empty(dim)
+    for r in range(n_rows):
+        for a in range(dim):
+            h[a] = prior_h[a]
+            for b in range(a + 1):
+                P[a, b] = prior_prec[a, b]
+        for n in range(indptr[r], indptr[r + 1]):
+            x = X[other_sorted[n]]
+            t = tau * targets_sorted[n]
+            for a in range(dim):
+                tx = tau * x[a]
+                h[a] += x[a] * t
+                for b in range(a + 1):
+                    P[a, b] += tx * x[b]
+        # Cholesky P = L L^T (lower triangle)
+        for a in range(dim):
+            s = P[a, a]
+            for k in range(a):
+                s -= L[a, k] * L[a, k]
+            if s <= 0.0:
+                raise np.linalg.LinAlgError("Gibbs: posterior precision is not positive definite")
+            L[a, a] = np.sqrt(s)
+            for b in range(a + 1, dim):
+                s = P[b, a]
+                for k in range(a):
+                    s -= L[b, k] * L[a, k]
+                L[b, a] = s / L[a, a]
+        # forward solve L y = h, then add noise: L^T row = y + z  =>  row ~ N(P^-1 h, P^-1)
+        for a in range(dim):
+            s = h[a]
+            for k in range(a):
+                s -= L[a, k] * y[k]
+            y[a] = s / L[a, a]
+        for a in range(dim):
+            y[a] += z[r, a]
+        for a in range(dim - 1, -1, -1):
+            s = y[a]
+            for k in range(a + 1, dim):
+                s -= L[k, a] * out[r, k]
+            out[r, a] = s / L[a, a]
+
+
+# --------------------------------------------------------------------------------------------
+# conjugate pieces in numpy (D x D work, once per sweep)
+# --------------------------------------------------------------------------------------------
+
+
+def _sample_wishart(scale_chol, dof, rng):
+    """Wishart(scale = L L^T, dof) by the Bartlett decomposition."""
+    dim = scale_chol.shape[0]
+    A = np.tril(rng.standard_normal((dim, dim)), -1)
+    A[np.diag_indices(dim)] = np.sqrt(rng.chisquare(dof - np.arange(dim)))
+    LA = scale_chol @ A
+    return LA @ LA.T
+
+
+def _sample_normal_wishart(factors, beta0, nu0, W0_inv, mu0, rng):
+    """Draw (mu, Lambda) from the Normal-Wishart posterior given the factor rows."""
+    n_rows, dim = factors.shape
+    mean = factors.mean(axis=0)
+    centred = factors - mean
+    scatter = centred.T @ centred
+    beta_n = beta0 + n_rows
+    nu_n = nu0 + n_rows
+    mu_n = (beta0 * mu0 + n_rows * mean) / beta_n
+    diff = mean - mu0
+    W_n_inv = W0_inv + scatter + (beta0 * n_rows / beta_n) * np.outer(diff, diff)
+    W_n_inv = 0.5 * (W_n_inv + W_n_inv.T)
+    # W_n = inv(W_n_inv); its Cholesky factor from that of W_n_inv without forming the inverse
+    chol_inv = np.linalg.cholesky(W_n_inv)
+    eye = np.eye(dim)
+    W_n_chol = np.linalg.cholesky(np.linalg.solve(chol_inv.T, np.linalg.solve(chol_inv, eye)))
+    Lambda = _sample_wishart(W_n_chol, nu_n, rng)
+    Lambda = 0.5 * (Lambda + Lambda.T)
+    chol_lambda = np.linalg.cholesky(beta_n * Lambda)
+    mu = mu_n + np.linalg.solve(chol_lambda.T, rng.standard_normal(dim))
+    return mu, Lambda
+
+
+def _csr(row_codes, other_codes, n_rows):
+    """Group ratings by row: (indptr, order, other codes in that order)."""
+    order = np.argsort(row_codes, kind="stable")
+    counts = np.bincount(row_codes, minlength=n_rows)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr, order, np.ascontiguousarray(other_codes[order], dtype=np.int64)
+
+
+def _resolve_config(model_config, n_factors):
+    config = dict(DEFAULT_GIBBS_CONFIG)
+    if model_config:
+        config.update({k: v for k, v in model_config.items() if k in DEFAULT_GIBBS_CONFIG})
+    beta0 = float(config["beta0"])
+    if not beta0 > 0:
+        raise ValueError(f"model_config['beta0'] must be positive, got {beta0}")
+    nu0 = n_factors if config["nu0"] is None else float(config["nu0"])
+    if not nu0 > n_factors - 1:
+        raise ValueError(f"model_config['nu0'] must exceed n_factors - 1 = {n_factors - 1}, got {nu0}")
+    W0 = config["W0"]
+    if W0 is None:
+        W0 = np.eye(n_factors)
+    elif np.ndim(W0) == 0:
+        W0 = float(W0) * np.eye(n_factors)
+    W0 = np.asarray(W0, dtype=float)
+    if W0.shape != (n_factors, n_factors):
+        raise ValueError(f"model_config['W0'] must be ({n_factors}, {n_factors}), got {W0.shape}")
+    try:
+        W0_inv = np.linalg.inv(np.linalg.cholesky(W0) @ np.linalg.cholesky(W0).T)
+    except np.linalg.LinAlgError:
+        raise ValueError("model_config['W0'] must be symmetric positive definite") from None
+    mu0 = np.broadcast_to(np.asarray(config["mu0"], dtype=float), (n_factors,)).copy()
+    noise_sd = config["noise_sd"]
+    if noise_sd is not None and not float(noise_sd) > 0:
+        raise ValueError(f"model_config['noise_sd'] must be positive or None, got {noise_sd}")
+    for key in ("noise_shape", "noise_rate", "intercept_sd", "bias_precision_shape",
+                "bias_precision_rate"):
+        if not float(config[key]) > 0:
+            raise ValueError(f"model_config[{key!r}] must be positive, got {config[key]}")
+    config.update(beta0=beta0, nu0=nu0, W0_inv=W0_inv, mu0=mu0)
+    return config
+
+
+def _check_inputs(user_codes, item_codes, ratings, n_users, n_items, n_factors, draws, tune,
+                  chains):
+    user_codes = np.asarray(user_codes)
+    item_codes = np.asarray(item_codes)
+    ratings = np.asarray(ratings, dtype=float)
+    if not (user_codes.ndim == item_codes.ndim == ratings.ndim == 1):
+        raise ValueError("user_codes, item_codes and ratings must be 1-d arrays")
+    if not (len(user_codes) == len(item_codes) == len(ratings)):
+        raise ValueError(
+            f"user_codes, item_codes and ratings differ in length: {len(user_codes)}, "
+            f"{len(item_codes)}, {len(ratings)}"
+        )
+    if len(ratings) == 0:
+        raise ValueError("no ratings to fit")
+    for name, codes, n in (("user_codes", user_codes, n_users), ("item_codes", item_codes, n_items)):
+        if not np.issubdtype(codes.dtype, np.integer):
+            raise ValueError(f"{name} must be integer codes, got dtype {codes.dtype}")
+        if codes.min() < 0 or codes.max() >= n:
+            raise ValueError(f"{name} must lie in [0, {n}); got [{codes.min()}, {codes.max()}]")
+    if not np.all(np.isfinite(ratings)):
+        raise ValueError("ratings contain NaN or infinite values")
+    for name, value, low in (("n_factors", n_factors, 1), ("draws", draws, 1), ("tune", tune, 0),
+                             ("chains", chains, 1)):
+        if int(value) != value or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return user_codes.astype(np.int64), item_codes.astype(np.int64), ratings
+
+
+def _initial_state(init, n_users, n_items, n_factors, biases, ratings, jitter, rng):
+    if init is None:
+        return {
+            "U": 0.1 * rng.standard_normal((n_users, n_factors)),
+            "V": 0.1 * rng.standard_normal((n_items, n_factors)),
+            "mu": float(ratings.mean()),
+            "tau": 1.0 / max(float(ratings.var()), 1e-6),
+            "user_bias": np.zeros(n_users),
+            "item_bias": np.zeros(n_items),
+        }
+    required = ["U", "V", "mu", "sigma"] + (["user_bias", "item_bias"] if biases else [])
+    missing = [key for key in required if key not in init]
+    if missing:
+        raise ValueError(f"init is missing {missing}; give the MAP arrays {required}")
+    U = np.asarray(init["U"], dtype=float)
+    V = np.asarray(init["V"], dtype=float)
+    if U.shape != (n_users, n_factors) or V.shape != (n_items, n_factors):
+        raise ValueError(
+            f"init U and V must be ({n_users}, {n_factors}) and ({n_items}, {n_factors}), "
+            f"got {U.shape} and {V.shape}"
+        )
+
+    def jittered(values):
+        values = np.asarray(values, dtype=float)
+        scale = jitter * (values.std() if values.size > 1 else abs(float(values)) + 1e-3)
+        return values + scale * rng.standard_normal(values.shape)
+
+    state = {
+        "U": jittered(U),
+        "V": jittered(V),
+        "mu": float(init["mu"]),
+        "tau": 1.0 / float(init["sigma"]) ** 2,
+        "user_bias": np.zeros(n_users),
+        "item_bias": np.zeros(n_items),
+    }
+    if biases:
+        user_bias = np.asarray(init["user_bias"], dtype=float)
+        item_bias = np.asarray(init["item_bias"], dtype=float)
+        if user_bias.shape != (n_users,) or item_bias.shape != (n_items,):
+            raise ValueError("init user_bias / item_bias have the wrong length")
+        state["user_bias"] = jittered(user_bias)
+        state["item_bias"] = jittered(item_bias)
+    return state
+
+
+def sample_gibbs(
+    user_codes,
+    item_codes,
+    ratings,
+    n_users,
+    n_items,
+    *,
+    n_factors,
+    draws,
+    tune,
+    chains,
+    biases,
+    model_config,
+    init,
+    random_state,
+    progressbar,
+):
+    r"""Draw from the BPMF posterior with the conjugate Gibbs sampler.
+
+    Parameters
+    ----------
+    user_codes, item_codes : array of int, shape (n_ratings,)
+        Row positions of each rating's user in ``[0, n_users)`` and item in ``[0, n_items)``.
+    ratings : array of float, shape (n_ratings,)
+    n_users, n_items : int
+    n_factors : int
+        Latent dimension ``D``.
+    draws, tune, chains : int
+        Kept sweeps per chain, burn-in sweeps per chain (discarded), number of chains. Chains
+        run one after the other, each from its own random stream.
+    biases : bool
+        Whether the model has user and item bias terms.
+    model_config : dict or None
+        Prior settings merged over :data:`DEFAULT_GIBBS_CONFIG`; keys it does not know are
+        ignored (the NUTS model shares the dictionary). ``beta0``, ``nu0`` (None: ``D``),
+        ``W0`` (None: identity), ``mu0``: the Normal-Wishart hyperprior; ``noise_sd``: fixed
+        noise sd, or None to sample the precision from its Gamma(``noise_shape``,
+        ``noise_rate``) prior; ``intercept_sd``: prior sd of the intercept around the mean
+        training rating; ``bias_precision_shape``, ``bias_precision_rate``: Gamma prior on the
+        precision of the biases; ``init_jitter``: relative jitter of an ``init`` point.
+    init : dict or None
+        A starting point, e.g. the MAP: ``U``, ``V``, ``mu``, ``sigma`` and, with biases,
+        ``user_bias`` and ``item_bias``. Each chain starts there plus a small jitter. None
+        starts from small random factors, zero biases and the mean rating.
+    random_state : int, numpy Generator or None
+        Seed; equal seeds give equal draws.
+    progressbar : bool or None
+        Show a tqdm bar; None uses the package-wide setting.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Posterior draws with leading ``(chain, draw)`` axes: ``U`` (n_users, D), ``V``
+        (n_items, D), ``mu_U``, ``mu_V`` (D,), ``Sigma_U``, ``Sigma_V`` (D, D) covariances,
+        ``mu`` and ``sigma`` scalars and, when ``biases``, ``user_bias`` (n_users),
+        ``item_bias`` (n_items), ``user_bias_sd`` and ``item_bias_sd`` scalars.
+
+    Notes
+    -----
+    The model is
+
+    .. math::
+
+        r_{n} &\sim \mathcal N(\mu + b_{u_n} + c_{i_n} + U_{u_n}^\top V_{i_n},\; \tau^{-1}),
+        \qquad \tau \sim \mathrm{Gamma}(a_\tau, b_\tau) \\
+        U_u &\sim \mathcal N(\mu_U, \Lambda_U^{-1}), \qquad
+        V_i \sim \mathcal N(\mu_V, \Lambda_V^{-1}) \\
+        \Lambda_U &\sim \mathcal W(W_0, \nu_0), \qquad
+        \mu_U \mid \Lambda_U \sim \mathcal N(\mu_0, (\beta_0 \Lambda_U)^{-1})
+        \quad \text{(same for } V) \\
+        b_u &\sim \mathcal N(0, \lambda_b^{-1}), \quad c_i \sim \mathcal N(0, \lambda_c^{-1}),
+        \quad \lambda_b, \lambda_c \sim \mathrm{Gamma}(a_b, b_b), \qquad
+        \mu \sim \mathcal N(\bar r, s_\mu^2).
+
+    Each sweep draws :math:`(\mu_U, \Lambda_U)`, :math:`(\mu_V, \Lambda_V)` from their
+    Normal-Wishart conditionals, then every :math:`(U_u, b_u)` jointly from
+    :math:`\mathcal N(P^{-1} h, P^{-1})` with
+    :math:`P = \mathrm{diag}(\Lambda_U, \lambda_b) + \tau \sum_{i \in I_u} x_i x_i^\top`,
+    :math:`x_i = (V_i, 1)`, :math:`h = \mathrm{diag}(\Lambda_U, \lambda_b)(\mu_U, 0)
+    + \tau \sum_{i} x_i (r_{ui} - \mu - c_i)`, then every :math:`(V_i, c_i)` the same way,
+    then :math:`\mu`, :math:`\tau`, :math:`\lambda_b`, :math:`\lambda_c` from their Normal and
+    Gamma conditionals. ``sigma`` is :math:`\tau^{-1/2}`, ``Sigma_U`` is
+    :math:`\Lambda_U^{-1}` and ``user_bias_sd`` is :math:`\lambda_b^{-1/2}`.
+    """
+    user_codes, item_codes, ratings = _check_inputs(
+        user_codes, item_codes, ratings, n_users, n_items, n_factors, draws, tune, chains
+    )
+    n_factors, draws, tune, chains = int(n_factors), int(draws), int(tune), int(chains)
+    config = _resolve_config(model_config, n_factors)
+    config["intercept_mean"] = float(ratings.mean())
+    seeds = np.random.SeedSequence(
+        random_state.integers(2**63) if isinstance(random_state, np.random.Generator)
+        else random_state
+    ).spawn(chains)
+
+    user_csr = _csr(user_codes, item_codes, n_users)
+    item_csr = _csr(item_codes, user_codes, n_items)
+    D = n_factors
+    dim = D + 1 if biases else D
+    out = {
+        "U": np.empty((chains, draws, n_users, D)),
+        "V": np.empty((chains, draws, n_items, D)),
+        "mu_U": np.empty((chains, draws, D)),
+        "mu_V": np.empty((chains, draws, D)),
+        "Sigma_U": np.empty((chains, draws, D, D)),
+        "Sigma_V": np.empty((chains, draws, D, D)),
+        "mu": np.empty((chains, draws)),
+        "sigma": np.empty((chains, draws)),
+    }
+    if biases:
+        out.update(
+            user_bias=np.empty((chains, draws, n_users)),
+            item_bias=np.empty((chains, draws, n_items)),
+            user_bias_sd=np.empty((chains, draws)),
+            item_bias_sd=np.empty((chains, draws)),
+        )
+
+    bar = tqdm(
+        total=chains * (tune + draws), desc="Gibbs", unit="sweep",
+        disable=not resolve_progressbar(progressbar),
+    )
+    try:
+        for chain, seed in enumerate(seeds):
+            rng = np.random.default_rng(seed)
+            state = _initial_state(
+                init, n_users, n_items, D, biases, ratings, config["init_jitter"], rng
+            )
+            state["user_bias_precision"] = 1.0 / max(float(state["user_bias"].var()), 1e-2)
+            state["item_bias_precision"] = 1.0 / max(float(state["item_bias"].var()), 1e-2)
+            for sweep in range(tune + draws):
+                _sweep(state, user_codes, item_codes, ratings, user_csr, item_csr, config,
+                       biases, dim, rng)
+                bar.update()
+                if sweep >= tune:
+                    _record(out, chain, sweep - tune, state, biases)
+    finally:
+        bar.close()
+    return out
+
+
+def _prior(Lambda, mu, bias_precision, biases):
+    """Prior precision and precision-times-mean of a (factor, bias) row."""
+    dim = Lambda.shape[0] + (1 if biases else 0)
+    prec = np.zeros((dim, dim))
+    prec[: Lambda.shape[0], : Lambda.shape[0]] = Lambda
+    if biases:
+        prec[-1, -1] = bias_precision
+    mean = np.zeros(dim)
+    mean[: Lambda.shape[0]] = mu
+    return prec, prec @ mean
+
+
+def _sweep(state, user_codes, item_codes, ratings, user_csr, item_csr, config, biases, dim, rng):
+    n_users, D = state["U"].shape
+    n_items = state["V"].shape[0]
+    beta0, nu0, W0_inv, mu0 = config["beta0"], config["nu0"], config["W0_inv"], config["mu0"]
+
+    mu_U, Lambda_U = _sample_normal_wishart(state["U"], beta0, nu0, W0_inv, mu0, rng)
+    mu_V, Lambda_V = _sample_normal_wishart(state["V"], beta0, nu0, W0_inv, mu0, rng)
+    tau = state["tau"]
+
+    # users (jointly with their biases), given the items
+    indptr, order, other_sorted = user_csr
+    X = np.empty((n_items, dim))
+    X[:, :D] = state["V"]
+    if biases:
+        X[:, D] = 1.0
+    targets = ratings - state["mu"] - state["item_bias"][item_codes]
+    prec, h = _prior(Lambda_U, mu_U, state["user_bias_precision"], biases)
+    rows = np.empty((n_users, dim))
+    _sample_rows(indptr, other_sorted, targets[order], X, prec, h, tau,
+                 rng.standard_normal((n_users, dim)), rows)
+    state["U"] = np.ascontiguousarray(rows[:, :D])
+    if biases:
+        state["user_bias"] = rows[:, D].copy()
+
+    # items (jointly with their biases), given the users
+    indptr, order, other_sorted = item_csr
+    X = np.empty((n_users, dim))
+    X[:, :D] = state["U"]
+    if biases:
+        X[:, D] = 1.0
+    targets = ratings - state["mu"] - state["user_bias"][user_codes]
+    prec, h = _prior(Lambda_V, mu_V, state["item_bias_precision"], biases)
+    rows = np.empty((n_items, dim))
+    _sample_rows(indptr, other_sorted, targets[order], X, prec, h, tau,
+                 rng.standard_normal((n_items, dim)), rows)
+    state["V"] = np.ascontiguousarray(rows[:, :D])
+    if biases:
+        state["item_bias"] = rows[:, D].copy()
+
+    # intercept
+    fitted = _pair_dot(state["U"], state["V"], user_codes, item_codes)
+    if biases:
+        fitted += state["user_bias"][user_codes] + state["item_bias"][item_codes]
+    n_ratings = len(ratings)
+    prior_prec = 1.0 / config["intercept_sd"] ** 2
+    post_prec = prior_prec + tau * n_ratings
+    post_mean = (prior_prec * config["intercept_mean"] + tau * np.sum(ratings - fitted)) / post_prec
+    state["mu"] = post_mean + rng.standard_normal() / np.sqrt(post_prec)
+
+    # noise precision
+    if config["noise_sd"] is None:
+        sse = float(np.sum((ratings - fitted - state["mu"]) ** 2))
+        shape = config["noise_shape"] + 0.5 * n_ratings
+        rate = config["noise_rate"] + 0.5 * sse
+        state["tau"] = rng.gamma(shape, 1.0 / rate)
+    else:
+        state["tau"] = 1.0 / float(config["noise_sd"]) ** 2
+
+    # bias precisions
+    if biases:
+        for key, n_rows in (("user_bias", n_users), ("item_bias", n_items)):
+            shape = config["bias_precision_shape"] + 0.5 * n_rows
+            rate = config["bias_precision_rate"] + 0.5 * float(np.sum(state[key] ** 2))
+            state[f"{key}_precision"] = rng.gamma(shape, 1.0 / rate)
+
+    state["mu_U"], state["mu_V"] = mu_U, mu_V
+    state["Lambda_U"], state["Lambda_V"] = Lambda_U, Lambda_V
+
+
+def _record(out, chain, draw, state, biases):
+    out["U"][chain, draw] = state["U"]
+    out["V"][chain, draw] = state["V"]
+    out["mu_U"][chain, draw] = state["mu_U"]
+    out["mu_V"][chain, draw] = state["mu_V"]
+    out["Sigma_U"][chain, draw] = np.linalg.inv(state["Lambda_U"])
+    out["Sigma_V"][chain, draw] = np.linalg.inv(state["Lambda_V"])
+    out["mu"][chain, draw] = state["mu"]
+    out["sigma"][chain, draw] = 1.0 / np.sqrt(state["tau"])
+    if biases:
+        out["user_bias"][chain, draw] = state["user_bias"]
+        out["item_bias"][chain, draw] = state["item_bias"]
+        out["user_bias_sd"][chain, draw] = 1.0 / np.sqrt(state["user_bias_precision"])
+        out["item_bias_sd"][chain, draw] = 1.0 / np.sqrt(state["item_bias_precision"])
