@@ -1,0 +1,556 @@
+"""Shared machinery of the models whose fit is a posterior (or a MAP point) in a DataTree.
+
+Every model here stores its result as an ArviZ 1.x ``DataTree`` in ``idata_`` whose
+``posterior`` group holds the variables of the rating model
+
+.. math::
+
+    r_{ui} = \\mu + b_u + c_i + U_u^\\top V_i + \\varepsilon, \\qquad
+    \\varepsilon \\sim \\mathcal N(0, \\sigma^2)
+
+under the names ``mu``, ``user_bias``, ``item_bias``, ``U``, ``V``, ``sigma`` (plus the
+population-level ``mu_U``, ``mu_V``, ``Sigma_U``, ``Sigma_V``, ``user_bias_sd``,
+``item_bias_sd`` where the model has them). :class:`PosteriorModel` turns such a tree into
+predictions, predictive intervals, predictive draws and recommendations, and persists it.
+The NUTS and Gibbs samplers of :class:`bpmf.models.BPMF` and the MAP of
+:class:`bpmf.models.PMF` (a single "draw") all go through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy import special
+
+from bpmf._estimator import RatingEstimator
+from bpmf._exceptions import DataError, ModelFileError
+from bpmf._version import __version__
+
+#: dims (after chain, draw) of every posterior variable the prediction code understands.
+POSTERIOR_DIMS = {
+    "U": ("user", "factor"),
+    "V": ("item", "factor"),
+    "mu_U": ("factor",),
+    "mu_V": ("factor",),
+    "Sigma_U": ("factor", "factor_"),
+    "Sigma_V": ("factor", "factor_"),
+    "mu": (),
+    "sigma": (),
+    "user_bias": ("user",),
+    "item_bias": ("item",),
+    "user_bias_sd": (),
+    "item_bias_sd": (),
+}
+
+_FORMAT = "bpmf-model"
+_FORMAT_VERSION = 1
+# Pairs per block when averaging over draws: bounds memory at about draws x block floats.
+_BLOCK = 20_000
+
+
+# ---------------------------------------------------------------------- building the tree
+def make_datatree(posterior, train, *, n_factors, sample_stats=None, extra=None):
+    """Wrap posterior arrays into a DataTree with named dims and the original ids as coords.
+
+    Parameters
+    ----------
+    posterior : dict of str -> ndarray
+        Arrays with leading ``(chain, draw)`` axes; names and trailing dims as in
+        :data:`POSTERIOR_DIMS` (unknown names are ignored).
+    train : Ratings
+        The training data (its ids become the ``user``/``item`` coordinates; its ratings the
+        ``observed_data`` group).
+    n_factors : int
+    sample_stats : xarray.Dataset or dict, optional
+        Sampler statistics with ``(chain, draw)`` leading dims.
+    extra : dict of str -> xarray.Dataset, optional
+        Further groups (``log_likelihood``, ``posterior_predictive``, ``map_estimate``, ...).
+    """
+    coords = {
+        "user": _coord_values(train.user_ids),
+        "item": _coord_values(train.item_ids),
+        "factor": np.arange(n_factors),
+        "factor_": np.arange(n_factors),
+    }
+    variables = {}
+    for name, values in posterior.items():
+        if name not in POSTERIOR_DIMS:
+            continue
+        values = np.asarray(values, dtype=np.float64)
+        dims = ("chain", "draw", *POSTERIOR_DIMS[name])
+        if values.ndim != len(dims):
+            raise ValueError(f"posterior[{name!r}] has shape {values.shape}; expected dims {dims}.")
+        variables[name] = (dims, values)
+    first = next(iter(variables.values()))[1]
+    n_chains, n_draws = first.shape[:2]
+    used = {d for dims, _ in variables.values() for d in dims}
+    posterior_ds = xr.Dataset(
+        variables,
+        coords={
+            "chain": np.arange(n_chains),
+            "draw": np.arange(n_draws),
+            **{k: v for k, v in coords.items() if k in used},
+        },
+    )
+    groups = {"posterior": posterior_ds, "observed_data": observed_dataset(train)}
+    if sample_stats is not None:
+        if isinstance(sample_stats, dict):
+            sample_stats = xr.Dataset(
+                {k: (("chain", "draw"), np.asarray(v)) for k, v in sample_stats.items()},
+                coords={"chain": np.arange(n_chains), "draw": np.arange(n_draws)},
+            )
+        groups["sample_stats"] = sample_stats
+    groups.update(extra or {})
+    return xr.DataTree.from_dict(groups)
+
+
+def observed_dataset(train):
+    """The training ratings as the ``observed_data`` group (dim ``obs``, ids as coords)."""
+    return xr.Dataset(
+        {"rating": (("obs",), train.values)},
+        coords={
+            "obs": np.arange(train.n_ratings),
+            "obs_user": (("obs",), _coord_values(train.user_ids)[train.user_codes]),
+            "obs_item": (("obs",), _coord_values(train.item_ids)[train.item_codes]),
+        },
+    )
+
+
+def _coord_values(index):
+    values = np.asarray(index)
+    return values.astype(str) if values.dtype == object else values
+
+
+# ---------------------------------------------------------------------- the model base class
+class PosteriorModel(RatingEstimator):
+    """Predictions, intervals, recommendations and persistence from ``idata_``.
+
+    Subclasses set ``idata_`` (and call ``_start_fit``) in ``fit``; everything here reads only
+    ``idata_``, the id maps and the scale, so a loaded model behaves like the saved one.
+    """
+
+    # ------------------------------------------------------------------ posterior access
+    def _draws(self):
+        """Posterior variables as arrays with one flat leading ``sample`` axis (cached)."""
+        self._check_is_fitted()
+        key = id(self.idata_)
+        cache = getattr(self, "_draws_cache", None)
+        if cache is None or cache[0] != key:
+            posterior = self.idata_["posterior"].ds
+            n_samples = posterior.sizes["chain"] * posterior.sizes["draw"]
+            arrays = {
+                name: np.asarray(posterior[name].values, dtype=np.float64).reshape(
+                    n_samples, *posterior[name].shape[2:]
+                )
+                for name in POSTERIOR_DIMS
+                if name in posterior
+            }
+            self._draws_cache = (key, arrays)
+        return self._draws_cache[1]
+
+    def _sample_shape(self):
+        posterior = self.idata_["posterior"].ds
+        return posterior.sizes["chain"], posterior.sizes["draw"]
+
+    def _expected_draws(self, user_codes, item_codes, rng=None):
+        """Expected rating ``mu + b_u + c_i + U_u . V_i`` per draw, shape ``(samples, pairs)``.
+
+        Unseen users/items (code -1) get their factor and bias from the population: the
+        population means when ``rng`` is None (exact for the posterior mean, the model being
+        linear in each of them), fresh draws from ``N(mu_U, Sigma_U)`` / ``N(0, sd^2)`` per
+        posterior draw otherwise (for predictive draws and intervals).
+        """
+        post = self._draws()
+        U = _rows(post, "U", "mu_U", "Sigma_U", user_codes, rng)
+        V = _rows(post, "V", "mu_V", "Sigma_V", item_codes, rng)
+        expected = np.einsum("snk,snk->sn", U, V) + post["mu"][:, None]
+        for name, codes in (("user_bias", user_codes), ("item_bias", item_codes)):
+            if name in post:
+                expected += _bias_rows(post, name, codes, rng)
+        return expected
+
+    def _prepare_pairs(self, pairs, on_unseen):
+        user_codes, item_codes = self._encode_pairs(pairs)
+        self._handle_unseen(user_codes, item_codes, on_unseen)
+        return user_codes, item_codes
+
+    # ------------------------------------------------------------------ predictions
+    def predict(self, pairs, *, clip=True, on_unseen="warn"):
+        """Posterior mean of the expected rating of each pair (the average of the predictions).
+
+        Parameters
+        ----------
+        pairs : DataFrame with columns ``user``, ``item`` (or a Ratings)
+        clip : bool, default True
+            Clip to the training rating scale (no effect when the scale is ``None``).
+        on_unseen : {"warn", "raise", "ignore"}, default "warn"
+            Users or items unseen in training are predicted from the population level
+            (hierarchical means, zero bias); ``"warn"`` says how many, ``"raise"`` refuses.
+
+        Returns
+        -------
+        ndarray of float, aligned with the rows of ``pairs``.
+        """
+        user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
+        means = np.empty(len(user_codes))
+        for start in range(0, len(user_codes), _BLOCK):
+            block = slice(start, start + _BLOCK)
+            means[block] = self._expected_draws(user_codes[block], item_codes[block]).mean(0)
+        return self._clip(means, clip)
+
+    def predict_posterior(self, pairs, *, kind="predictive", random_state=None, on_unseen="warn"):
+        """Posterior draws of the rating of each pair.
+
+        Parameters
+        ----------
+        pairs : DataFrame with columns ``user``, ``item`` (or a Ratings)
+        kind : {"predictive", "expected"}, default "predictive"
+            ``"predictive"`` adds the observation noise ``N(0, sigma^2)`` of each draw (draws of
+            a new rating); ``"expected"`` gives the noise-free ``mu + b_u + c_i + U_u . V_i``.
+        random_state : int or numpy Generator, optional
+            Seeds the noise (and the population draws of unseen users/items).
+        on_unseen : {"warn", "raise", "ignore"}, default "warn"
+
+        Returns
+        -------
+        xarray.DataArray
+            Dims ``(chain, draw, pair)``; ``user`` and ``item`` are coordinates along ``pair``.
+            Not clipped to the rating scale.
+        """
+        if kind not in ("predictive", "expected"):
+            raise ValueError(f"kind must be 'predictive' or 'expected', got {kind!r}.")
+        user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
+        rng = np.random.default_rng(random_state)
+        draws = self._expected_draws(user_codes, item_codes, rng)
+        if kind == "predictive":
+            draws = draws + rng.standard_normal(draws.shape) * self._draws()["sigma"][:, None]
+        n_chains, n_draws = self._sample_shape()
+        users, items = _pair_ids(pairs)
+        return xr.DataArray(
+            draws.reshape(n_chains, n_draws, -1),
+            dims=("chain", "draw", "pair"),
+            coords={
+                "chain": np.arange(n_chains),
+                "draw": np.arange(n_draws),
+                "pair": np.arange(len(user_codes)),
+                "user": ("pair", _coord_values(pd.Index(users))),
+                "item": ("pair", _coord_values(pd.Index(items))),
+            },
+            name="rating",
+        )
+
+    def predict_interval(self, pairs, prob=0.9, *, clip=True, random_state=0, on_unseen="warn"):
+        """Central posterior predictive interval of each pair's rating (noise included).
+
+        Parameters
+        ----------
+        pairs : DataFrame with columns ``user``, ``item`` (or a Ratings)
+        prob : float in (0, 1), default 0.9
+        clip : bool, default True
+            Clip ``mean``, ``lower`` and ``upper`` to the training rating scale.
+        random_state : int or numpy Generator, default 0
+            Seeds the predictive noise draws, so that the interval is reproducible.
+        on_unseen : {"warn", "raise", "ignore"}, default "warn"
+
+        Returns
+        -------
+        DataFrame
+            Columns ``mean`` (as :meth:`predict`), ``lower`` and ``upper``, with the index of
+            ``pairs``.
+        """
+        if not 0 < prob < 1:
+            raise ValueError(f"prob must be strictly between 0 and 1, got {prob!r}.")
+        user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
+        rng = np.random.default_rng(random_state)
+        sigma = self._draws()["sigma"][:, None]
+        columns = {name: np.empty(len(user_codes)) for name in ("mean", "lower", "upper")}
+        for start in range(0, len(user_codes), _BLOCK):
+            block = slice(start, start + _BLOCK)
+            users, items = user_codes[block], item_codes[block]
+            columns["mean"][block] = self._expected_draws(users, items).mean(0)
+            draws = self._expected_draws(users, items, rng)
+            draws += rng.standard_normal(draws.shape) * sigma
+            tail = (1.0 - prob) / 2.0
+            columns["lower"][block], columns["upper"][block] = np.quantile(
+                draws, [tail, 1.0 - tail], axis=0
+            )
+        frame = pd.DataFrame({k: self._clip(v, clip) for k, v in columns.items()})
+        if isinstance(pairs, pd.DataFrame):
+            frame.index = pairs.index
+        return frame
+
+    # ------------------------------------------------------------------ recommendations
+    def recommend(self, user, k=10, *, exclude_seen=True, threshold=4.0):
+        """The ``k`` items with the highest posterior mean rating for ``user``.
+
+        Parameters
+        ----------
+        user : id
+            A user id from training (an unseen user gets the population-level ranking, with a
+            warning).
+        k : int, default 10
+        exclude_seen : bool, default True
+            Leave out the items the user rated in training.
+        threshold : float, default 4.0
+            Also report ``P(r >= threshold)``, the posterior predictive probability (noise
+            included) that the user's rating of the item reaches the threshold.
+
+        Returns
+        -------
+        DataFrame
+            Columns ``item``, ``mean`` (unclipped posterior mean), ``prob_at_least``
+            (``P(r >= threshold)``) and ``rank`` (1 = best), sorted by ``mean``.
+        """
+        self._check_is_fitted()
+        if int(k) != k or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}.")
+        user_code = int(self.user_index_.get_indexer([user])[0])
+        self._handle_unseen(np.array([user_code]), np.array([0]), "warn")
+        item_codes = np.arange(len(self.item_index_))
+        if exclude_seen and user_code >= 0:
+            seen = self._seen_items(user_code)
+            item_codes = np.setdiff1d(item_codes, seen)
+        if len(item_codes) == 0:
+            return pd.DataFrame({"item": [], "mean": [], "prob_at_least": [], "rank": []})
+        expected = self._expected_draws(np.full(len(item_codes), user_code), item_codes)
+        sigma = self._draws()["sigma"][:, None]
+        prob = special.ndtr((expected - threshold) / sigma).mean(0)
+        mean = expected.mean(0)
+        order = np.lexsort((item_codes, -mean))[: int(k)]
+        frame = pd.DataFrame(
+            {
+                "item": self.item_index_[item_codes[order]].to_numpy(),
+                "mean": mean[order],
+                "prob_at_least": prob[order],
+                "rank": np.arange(1, len(order) + 1),
+            }
+        )
+        frame.attrs["threshold"] = float(threshold)
+        return frame
+
+    def _seen_items(self, user_code):
+        observed = self.idata_["observed_data"].ds
+        user_id = _coord_values(self.user_index_)[user_code]
+        items = observed["obs_item"].values[observed["obs_user"].values == user_id]
+        return self.item_index_.get_indexer(_ids_like(items, self.item_index_))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path):
+        """Write the fitted model to ``path`` (a zip of a zarr store of the DataTree).
+
+        The file holds the posterior (``idata_``), the constructor arguments (configs as JSON),
+        the bpmf version and the id maps. It is written to a temporary file in the same folder
+        and moved into place, so ``path`` is never left half-written.
+        """
+        self._check_is_fitted()
+        path = Path(path)
+        tree = self.idata_.copy()
+        tree.attrs = {
+            **{k: v for k, v in tree.attrs.items() if isinstance(v, (str, int, float))},
+            "bpmf_format": _FORMAT,
+            "bpmf_format_version": _FORMAT_VERSION,
+            "bpmf_version": __version__,
+            "bpmf_model": type(self).__name__,
+            "bpmf_params": json.dumps(_jsonable(self.get_params())),
+            "bpmf_state": json.dumps(_jsonable(self._extra_state())),
+            "bpmf_user_ids": _index_to_json(self.user_index_),
+            "bpmf_item_ids": _index_to_json(self.item_index_),
+            "bpmf_scale": json.dumps(self.scale_),
+            "bpmf_n_train": int(self.n_train_),
+        }
+        folder = path.parent if str(path.parent) else Path(".")
+        workdir = tempfile.mkdtemp(prefix=".bpmf-save-", dir=folder)
+        try:
+            store = os.path.join(workdir, "store.zarr")
+            tree.to_zarr(store, mode="w", consolidated=False)
+            archive = os.path.join(workdir, "model.zip")
+            with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
+                for root, _, files in os.walk(store):
+                    for name in sorted(files):
+                        full = os.path.join(root, name)
+                        zf.write(full, os.path.relpath(full, store))
+            os.replace(archive, path)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`; it predicts exactly what the saved one did.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``path`` does not exist.
+        ModelFileError
+            The file is not a bpmf model file, is corrupted, or holds another model type.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No model file at {str(path)!r}.")
+        tree = _read_tree(path)
+        attrs = tree.attrs
+        if attrs.get("bpmf_format") != _FORMAT:
+            raise ModelFileError(f"{str(path)!r} is not a bpmf model file (no bpmf format tag).")
+        saved = attrs.get("bpmf_model")
+        if saved != cls.__name__:
+            raise ModelFileError(
+                f"{str(path)!r} holds a {saved} model; load it with {saved}.load(...), "
+                f"not {cls.__name__}.load."
+            )
+        try:
+            params = json.loads(attrs["bpmf_params"])
+            state = json.loads(attrs["bpmf_state"])
+            model = cls(**params)
+            model.user_index_ = _index_from_json(attrs["bpmf_user_ids"])
+            model.item_index_ = _index_from_json(attrs["bpmf_item_ids"])
+            scale = json.loads(attrs["bpmf_scale"])
+            model.scale_ = None if scale is None else tuple(scale)
+            model.n_train_ = int(attrs["bpmf_n_train"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelFileError(f"{str(path)!r} has damaged metadata ({err}).") from err
+        for key in [k for k in attrs if k.startswith("bpmf_")]:
+            del tree.attrs[key]
+        posterior = tree["posterior"].ds
+        missing = [v for v in ("U", "V", "mu", "sigma") if v not in posterior]
+        if missing:
+            raise ModelFileError(f"{str(path)!r} lacks posterior variable(s) {missing}.")
+        if posterior.sizes.get("user") != len(model.user_index_) or posterior.sizes.get(
+            "item"
+        ) != len(model.item_index_):
+            raise ModelFileError(f"{str(path)!r}: the id maps do not match the posterior shape.")
+        model.idata_ = _restore_coords(tree, model.user_index_, model.item_index_)
+        model._restore_state(state)
+        return model
+
+    def _extra_state(self):
+        """Fitted state beyond ``idata_`` and the id maps to persist (JSON-able dict)."""
+        return {}
+
+    def _restore_state(self, state):
+        """Inverse of :meth:`_extra_state` on a loaded model."""
+
+
+# ---------------------------------------------------------------------- helpers
+def _rows(post, name, mean_name, cov_name, codes, rng):
+    """Factor rows per draw ``(samples, pairs, factors)``; unseen codes from the population."""
+    factors = post[name]
+    rows = factors[:, np.maximum(codes, 0), :]
+    unseen = codes < 0
+    if unseen.any():
+        n_samples, n_factors = factors.shape[0], factors.shape[2]
+        mean = post.get(mean_name, np.zeros((n_samples, n_factors)))
+        fill = np.broadcast_to(mean[:, None, :], (n_samples, int(unseen.sum()), n_factors))
+        if rng is not None and cov_name in post:
+            chol = np.linalg.cholesky(post[cov_name] + 1e-12 * np.eye(n_factors))
+            noise = rng.standard_normal((n_samples, int(unseen.sum()), n_factors))
+            fill = fill + np.einsum("skl,snl->snk", chol, noise)
+        rows[:, unseen, :] = fill
+    return rows
+
+
+def _bias_rows(post, name, codes, rng):
+    biases = post[name][:, np.maximum(codes, 0)]
+    unseen = codes < 0
+    if unseen.any():
+        biases[:, unseen] = 0.0
+        if rng is not None and f"{name}_sd" in post:
+            scale = post[f"{name}_sd"][:, None]
+            biases[:, unseen] = rng.standard_normal((len(scale), int(unseen.sum()))) * scale
+    return biases
+
+
+def _pair_ids(pairs):
+    from bpmf.datasets._ratings import as_pairs
+
+    return as_pairs(pairs)
+
+
+def _ids_like(values, index):
+    """Convert stored coordinate values back to the dtype of ``index`` for lookups."""
+    if index.dtype == object:
+        as_str = pd.Index(np.asarray(index).astype(str))
+        return np.asarray(index)[as_str.get_indexer(values)]
+    return np.asarray(values).astype(index.dtype)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.random.Generator):
+        raise DataError(
+            "Cannot save a model whose random_state is a numpy Generator; use an int seed."
+        )
+    return value
+
+
+def _index_to_json(index):
+    values = np.asarray(index)
+    kind = "object" if values.dtype == object else values.dtype.str
+    return json.dumps({"dtype": kind, "values": [_jsonable(v) for v in values.tolist()]})
+
+
+def _index_from_json(text):
+    spec = json.loads(text)
+    dtype = object if spec["dtype"] == "object" else np.dtype(spec["dtype"])
+    return pd.Index(np.array(spec["values"], dtype=dtype))
+
+
+def _read_tree(path):
+    try:
+        if not zipfile.is_zipfile(path):
+            raise ModelFileError(
+                f"{str(path)!r} is not a bpmf model file (not a zip archive); it may be "
+                "truncated or of another format."
+            )
+        with tempfile.TemporaryDirectory(prefix=".bpmf-load-") as workdir:
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+                if bad is not None:
+                    raise ModelFileError(f"{str(path)!r} is corrupted (bad member {bad!r}).")
+                for member in zf.namelist():
+                    if member.startswith("/") or ".." in Path(member).parts:
+                        raise ModelFileError(f"{str(path)!r} has an unsafe member {member!r}.")
+                zf.extractall(workdir)
+            tree = xr.open_datatree(workdir, engine="zarr", consolidated=False)
+            return tree.load()
+    except ModelFileError:
+        raise
+    except Exception as err:  # zarr/json/zip errors all mean an unreadable file
+        raise ModelFileError(f"{str(path)!r} could not be read as a bpmf model ({err}).") from err
+
+
+def _restore_coords(tree, user_index, item_index):
+    """Give the ``user``/``item`` coords back their original dtype after a round trip."""
+    users = _coord_values(user_index)
+    items = _coord_values(item_index)
+    groups = {}
+    for node in tree.subtree:
+        if node is tree:
+            continue
+        ds = node.to_dataset()
+        if "user" in ds.dims:
+            ds = ds.assign_coords(user=users)
+        if "item" in ds.dims:
+            ds = ds.assign_coords(item=items)
+        for name in ("obs_user", "obs_item"):
+            if name in ds.coords:
+                index = user_index if name == "obs_user" else item_index
+                ds = ds.assign_coords({name: ("obs", _coord_values(index)[
+                    index.get_indexer(_ids_like(ds[name].values, index))])})
+        groups[node.path] = ds
+    restored = xr.DataTree.from_dict(groups)
+    restored.attrs = dict(tree.attrs)
+    return restored
