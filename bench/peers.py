@@ -1,0 +1,224 @@
+"""bpmf against its peers on the official MovieLens 100K folds, in one run on one machine.
+
+Fits myFM (Bayesian factorisation machine, C++ Gibbs, rank 10, 200 iterations), Surprise
+``SVD`` and ``BaselineOnly``, bpmf's conjugate Gibbs sampler (called directly, so it runs even
+before ``BPMF`` exists), and, when importable, bpmf's ``PMF``, ``BPMF`` (NUTS), ``BPMF(method=
+"gibbs")`` and the gradient-descent baselines. Prints, per fold and averaged over folds, test
+RMSE, wall time, each wall time as a ratio to myFM's, and iterations per second for the Gibbs
+samplers. Every prediction is clipped to the rating scale [1, 5], peers included.
+
+The peers come from the ``bench`` extra (``pip install "bpmf[bench]"``), never from the runtime
+dependencies.
+
+Usage::
+
+    python bench/peers.py                           # fold u1, every model
+    python bench/peers.py --folds u1,u2,u3,u4,u5    # the 5-fold protocol
+    python bench/peers.py --skip bpmf-nuts          # leave out slow entries (comma-separated)
+    python bench/peers.py --only myfm,bpmf-gibbs-kernel --folds u1,u2,u3,u4,u5
+"""
+
+import argparse
+import time
+import traceback
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from bpmf.datasets import load_movielens_folds
+
+SCALE = (1.0, 5.0)
+RANK = 10
+ITERATIONS = 200  # myFM iterations; also the Gibbs kernel's sweeps (burn-in + kept)
+GIBBS_BURN_IN = 50
+
+
+def rmse(y, yhat):
+    return float(np.sqrt(np.mean((np.asarray(y) - np.clip(yhat, *SCALE)) ** 2)))
+
+
+# ------------------------------------------------------------------------------------ peers
+def run_myfm(train, test, seed):
+    import myfm
+    import scipy.sparse as sp
+
+    def design(users, items):
+        """One-hot user and item blocks; a code of -1 (unseen) leaves its block empty."""
+        rows = np.concatenate([np.flatnonzero(users >= 0), np.flatnonzero(items >= 0)])
+        cols = np.concatenate([users[users >= 0], train.n_users + items[items >= 0]])
+        return sp.csr_matrix(
+            (np.ones(len(rows)), (rows, cols)),
+            shape=(len(users), train.n_users + train.n_items),
+        )
+
+    start = time.perf_counter()
+    fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
+    fm.fit(design(train.user_codes, train.item_codes), train.values, n_iter=ITERATIONS,
+           n_kept_samples=ITERATIONS - GIBBS_BURN_IN,
+           group_shapes=[train.n_users, train.n_items])
+    sampling = time.perf_counter() - start
+    pred = fm.predict(design(train.encode_users(test.users), train.encode_items(test.items)))
+    return pred, time.perf_counter() - start, ITERATIONS / sampling
+
+
+def run_surprise(train, test, algorithm, seed):
+    import surprise
+
+    reader = surprise.Reader(rating_scale=SCALE)
+    frame = pd.DataFrame({"user": train.users, "item": train.items, "rating": train.values})
+    start = time.perf_counter()
+    data = surprise.Dataset.load_from_df(frame, reader)
+    algo = algorithm(random_state=seed) if algorithm is surprise.SVD else algorithm(verbose=False)
+    algo.fit(data.build_full_trainset())
+    pred = np.array([algo.predict(u, i).est for u, i in zip(test.users, test.items)])
+    return pred, time.perf_counter() - start, None
+
+
+# ------------------------------------------------------------------------------------- bpmf
+def gibbs_predictions(draws, train, test):
+    """Posterior-mean predictions from Gibbs draws; unseen users/items use the prior means."""
+    users, items = train.encode_users(test.users), train.encode_items(test.items)
+    seen_u, seen_i = users >= 0, items >= 0
+    u, i = np.where(seen_u, users, 0), np.where(seen_i, items, 0)
+    total = np.zeros(len(users))
+    n_draws = 0
+    for chain in range(draws["mu"].shape[0]):
+        for d in range(draws["mu"].shape[1]):
+            U = np.where(seen_u[:, None], draws["U"][chain, d][u], draws["mu_U"][chain, d])
+            V = np.where(seen_i[:, None], draws["V"][chain, d][i], draws["mu_V"][chain, d])
+            pred = draws["mu"][chain, d] + np.einsum("nk,nk->n", U, V)
+            if "user_bias" in draws:
+                pred += np.where(seen_u, draws["user_bias"][chain, d][u], 0.0)
+                pred += np.where(seen_i, draws["item_bias"][chain, d][i], 0.0)
+            total += np.clip(pred, *SCALE)
+            n_draws += 1
+    return total / n_draws
+
+
+def run_gibbs_kernel(train, test, seed):
+    from bpmf.models._gibbs import sample_gibbs
+
+    # load (or, on the very first run, compile) the numba kernels outside the timing: they are
+    # cached on disk, as myFM's C++ is compiled at install time
+    sample_gibbs(train.user_codes[:50], train.item_codes[:50], train.values[:50],
+                 train.n_users, train.n_items, n_factors=RANK, draws=1, tune=0, chains=1,
+                 biases=True, model_config=None, init=None, random_state=seed, progressbar=False)
+    start = time.perf_counter()
+    draws = sample_gibbs(
+        train.user_codes, train.item_codes, train.values, train.n_users, train.n_items,
+        n_factors=RANK, draws=ITERATIONS - GIBBS_BURN_IN, tune=GIBBS_BURN_IN, chains=1,
+        biases=True, model_config=None, init=None, random_state=seed, progressbar=False,
+    )
+    sampling = time.perf_counter() - start
+    pred = gibbs_predictions(draws, train, test)
+    return pred, time.perf_counter() - start, ITERATIONS / sampling
+
+
+def run_estimator(make):
+    def run(train, test, seed):
+        model = make(seed)
+        start = time.perf_counter()
+        model.fit(train)
+        pred = model.predict(test)
+        return np.asarray(pred, dtype=float), time.perf_counter() - start, None
+
+    return run
+
+
+def bpmf_entries():
+    """(name, runner) for the bpmf estimators that exist in this checkout."""
+    entries = []
+    try:
+        from bpmf.models import BPMF, PMF
+    except ImportError as error:
+        print(f"note: bpmf.models not importable yet ({error}); PMF/BPMF skipped")
+        BPMF = PMF = None
+    if PMF is not None:
+        entries.append(("bpmf-pmf", run_estimator(
+            lambda seed: PMF(n_factors=RANK, random_state=seed, progressbar=False))))
+    if BPMF is not None:
+        entries.append(("bpmf-nuts", run_estimator(
+            lambda seed: BPMF(n_factors=RANK, random_state=seed, progressbar=False))))
+        entries.append(("bpmf-gibbs", run_estimator(
+            lambda seed: BPMF(n_factors=RANK, method="gibbs", random_state=seed,
+                              progressbar=False))))
+    try:
+        from bpmf import baselines
+    except ImportError:
+        baselines = None
+    for name in ("AdaGradMF", "OLSRegressor", "SoftmaxRegression"):
+        cls = getattr(baselines, name, None) if baselines is not None else None
+        if cls is None:
+            print(f"note: bpmf.baselines.{name} not available; skipped")
+            continue
+        entries.append((f"bpmf-{name}", run_estimator(
+            lambda seed, cls=cls: _with_seed(cls, seed))))
+    return entries
+
+
+def _with_seed(cls, seed):
+    try:
+        return cls(random_state=seed)
+    except TypeError:
+        return cls()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", default="u1", help="comma-separated fold names (u1..u5)")
+    parser.add_argument("--data-home", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", default="", help="comma-separated entry names to run")
+    parser.add_argument("--skip", default="", help="comma-separated entry names to leave out")
+    args = parser.parse_args(argv)
+
+    import surprise
+
+    entries = [
+        ("myfm", run_myfm),
+        ("surprise-SVD", lambda tr, te, s: run_surprise(tr, te, surprise.SVD, s)),
+        ("surprise-BaselineOnly",
+         lambda tr, te, s: run_surprise(tr, te, surprise.BaselineOnly, s)),
+        ("bpmf-gibbs-kernel", run_gibbs_kernel),
+        *bpmf_entries(),
+    ]
+    only = {name for name in args.only.split(",") if name}
+    skip = {name for name in args.skip.split(",") if name}
+    entries = [(n, r) for n, r in entries if (not only or n in only) and n not in skip]
+
+    folds = load_movielens_folds("ml-100k", data_home=args.data_home, download=False)
+    rows = []
+    for fold in args.folds.split(","):
+        train, test = folds[fold]
+        for name, run in entries:
+            print(f"[{fold}] {name} ...", flush=True)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    pred, seconds, rate = run(train, test, args.seed)
+            except Exception as error:  # a broken entry must not hide the others' numbers
+                print(f"  failed: {type(error).__name__}: {error}")
+                traceback.print_exc(limit=2)
+                continue
+            rows.append({"fold": fold, "model": name, "rmse": rmse(test.values, pred),
+                         "seconds": seconds, "it_per_s": rate})
+            print(f"  rmse {rows[-1]['rmse']:.4f}  {seconds:.1f} s", flush=True)
+
+    table = pd.DataFrame(rows)
+    myfm_seconds = table[table.model == "myfm"].set_index("fold")["seconds"]
+    if len(myfm_seconds):
+        table["time_vs_myfm"] = table["seconds"] / table["fold"].map(myfm_seconds)
+    myfm_rate = table[table.model == "myfm"].set_index("fold")["it_per_s"]
+    if len(myfm_rate):
+        table["rate_vs_myfm"] = table["it_per_s"] / table["fold"].map(myfm_rate)
+    pd.set_option("display.width", 140)
+    print("\nper fold:")
+    print(table.round(4).to_string(index=False))
+    if table["fold"].nunique() > 1:
+        print("\nmean over folds:")
+        print(table.groupby("model", sort=False).mean(numeric_only=True).round(4).to_string())
+
+
+if __name__ == "__main__":
+    main()
