@@ -66,8 +66,10 @@ class BPMF(PosteriorModel):
     random_state : int, optional
         Seeds the MAP start, the jitter and the sampler: the same seed gives the same draws.
     method : {"nuts", "gibbs"}, default "nuts"
-        ``"gibbs"`` runs the conjugate Gibbs sampler of the paper (``bpmf.models._gibbs``) on
-        the same model (with ``sigma`` and the bias scales updated conjugately).
+        ``"gibbs"`` runs the conjugate Gibbs sampler of the paper (``bpmf.models._gibbs``):
+        the same likelihood, with conjugate Normal-Wishart / Gamma hyperpriors in place of the
+        LKJ and HalfNormal ones (their keys, e.g. ``beta0``, ``nu0``, are then accepted in
+        ``model_config``); ``draws``, ``tune``, ``chains`` come from ``sampler_config``.
     progressbar : bool, optional
         Show MAP and sampling progress; None uses the package-wide setting.
 
@@ -154,7 +156,13 @@ class BPMF(PosteriorModel):
 
     # ------------------------------------------------------------------ configuration
     def _model_config(self):
-        config = merge_config(self.default_model_config, self.model_config, "model_config")
+        defaults = dict(self.default_model_config)
+        if self.method == "gibbs":
+            # The Gibbs sampler has its own conjugate hyperpriors (Normal-Wishart, Gamma).
+            from bpmf.models._gibbs import DEFAULT_GIBBS_CONFIG
+
+            defaults = {**DEFAULT_GIBBS_CONFIG, **defaults}
+        config = merge_config(defaults, self.model_config, "model_config")
         if config["parameterization"] not in ("noncentered", "centered"):
             raise ValueError(
                 "model_config['parameterization'] must be 'noncentered' or 'centered', got "
@@ -375,7 +383,7 @@ class BPMF(PosteriorModel):
             tune=int(sampler_config["tune"]),
             chains=int(sampler_config["chains"]),
             biases=bool(model_config["biases"]),
-            model_config=model_config,
+            model_config={**model_config, "noise_sd": model_config["sigma"]},
             init=dict(self.map_),
             random_state=seed,
             progressbar=progressbar,
