@@ -475,11 +475,9 @@ def _pair_ids(pairs):
 
 
 def _ids_like(values, index):
-    """Convert stored coordinate values back to the dtype of ``index`` for lookups."""
-    if index.dtype == object:
-        as_str = pd.Index(np.asarray(index).astype(str))
-        return np.asarray(index)[as_str.get_indexer(values)]
-    return np.asarray(values).astype(index.dtype)
+    """The ids of ``index`` whose coordinate form (see ``_coord_values``) is ``values``."""
+    positions = pd.Index(_coord_values(index)).get_indexer(np.asarray(values))
+    return index[positions].to_numpy()
 
 
 def _jsonable(value):
@@ -497,15 +495,14 @@ def _jsonable(value):
 
 
 def _index_to_json(index):
-    values = np.asarray(index)
-    kind = "object" if values.dtype == object else values.dtype.str
-    return json.dumps({"dtype": kind, "values": [_jsonable(v) for v in values.tolist()]})
+    values = [_jsonable(v) for v in np.asarray(index).tolist()]
+    return json.dumps({"dtype": str(index.dtype), "values": values})
 
 
 def _index_from_json(text):
     spec = json.loads(text)
-    dtype = object if spec["dtype"] == "object" else np.dtype(spec["dtype"])
-    return pd.Index(np.array(spec["values"], dtype=dtype))
+    dtype = object if spec["dtype"] == "object" else spec["dtype"]
+    return pd.Index(spec["values"], dtype=dtype)
 
 
 def _read_tree(path):

@@ -325,7 +325,8 @@ class BPMF(PosteriorModel):
             initvals = [
                 self._initial_point(train, model_config, rng, jitter) for _ in range(chains)
             ]
-            kwargs.update(init="adapt_diag", max_treedepth=sampler_config["max_treedepth"])
+            kwargs["init"] = "adapt_diag"
+            kwargs["nuts"] = {"max_treedepth": int(sampler_config["max_treedepth"])}
         else:
             initvals = self._initial_point(train, model_config)
             if backend == "nutpie":
@@ -335,7 +336,7 @@ class BPMF(PosteriorModel):
                 kwargs["compile_kwargs"] = {
                     "jitter_rvs": {model[n] for n in ("mu", "sigma") if n in model.named_vars}
                 }
-                kwargs["nuts_sampler_kwargs"] = {"maxdepth": sampler_config["max_treedepth"]}
+                kwargs["nuts"] = {"max_treedepth": int(sampler_config["max_treedepth"])}
         with model:
             tree = pm.sample(
                 draws=int(sampler_config["draws"]),

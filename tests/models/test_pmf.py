@@ -9,6 +9,10 @@ from bpmf.datasets import make_synthetic_ratings, train_test_split
 from bpmf.metrics import rmse
 from bpmf.models import BPMF, PMF
 
+# PyTensor's C backend warns once per process when it finds no BLAS (pip installs); it is an
+# environment notice, not a bpmf problem.
+pytestmark = pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS:UserWarning")
+
 
 @pytest.fixture(scope="module")
 def problem():

@@ -1,0 +1,380 @@
+"""BPMF API: DataTree layout, Eq. 10 predictions, intervals, unseen ids, recommendations,
+persistence, reproducibility and bad input, on one tiny seeded fit shared by the module."""
+
+import logging
+import warnings
+import zipfile
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import special
+
+from bpmf import DataError, ModelFileError, NotFittedError
+from bpmf.datasets import Ratings, make_synthetic_ratings
+from bpmf.models import BPMF, PMF
+
+# PyTensor's C backend warns once per process when it finds no BLAS (pip installs); it is an
+# environment notice, not a bpmf problem.
+pytestmark = pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS:UserWarning")
+
+SAMPLER = {"draws": 100, "tune": 150, "chains": 2, "cores": 1}
+
+
+def _with_string_ids(ratings):
+    return Ratings(
+        [f"u{u}" for u in ratings.users], [f"i{i}" for i in ratings.items], ratings.values,
+        scale=None,
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    ratings, truth = make_synthetic_ratings(
+        n_users=40, n_items=30, n_factors=2, density=0.4, noise_sd=0.5, random_state=11
+    )
+    ratings = _with_string_ids(ratings)
+    # hold out user u0 and item i0 entirely: they are "unseen" at prediction time
+    keep = (ratings.users != "u0") & (ratings.items != "i0")
+    return ratings.subset(keep), truth
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    train, _ = data
+    return BPMF(
+        2,
+        sampler_config={**SAMPLER, "log_likelihood": True, "posterior_predictive": True},
+        random_state=5,
+        progressbar=False,
+    ).fit(train)
+
+
+def _pairs(users, items):
+    return pd.DataFrame({"user": users, "item": items})
+
+
+# ---------------------------------------------------------------------- the DataTree
+def test_datatree_groups_dims_and_ids(data, fitted):
+    train, _ = data
+    tree = fitted.idata_
+    for group in ("posterior", "sample_stats", "observed_data", "log_likelihood",
+                  "posterior_predictive"):
+        assert group in tree.children, group
+    post = tree["posterior"].ds
+    assert post["U"].dims == ("chain", "draw", "user", "factor")
+    assert post["V"].dims == ("chain", "draw", "item", "factor")
+    assert post["Sigma_U"].dims == ("chain", "draw", "factor", "factor_")
+    assert post.sizes["chain"] == 2 and post.sizes["draw"] == 100
+    assert list(post["user"].values) == list(train.user_ids)
+    assert list(post["item"].values) == list(train.item_ids)
+    # Sigma is a covariance: symmetric positive definite in every draw
+    sigma_u = post["Sigma_U"].values
+    np.testing.assert_allclose(sigma_u, np.swapaxes(sigma_u, -1, -2))
+    assert (np.linalg.eigvalsh(sigma_u) > 0).all()
+    np.testing.assert_array_equal(tree["observed_data"].ds["rating"].values, train.values)
+    # arviz functions work on the tree directly
+    assert float(az.rhat(tree, var_names=["sigma"])["sigma"]) < 1.1
+    with warnings.catch_warnings():  # Pareto-k notice: 40 users x 30 items is a tiny data set
+        warnings.simplefilter("ignore", UserWarning)
+        loo = az.loo(tree)
+    assert np.isfinite(loo.elpd)
+
+
+def test_log_likelihood_matches_normal_density(fitted):
+    post = fitted.idata_["posterior"].ds
+    loglik = fitted.idata_["log_likelihood"].ds["rating"].values
+    obs = fitted.idata_["observed_data"].ds
+    users = fitted.user_index_.get_indexer(obs["obs_user"].values)
+    items = fitted.item_index_.get_indexer(obs["obs_item"].values)
+    c, d = 1, 7
+    expected = (
+        post["mu"].values[c, d]
+        + post["user_bias"].values[c, d, users]
+        + post["item_bias"].values[c, d, items]
+        + np.einsum("nk,nk->n", post["U"].values[c, d, users], post["V"].values[c, d, items])
+    )
+    sigma = post["sigma"].values[c, d]
+    reference = -0.5 * ((obs["rating"].values - expected) / sigma) ** 2 - np.log(
+        sigma * np.sqrt(2 * np.pi)
+    )
+    np.testing.assert_allclose(loglik[c, d], reference, rtol=1e-10)
+
+
+def test_sampling_diagnostics_reported(fitted):
+    diagnostics = fitted.diagnostics_
+    assert diagnostics["divergences"] is not None and diagnostics["divergences"] >= 0
+    assert diagnostics["max_treedepth_hits"] is not None
+    assert 0.9 < diagnostics["rhat_sigma"] < 1.1
+    assert diagnostics["ess_bulk_sigma"] > 20
+
+
+# ---------------------------------------------------------------------- predictions
+def test_predict_averages_predictions_over_draws(data, fitted):
+    """Eq. 10: the mean over draws of mu + b + c + U.V, not the prediction of mean factors."""
+    train, _ = data
+    post = fitted.idata_["posterior"].ds
+    pairs = train.to_frame().iloc[:25]
+    users = fitted.user_index_.get_indexer(pairs["user"])
+    items = fitted.item_index_.get_indexer(pairs["item"])
+    U = post["U"].values[:, :, users]
+    V = post["V"].values[:, :, items]
+    per_draw = (
+        post["mu"].values[..., None]
+        + post["user_bias"].values[:, :, users]
+        + post["item_bias"].values[:, :, items]
+        + (U * V).sum(-1)
+    )
+    np.testing.assert_allclose(fitted.predict(pairs), per_draw.mean((0, 1)), rtol=1e-12)
+    # the factors' rotation freedom makes "mean of factors" a different (worse) thing
+    of_means = post["mu"].values.mean() + (U.mean((0, 1)) * V.mean((0, 1))).sum(-1)
+    assert not np.allclose(of_means, per_draw.mean((0, 1)) - (
+        post["user_bias"].values[:, :, users] + post["item_bias"].values[:, :, items]
+    ).mean((0, 1)))
+
+
+def test_predict_interval_frame(data, fitted):
+    train, _ = data
+    pairs = train.to_frame().iloc[:40].set_index(np.arange(100, 140))
+    interval = fitted.predict_interval(pairs, prob=0.9)
+    assert list(interval.columns) == ["mean", "lower", "upper"]
+    assert (interval.index == pairs.index).all()
+    np.testing.assert_allclose(interval["mean"], fitted.predict(pairs))
+    assert (interval["lower"] < interval["mean"]).all()
+    assert (interval["mean"] < interval["upper"]).all()
+    narrow = fitted.predict_interval(pairs, prob=0.5)
+    assert ((narrow["upper"] - narrow["lower"]) < (interval["upper"] - interval["lower"])).all()
+    # noise included: a 90% interval is at least as wide as 2 * 1.645 * sigma (roughly)
+    sigma = float(fitted.idata_["posterior"].ds["sigma"].mean())
+    assert ((interval["upper"] - interval["lower"]) > 2 * 1.5 * sigma).all()
+    with pytest.raises(ValueError, match="prob"):
+        fitted.predict_interval(pairs, prob=1.5)
+
+
+def test_predict_posterior_draws(data, fitted):
+    train, _ = data
+    pairs = train.to_frame().iloc[:5]
+    expected = fitted.predict_posterior(pairs, kind="expected")
+    assert expected.dims == ("chain", "draw", "pair")
+    assert list(expected["user"].values) == list(pairs["user"])
+    np.testing.assert_allclose(expected.mean(("chain", "draw")).values, fitted.predict(pairs))
+    predictive = fitted.predict_posterior(pairs, random_state=0)
+    # the predictive spread is the expected spread plus the noise variance
+    var_gap = predictive.var(("chain", "draw")) - expected.var(("chain", "draw"))
+    sigma2 = float((fitted.idata_["posterior"].ds["sigma"] ** 2).mean())
+    np.testing.assert_allclose(var_gap.values, sigma2, rtol=0.35)
+
+
+def test_unseen_user_and_item_use_population_level(data, fitted):
+    train, _ = data
+    pairs = _pairs(["u0", "u1", "u1"], ["i1", "i0", "i1"])
+    with pytest.warns(UserWarning, match="1 pair\\(s\\) with a user and 1 with an item"):
+        predicted = fitted.predict(pairs)
+    post = fitted.idata_["posterior"].ds
+    item = fitted.item_index_.get_loc("i1")
+    user = fitted.user_index_.get_loc("u1")
+    new_user = (
+        post["mu"] + post["item_bias"].isel(item=item)
+        + (post["mu_U"] * post["V"].isel(item=item)).sum("factor")
+    ).mean().item()
+    new_item = (
+        post["mu"] + post["user_bias"].isel(user=user)
+        + (post["U"].isel(user=user) * post["mu_V"]).sum("factor")
+    ).mean().item()
+    np.testing.assert_allclose(predicted[:2], [new_user, new_item], rtol=1e-12)
+    with pytest.raises(DataError, match="unseen"):
+        fitted.predict(pairs, on_unseen="raise")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitted.predict(pairs, on_unseen="ignore")
+    # predictive draws of a new user carry the population spread: wider than a known user's
+    with pytest.warns(UserWarning):
+        draws = fitted.predict_posterior(_pairs(["u0", "u1"], ["i1", "i1"]), kind="expected")
+    spread = draws.std(("chain", "draw")).values
+    assert spread[0] > spread[1]
+
+
+# ---------------------------------------------------------------------- recommendations
+def test_recommend_ranks_unseen_items_with_probabilities(data, fitted):
+    train, _ = data
+    frame = train.to_frame()
+    user = "u5"
+    seen = set(frame.loc[frame["user"] == user, "item"])
+    top = fitted.recommend(user, k=5, threshold=3.5)
+    assert list(top.columns) == ["item", "mean", "prob_at_least", "rank"]
+    assert len(top) == 5 and not (set(top["item"]) & seen)
+    assert (np.diff(top["mean"]) <= 0).all()
+    assert ((top["prob_at_least"] > 0) & (top["prob_at_least"] < 1)).all()
+    # P(r >= t) equals the predictive-draw frequency (Monte Carlo check)
+    draws = fitted.predict_posterior(_pairs([user] * 5, top["item"]), random_state=1)
+    frequency = (draws >= 3.5).mean(("chain", "draw")).values
+    np.testing.assert_allclose(top["prob_at_least"], frequency, atol=0.08)
+    # the best unseen item overall is ranked first
+    unseen = [i for i in fitted.item_index_ if i not in seen]
+    means = fitted.predict(_pairs([user] * len(unseen), unseen), clip=False)
+    assert top["item"].iloc[0] == unseen[int(np.argmax(means))]
+    everything = fitted.recommend(user, k=1000, exclude_seen=False)
+    assert len(everything) == len(fitted.item_index_)
+
+
+def test_summary_reports_identifiable_quantities(fitted):
+    table = fitted.summary(n_pairs=4)
+    assert "sigma" in table.index and "user_bias_sd" in table.index
+    assert sum(label.startswith("rating_pred") for label in table.index) == 4
+    assert not any(label.startswith(("U[", "V[")) for label in table.index)
+    assert {"mean", "r_hat", "ess_bulk"} <= set(table.columns)
+    sigma_mean = float(fitted.idata_["posterior"].ds["sigma"].mean())
+    assert float(table.loc["sigma", "mean"]) == pytest.approx(sigma_mean, abs=0.01)
+
+
+# ---------------------------------------------------------------------- persistence
+def test_save_load_predicts_identically(data, fitted, tmp_path):
+    train, _ = data
+    path = fitted.save(tmp_path / "model.bpmf")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.bpmf"]  # no temp files left
+    loaded = BPMF.load(path)
+    pairs = pd.concat([train.to_frame().iloc[:30], _pairs(["u0"], ["i3"])])
+    with pytest.warns(UserWarning):
+        expected = fitted.predict(pairs)
+    with pytest.warns(UserWarning):
+        np.testing.assert_array_equal(loaded.predict(pairs), expected)
+    np.testing.assert_array_equal(
+        loaded.predict_interval(train.to_frame().iloc[:10]).to_numpy(),
+        fitted.predict_interval(train.to_frame().iloc[:10]).to_numpy(),
+    )
+    assert loaded.get_params() == fitted.get_params()
+    assert list(loaded.user_index_) == list(fitted.user_index_)
+    assert loaded.user_index_.dtype == fitted.user_index_.dtype
+    pd.testing.assert_frame_equal(loaded.recommend("u3"), fitted.recommend("u3"))
+
+
+def test_load_rejects_bad_files(fitted, tmp_path):
+    path = fitted.save(tmp_path / "model.bpmf")
+    with pytest.raises(ModelFileError, match="BPMF model"):
+        PMF.load(path)
+    truncated = tmp_path / "truncated.bpmf"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelFileError):
+        BPMF.load(truncated)
+    garbage = tmp_path / "garbage.bpmf"
+    garbage.write_text("not a model")
+    with pytest.raises(ModelFileError, match="not a bpmf model"):
+        BPMF.load(garbage)
+    foreign = tmp_path / "foreign.zip"
+    with zipfile.ZipFile(foreign, "w") as zf:
+        zf.writestr("zarr.json", '{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    with pytest.raises(ModelFileError):
+        BPMF.load(foreign)
+    with pytest.raises(FileNotFoundError):
+        BPMF.load(tmp_path / "missing.bpmf")
+
+
+def test_failed_save_leaves_existing_file_intact(fitted, tmp_path):
+    path = fitted.save(tmp_path / "model.bpmf")
+    before = path.read_bytes()
+    broken = BPMF(2, random_state=np.random.default_rng(0))  # a Generator cannot be saved
+    broken.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
+    with pytest.raises(DataError, match="Generator"):
+        broken.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.bpmf"]
+
+
+# ---------------------------------------------------------------------- reproducibility
+@pytest.mark.slow
+def test_same_random_state_same_draws(data, fitted):
+    train, _ = data
+    again = BPMF(
+        2,
+        sampler_config={**SAMPLER, "log_likelihood": True, "posterior_predictive": True},
+        random_state=5,
+        progressbar=False,
+    ).fit(train)
+    for name in ("U", "sigma", "user_bias"):
+        np.testing.assert_array_equal(
+            again.idata_["posterior"].ds[name].values, fitted.idata_["posterior"].ds[name].values
+        )
+    np.testing.assert_array_equal(again.map_["U"], fitted.map_["U"])
+
+
+# ---------------------------------------------------------------------- bad input
+def test_bad_input_is_rejected_clearly(data, fitted):
+    train, _ = data
+    with pytest.raises(DataError, match="Missing column"):
+        fitted.predict(pd.DataFrame({"userId": ["u1"], "item": ["i1"]}))
+    with pytest.raises(DataError, match="empty"):
+        BPMF(2).fit(pd.DataFrame({"user": [], "item": [], "rating": []}))
+    with pytest.raises(ValueError, match="n_factors"):
+        BPMF(0).fit(train)
+    with pytest.raises(ValueError, match="Unknown nuts_sampler 'stan'"):
+        BPMF(2, sampler_config={"nuts_sampler": "stan"}).fit(train)
+    with pytest.raises(ValueError, match="Unknown sampler_config"):
+        BPMF(2, sampler_config={"n_draws": 10}).fit(train)
+    with pytest.raises(ValueError, match="method"):
+        BPMF(2, method="vi").fit(train)
+    with pytest.raises(ValueError, match="parameterization"):
+        BPMF(2, model_config={"parameterization": "sideways"}).fit(train)
+    with pytest.raises(NotFittedError):
+        BPMF(2).predict(train)
+    with pytest.raises(ValueError, match="k must"):
+        fitted.recommend("u1", k=0)
+
+
+def test_missing_backend_names_the_extra(data, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "numpyro" else real(name, *a)
+    )
+    train, _ = data
+    with pytest.raises(ImportError, match=r"numpyro.*bpmf\[numpyro\]"):
+        BPMF(2, sampler_config={"nuts_sampler": "numpyro"}).fit(train)
+
+
+def test_divergences_are_logged(fitted, caplog):
+    stats = fitted.idata_["sample_stats"].ds
+    copy = BPMF(2)
+    copy.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
+    diverging = stats["diverging"].copy(data=np.ones(stats["diverging"].shape, dtype=bool))
+    copy.idata_ = fitted.idata_.copy()
+    copy.idata_["sample_stats"] = copy.idata_["sample_stats"].to_dataset().assign(
+        diverging=diverging
+    )
+    with caplog.at_level(logging.WARNING, logger="bpmf.models"):
+        diagnostics = copy._diagnose()
+    assert diagnostics["divergences"] == stats["diverging"].size
+    assert "divergent" in caplog.text
+
+
+# ---------------------------------------------------------------------- Gibbs dispatch
+def test_gibbs_method_gives_the_same_tree(data):
+    train, truth = data
+    model = BPMF(
+        2, method="gibbs", sampler_config={"draws": 60, "tune": 40, "chains": 2},
+        random_state=0, progressbar=False,
+    ).fit(train)
+    post = model.idata_["posterior"].ds
+    for name in ("U", "V", "mu_U", "Sigma_U", "mu", "sigma", "user_bias", "item_bias"):
+        assert name in post, name
+    assert post["U"].dims == ("chain", "draw", "user", "factor")
+    assert post.sizes["draw"] == 60
+    assert list(post["user"].values) == list(train.user_ids)
+    pairs = train.to_frame()
+    users = pairs["user"].str[1:].astype(int)
+    items = pairs["item"].str[1:].astype(int)
+    truth_rmse = np.sqrt(np.mean((model.predict(pairs) - truth.expected(users, items)) ** 2))
+    assert truth_rmse < 0.45
+    assert 0.35 < float(post["sigma"].mean()) < 0.65
+    assert set(model.predict_interval(pairs.iloc[:3]).columns) == {"mean", "lower", "upper"}
+
+
+def test_special_ndtr_probability_definition(fitted):
+    """prob_at_least is the draw-average of the Normal tail: recompute it from the posterior."""
+    top = fitted.recommend("u2", k=3, threshold=3.0)
+    post = fitted.idata_["posterior"].ds
+    draws = fitted.predict_posterior(_pairs(["u2"] * 3, top["item"]), kind="expected").values
+    sigma = post["sigma"].values[..., None]
+    manual = special.ndtr((draws - 3.0) / sigma).mean((0, 1))
+    np.testing.assert_allclose(top["prob_at_least"], manual, rtol=1e-12)
