@@ -26,14 +26,13 @@ def _aggregate_rows(param, grad, rows):
         )
     if len(rows) and (rows.min() < 0 or rows.max() >= param.shape[0]):
         raise ValueError(f"rows must lie in [0, {param.shape[0]}); got {rows.min()}..{rows.max()}.")
-    unique, inverse = np.unique(rows, return_inverse=True)
-    if len(unique) == len(rows):
-        order = np.empty_like(inverse)
-        order[inverse] = np.arange(len(rows))
-        return unique, grad[order]
-    summed = np.zeros((len(unique), *param.shape[1:]))
-    np.add.at(summed, inverse, grad)
-    return unique, summed
+    # sort once, then sum each run of equal rows (faster than np.add.at on 2-D gradients)
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = np.flatnonzero(np.concatenate([[True], sorted_rows[1:] != sorted_rows[:-1]]))
+    if len(starts) == len(rows):
+        return sorted_rows, grad[order]
+    return sorted_rows[starts], np.add.reduceat(grad[order], starts, axis=0)
 
 
 class _Optimizer:
