@@ -167,8 +167,13 @@ def _csr(row_codes, other_codes, n_rows):
 
 def _resolve_config(model_config, n_factors):
     config = dict(DEFAULT_GIBBS_CONFIG)
-    if model_config:
-        config.update({k: v for k, v in model_config.items() if k in DEFAULT_GIBBS_CONFIG})
+    model_config = dict(model_config or {})
+    # the NUTS model's names for the same quantities, used when the Gibbs name is not given
+    if model_config.get("noise_sd") is None and model_config.get("sigma") is not None:
+        model_config["noise_sd"] = model_config["sigma"]
+    if "intercept_sd" not in model_config and "mu_sd" in model_config:
+        model_config["intercept_sd"] = model_config["mu_sd"]
+    config.update({k: v for k, v in model_config.items() if k in DEFAULT_GIBBS_CONFIG})
     beta0 = float(config["beta0"])
     if not beta0 > 0:
         raise ValueError(f"model_config['beta0'] must be positive, got {beta0}")
@@ -306,7 +311,8 @@ def sample_gibbs(
         Whether the model has user and item bias terms.
     model_config : dict or None
         Prior settings merged over :data:`DEFAULT_GIBBS_CONFIG`; keys it does not know are
-        ignored (the NUTS model shares the dictionary). ``beta0``, ``nu0`` (None: ``D``),
+        ignored (the NUTS model shares the dictionary; its ``sigma`` and ``mu_sd`` stand in
+        for ``noise_sd`` and ``intercept_sd`` when those are not given). ``beta0``, ``nu0`` (None: ``D``),
         ``W0`` (None: identity), ``mu0``: the Normal-Wishart hyperprior; ``noise_sd``: fixed
         noise sd, or None to sample the precision from its Gamma(``noise_shape``,
         ``noise_rate``) prior; ``intercept_sd``: prior sd of the intercept around the mean

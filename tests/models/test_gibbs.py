@@ -1,6 +1,7 @@
 """The conjugate Gibbs sampler: exact conditionals, recovery of known truth, contract, seeds."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bpmf.datasets import make_synthetic_ratings
@@ -197,3 +198,31 @@ def test_bad_input_is_rejected(synthetic):
         sample_gibbs(u, i, r, ratings.n_users, ratings.n_items,
                      **{**common, "model_config": {"nu0": 0.5}})
     assert set(DEFAULT_GIBBS_CONFIG) >= {"beta0", "nu0", "W0", "mu0", "noise_sd"}
+
+
+def test_nuts_model_keys_are_understood(synthetic):
+    ratings = synthetic[0]
+    draws = _fit(ratings, model_config={"sigma": 0.6, "lkj_eta": 2.0}, draws=3, tune=0, chains=1)
+    np.testing.assert_allclose(draws["sigma"], 0.6)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS:UserWarning")
+def test_gibbs_and_nuts_predictive_means_agree(synthetic):
+    """Wishart (Gibbs) and LKJ (NUTS) priors give the same predictions on informative data."""
+    pytest.importorskip("nutpie")
+    from bpmf.models import BPMF
+
+    ratings, truth, users, items = synthetic
+    sampler = {"draws": 300, "tune": 300, "chains": 2}
+    scores, predictions = {}, {}
+    for method in ("gibbs", "nuts"):
+        model = BPMF(n_factors=N_FACTORS, method=method, sampler_config=sampler,
+                     random_state=1, progressbar=False).fit(ratings)
+        pairs = pd.DataFrame({"user": users, "item": items})
+        predictions[method] = model.predict(pairs, on_unseen="ignore")
+        expected = truth.expected(users, items)
+        scores[method] = np.sqrt(np.mean((predictions[method] - expected) ** 2))
+    assert abs(scores["gibbs"] - scores["nuts"]) < 0.01, scores
+    between = np.sqrt(np.mean((predictions["gibbs"] - predictions["nuts"]) ** 2))
+    assert between < 0.5 * truth.noise_sd, between

@@ -1,0 +1,156 @@
+"""How cost grows with the number of ratings: 10^4 to 10^7 synthetic ratings, 10 factors.
+
+For each size (users = ratings / 50 and items = ratings / 100, so both grow with the data) a
+fresh subprocess draws synthetic ratings and measures
+
+* ``grad ms``: one log-density + gradient evaluation of the biased matrix-factorisation model
+  (Normal priors, Normal likelihood, fused ``pair_dot``) compiled with the numba backend, data
+  passed as function inputs;
+* ``gibbs s``: one sweep of the conjugate Gibbs sampler;
+* ``map ms/it``: one L-BFGS-B iteration on that log-density (scipy, as ``PMF`` does);
+* ``peak MiB``: the subprocess's peak resident memory (data + compiled functions + draws).
+
+It then prints each quantity's growth per 10x more ratings; linear cost gives about 10x.
+
+Usage::
+
+    python bench/scaling.py                      # 1e4, 1e5, 1e6, 1e7
+    python bench/scaling.py --sizes 10000,100000
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+N_FACTORS = 10
+
+
+def build_logp_grad(n_users, n_items, n_factors):
+    """Compiled f(flat_params, user_codes, item_codes, ratings) -> (logp, grad)."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    from bpmf.models._bilinear import pair_dot
+
+    flat = pt.vector("flat", dtype="float64")
+    user_codes = pt.vector("user_codes", dtype="int64")
+    item_codes = pt.vector("item_codes", dtype="int64")
+    ratings = pt.vector("ratings", dtype="float64")
+    sizes = [n_users * n_factors, n_items * n_factors, n_users, n_items, 1, 1]
+    parts, offset = [], 0
+    for size in sizes:
+        parts.append(flat[offset : offset + size])
+        offset += size
+    U = parts[0].reshape((n_users, n_factors))
+    V = parts[1].reshape((n_items, n_factors))
+    user_bias, item_bias = parts[2], parts[3]
+    mu, log_sigma = parts[4][0], parts[5][0]
+    mean = mu + user_bias[user_codes] + item_bias[item_codes] + pair_dot(U, V, user_codes, item_codes)
+    resid = (ratings - mean) / pt.exp(log_sigma)
+    logp = (
+        -0.5 * pt.sum(resid**2) - ratings.shape[0] * log_sigma
+        - 0.5 * (pt.sum(U**2) + pt.sum(V**2)) - 0.5 * (pt.sum(user_bias**2) + pt.sum(item_bias**2))
+        - 0.5 * log_sigma**2
+    )
+    fn = pytensor.function(
+        [flat, user_codes, item_codes, ratings], [logp, pt.grad(logp, flat)], mode="NUMBA"
+    )
+    return fn, offset
+
+
+def worker(n_ratings, seed=0):
+    from scipy.optimize import minimize
+
+    from bpmf.datasets import make_synthetic_ratings
+    from bpmf.models._gibbs import sample_gibbs
+
+    n_users, n_items = max(20, n_ratings // 50), max(10, n_ratings // 100)
+    start = time.perf_counter()
+    train, _ = make_synthetic_ratings(
+        n_users, n_items, n_factors=3, density=n_ratings / (n_users * n_items),
+        random_state=seed,
+    )
+    data_seconds = time.perf_counter() - start
+    user_codes = train.user_codes.astype(np.int64)
+    item_codes = train.item_codes.astype(np.int64)
+    ratings = train.values
+    n_users, n_items = train.n_users, train.n_items
+
+    fn, size = build_logp_grad(n_users, n_items, N_FACTORS)
+    rng = np.random.default_rng(seed)
+    point = 0.1 * rng.standard_normal(size)
+    fn(point, user_codes, item_codes, ratings)  # compile / warm up
+    repeats = max(3, min(200, int(2e7 // n_ratings)))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn(point, user_codes, item_codes, ratings)
+    grad_ms = (time.perf_counter() - start) / repeats * 1e3
+
+    def negative(x):
+        value, grad = fn(x, user_codes, item_codes, ratings)
+        return -float(value), -grad
+
+    start = time.perf_counter()
+    result = minimize(negative, point, jac=True, method="L-BFGS-B", options={"maxiter": 10})
+    map_ms = (time.perf_counter() - start) / max(result.nit, 1) * 1e3
+
+    gibbs_args = dict(n_factors=N_FACTORS, tune=0, chains=1, biases=True, model_config=None,
+                      init=None, random_state=seed, progressbar=False)
+    sample_gibbs(user_codes[:100], item_codes[:100], ratings[:100], n_users, n_items,
+                 draws=1, **gibbs_args)  # load the numba kernels
+    sweeps = 2 if n_ratings >= 1_000_000 else 5
+    start = time.perf_counter()
+    sample_gibbs(user_codes, item_codes, ratings, n_users, n_items, draws=sweeps, **gibbs_args)
+    gibbs_s = (time.perf_counter() - start) / sweeps
+
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "ratings": int(train.n_ratings), "users": int(n_users), "items": int(n_items),
+        "grad_ms": grad_ms, "gibbs_s": gibbs_s, "map_ms_per_it": map_ms, "peak_mib": peak_mib,
+        "data_s": data_seconds,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000,10000000")
+    parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker)))
+        return
+
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        print(f"{size:.0e} ratings ...", flush=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--worker", str(size)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            print(done.stderr[-2000:])
+            continue
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    header = (f"{'ratings':>10}{'users':>9}{'items':>9}{'grad ms':>10}{'gibbs s':>10}"
+              f"{'map ms/it':>11}{'peak MiB':>10}")
+    print(header)
+    for row in rows:
+        print(f"{row['ratings']:>10}{row['users']:>9}{row['items']:>9}{row['grad_ms']:>10.2f}"
+              f"{row['gibbs_s']:>10.3f}{row['map_ms_per_it']:>11.1f}{row['peak_mib']:>10.0f}")
+    print("\ngrowth per 10x ratings (linear = 10x):")
+    for previous, row in zip(rows, rows[1:]):
+        factor = row["ratings"] / previous["ratings"]
+        print(f"{previous['ratings']:>10} -> {row['ratings']:<10} (x{factor:.1f}): "
+              f"grad x{row['grad_ms'] / previous['grad_ms']:.1f}, "
+              f"gibbs x{row['gibbs_s'] / previous['gibbs_s']:.1f}, "
+              f"map x{row['map_ms_per_it'] / previous['map_ms_per_it']:.1f}, "
+              f"memory x{row['peak_mib'] / previous['peak_mib']:.1f}")
+
+
+if __name__ == "__main__":
+    main()
