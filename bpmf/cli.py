@@ -485,10 +485,17 @@ def _cmd_recommend(args):
 
 def _cmd_compare(args):
     from bpmf.compare import compare, summarize, to_markdown
-    from bpmf.registry import MODELS, make_model
+    from bpmf.registry import MODELS, make_model, model_class
 
     if args.models.strip().lower() == "all":
-        names = [name for name in MODELS if name != "bpmf-gibbs" or _has_gibbs()]
+        names = []
+        for name in MODELS:
+            try:
+                model_class(name)
+            except ImportError as exc:
+                print(f"bpmf: warning: skipping model {name!r}: {_one_line(exc)}", file=sys.stderr)
+            else:
+                names.append(name)
     else:
         names = [name.strip().lower() for name in args.models.split(",") if name.strip()]
     if not names:
@@ -559,16 +566,6 @@ def _cmd_compare(args):
             written += _write_plots(results, keep, out, args)
         _say(args, f"wrote {', '.join(written)} to {out}")
     return 0
-
-
-def _has_gibbs():
-    try:
-        from bpmf.registry import make_model
-
-        make_model("bpmf-gibbs")
-    except (ImportError, TypeError, ValueError):
-        return False
-    return True
 
 
 def _is_sampled(model):

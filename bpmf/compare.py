@@ -244,7 +244,8 @@ def _check_splits(splits):
     for split in splits:
         if not (isinstance(split, Split) or _is_pair_of_ratings(split)):
             raise ValueError(
-                f"Every fold must be a bpmf.datasets.Split(train, test); got {type(split).__name__}."
+                "Every fold must be a bpmf.datasets.Split(train, test); got "
+                f"{type(split).__name__}."
             )
 
 
@@ -388,7 +389,9 @@ def calibration_table(results):
 
 def _require(frame, columns):
     if not isinstance(frame, pd.DataFrame):
-        raise ValueError(f"Expected the DataFrame returned by compare(), got {type(frame).__name__}.")
+        raise ValueError(
+            f"Expected the DataFrame returned by compare(), got {type(frame).__name__}."
+        )
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ValueError(

@@ -44,7 +44,7 @@ def _pyplot():
 
 
 def save_figure(fig, path, dpi=110):
-    """Write ``fig`` to ``path`` (PNG unless the suffix says otherwise), close it, return the path."""
+    """Write ``fig`` to ``path`` (PNG by default), close it and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
@@ -54,7 +54,9 @@ def save_figure(fig, path, dpi=110):
 
 def _require_columns(results, columns):
     if not isinstance(results, pd.DataFrame):
-        raise ValueError(f"Expected the DataFrame returned by compare(), got {type(results).__name__}.")
+        raise ValueError(
+            f"Expected the DataFrame returned by compare(), got {type(results).__name__}."
+        )
     missing = [c for c in columns if c not in results.columns]
     if missing:
         raise ValueError(f"The results lack column(s) {missing}; pass the output of compare().")

@@ -296,12 +296,12 @@ def test_every_subcommand_as_a_subprocess(ratings_csv, tmp_path):
     assert done.stdout.count("\n") == 4 and (tmp_path / "o" / "rmse.png").is_file()
     done = _subprocess("compare", "--data", ratings_csv, "--models", "nosuch")
     assert done.returncode == 1 and "Unknown model(s) nosuch" in _one_error_line(done.stderr)
-    if not _has("pmf"):
-        pytest.skip("bpmf.models.PMF is not available yet: predict/recommend not driven")
-    model = tmp_path / "pmf.nc"
-    done = _subprocess("fit", "--model", "pmf", "--data", ratings_csv, "--rating-col", "stars",
-                       "--n-factors", "2", "--out", model, "--quiet")
-    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+@needs_pmf
+def test_predict_and_recommend_as_a_subprocess(saved_pmf, tmp_path):
+    model = saved_pmf
     pd.DataFrame({"user": [100], "item": ["item0"]}).to_csv(tmp_path / "p.csv", index=False)
     done = _subprocess("predict", "--model", model, "--pairs", tmp_path / "p.csv",
                        "--out", tmp_path / "o.csv")

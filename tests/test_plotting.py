@@ -57,7 +57,9 @@ def posterior_tree():
 
 def _check_labelled(fig):
     visible = [
-        ax for ax in fig.axes if ax.get_visible() and ax.has_data() and ax.get_label() != "<colorbar>"
+        ax
+        for ax in fig.axes
+        if ax.get_visible() and ax.has_data() and ax.get_label() != "<colorbar>"
     ]
     assert visible
     for ax in visible:
@@ -90,7 +92,8 @@ def test_calibration_points_are_mean_observed_coverage(results, tmp_path):
     (container,) = [c for c in ax.containers if c.get_label() == "good"]
     line = container.lines[0]
     np.testing.assert_allclose(np.asarray(line.get_xdata(), dtype=float), [0.5, 0.8, 0.9])
-    np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), [0.52, 0.79, results["coverage"].iloc[:4].mean()])
+    expected = [0.52, 0.79, results["coverage"].iloc[:4].mean()]
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), expected)
     assert "plain" not in [text.get_text() for text in ax.get_legend().get_texts()]
     plotting.save_figure(fig, tmp_path / "calibration.png")
     with pytest.raises(ValueError, match="No model in the results has predictive intervals"):
