@@ -120,8 +120,13 @@ def run_estimator(make):
         model = make(seed)
         start = time.perf_counter()
         model.fit(train)
-        pred = model.predict(test)
-        return np.asarray(pred, dtype=float), time.perf_counter() - start, None
+        pred = model.predict(test, on_unseen="ignore") if hasattr(model, "idata_") else \
+            model.predict(test)
+        seconds = time.perf_counter() - start
+        diagnostics = getattr(model, "diagnostics_", None)
+        if diagnostics:
+            print("  diagnostics:", {k: round(float(v), 4) for k, v in diagnostics.items()})
+        return np.asarray(pred, dtype=float), seconds, None
 
     return run
 

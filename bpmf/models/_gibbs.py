@@ -157,8 +157,12 @@ def _sample_normal_wishart(factors, beta0, nu0, W0_inv, mu0, rng):
 
 
 def _csr(row_codes, other_codes, n_rows):
-    """Group ratings by row: (indptr, order, other codes in that order)."""
-    order = np.argsort(row_codes, kind="stable")
+    """Group ratings by row: (indptr, order, other codes in that order).
+
+    Within a row the ratings are sorted by the other code, so the kernel walks the other
+    side's rows in increasing memory order.
+    """
+    order = np.lexsort((other_codes, row_codes))
     counts = np.bincount(row_codes, minlength=n_rows)
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
