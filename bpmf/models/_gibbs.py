@@ -156,17 +156,23 @@ def _sample_normal_wishart(factors, beta0, nu0, W0_inv, mu0, rng):
     return mu, Lambda
 
 
-def _csr(row_codes, other_codes, n_rows):
-    """Group ratings by row: (indptr, order, other codes in that order).
+def _csr(row_codes, other_codes, ratings, n_rows):
+    """Group ratings by row: (indptr, row codes, other codes, ratings), all in that order.
 
     Within a row the ratings are sorted by the other code, so the kernel walks the other
-    side's rows in increasing memory order.
+    side's rows in increasing memory order; every per-sweep array is then built in this order
+    with sequential reads (no random gather over all ratings).
     """
     order = np.lexsort((other_codes, row_codes))
     counts = np.bincount(row_codes, minlength=n_rows)
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
-    return indptr, order, np.ascontiguousarray(other_codes[order], dtype=np.int64)
+    return (
+        indptr,
+        np.ascontiguousarray(row_codes[order], dtype=np.int64),
+        np.ascontiguousarray(other_codes[order], dtype=np.int64),
+        np.ascontiguousarray(ratings[order]),
+    )
 
 
 def _resolve_config(model_config, n_factors):
@@ -377,8 +383,8 @@ def sample_gibbs(
         else random_state
     ).spawn(chains)
 
-    user_csr = _csr(user_codes, item_codes, n_users)
-    item_csr = _csr(item_codes, user_codes, n_items)
+    user_csr = _csr(user_codes, item_codes, ratings, n_users)
+    item_csr = _csr(item_codes, user_codes, ratings, n_items)
     D = n_factors
     dim = D + 1 if biases else D
     out = {
@@ -412,8 +418,7 @@ def sample_gibbs(
             state["user_bias_precision"] = 1.0 / max(float(state["user_bias"].var()), 1e-2)
             state["item_bias_precision"] = 1.0 / max(float(state["item_bias"].var()), 1e-2)
             for sweep in range(tune + draws):
-                _sweep(state, user_codes, item_codes, ratings, user_csr, item_csr, config,
-                       biases, dim, rng)
+                _sweep(state, user_csr, item_csr, config, biases, dim, rng)
                 bar.update()
                 if sweep >= tune:
                     _record(out, chain, sweep - tune, state, biases)
@@ -434,7 +439,7 @@ def _prior(Lambda, mu, bias_precision, biases):
     return prec, prec @ mean
 
 
-def _sweep(state, user_codes, item_codes, ratings, user_csr, item_csr, config, biases, dim, rng):
+def _sweep(state, user_csr, item_csr, config, biases, dim, rng):
     n_users, D = state["U"].shape
     n_items = state["V"].shape[0]
     beta0, nu0, W0_inv, mu0 = config["beta0"], config["nu0"], config["W0_inv"], config["mu0"]
@@ -444,36 +449,37 @@ def _sweep(state, user_codes, item_codes, ratings, user_csr, item_csr, config, b
     tau = state["tau"]
 
     # users (jointly with their biases), given the items
-    indptr, order, other_sorted = user_csr
+    indptr, _, items_by_user, ratings_by_user = user_csr
     X = np.empty((n_items, dim))
     X[:, :D] = state["V"]
     if biases:
         X[:, D] = 1.0
-    targets = ratings - state["mu"] - state["item_bias"][item_codes]
+    targets = ratings_by_user - state["mu"] - state["item_bias"][items_by_user]
     prec, h = _prior(Lambda_U, mu_U, state["user_bias_precision"], biases)
     rows = np.empty((n_users, dim))
-    _sample_rows(indptr, other_sorted, targets[order], X, prec, h, tau,
+    _sample_rows(indptr, items_by_user, targets, X, prec, h, tau,
                  rng.standard_normal((n_users, dim)), rows)
     state["U"] = np.ascontiguousarray(rows[:, :D])
     if biases:
         state["user_bias"] = rows[:, D].copy()
 
     # items (jointly with their biases), given the users
-    indptr, order, other_sorted = item_csr
+    indptr, _, users_by_item, ratings_by_item = item_csr
     X = np.empty((n_users, dim))
     X[:, :D] = state["U"]
     if biases:
         X[:, D] = 1.0
-    targets = ratings - state["mu"] - state["user_bias"][user_codes]
+    targets = ratings_by_item - state["mu"] - state["user_bias"][users_by_item]
     prec, h = _prior(Lambda_V, mu_V, state["item_bias_precision"], biases)
     rows = np.empty((n_items, dim))
-    _sample_rows(indptr, other_sorted, targets[order], X, prec, h, tau,
+    _sample_rows(indptr, users_by_item, targets, X, prec, h, tau,
                  rng.standard_normal((n_items, dim)), rows)
     state["V"] = np.ascontiguousarray(rows[:, :D])
     if biases:
         state["item_bias"] = rows[:, D].copy()
 
-    # intercept
+    # intercept and noise from the residuals, in user order (sequential rows of U)
+    _, user_codes, item_codes, ratings = user_csr
     fitted = _pair_dot(state["U"], state["V"], user_codes, item_codes)
     if biases:
         fitted += state["user_bias"][user_codes] + state["item_bias"][item_codes]
