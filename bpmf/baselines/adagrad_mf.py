@@ -11,7 +11,8 @@ from bpmf.baselines._features import (
 )
 from bpmf.baselines.optimizers import make_optimizer
 
-_ROW_PARAMS = ("user_bias", "item_bias", "user_factors", "item_factors")
+# consecutive epochs whose training loss rose before the fit gives up (step size too noisy)
+_MAX_INCREASES = 3
 
 
 def mf_predict(params, user_codes, item_codes):
@@ -84,6 +85,8 @@ class AdaGradMF(RatingEstimator):
         Maximum number of epochs (passes over the training ratings).
     tol : float, default 1e-4
         Stop when an epoch lowers the full training objective by less than ``tol`` (relative).
+        Epochs that raise it do not count as convergence; after 3 in a row the fit stops with a
+        :class:`ConvergenceWarning`.
     init_sd : float, default 0.1
         Standard deviation of the Gaussian initial factors (biases start at 0, ``mu`` at the mean).
     optimizer : {"adagrad", "sgd"} or AdaGrad or SGD, default "adagrad"
@@ -183,8 +186,11 @@ class AdaGradMF(RatingEstimator):
 
         losses = [full_loss()]
         converged = False
-        n_epochs = 0
-        with progress(max_iter, self.progressbar, type(self).__name__) as bar:
+        n_epochs = stalled = 0
+        # overflow shows up as a non-finite loss, reported below with advice
+        with np.errstate(over="ignore", invalid="ignore"), progress(
+            max_iter, self.progressbar, type(self).__name__
+        ) as bar:
             for n_epochs in range(1, max_iter + 1):
                 for batch in minibatches(len(ratings), batch_size, rng):
                     _, grads, rows = mf_loss_and_grads(
@@ -199,8 +205,13 @@ class AdaGradMF(RatingEstimator):
                         f"AdaGradMF diverged (training loss {losses[-1]}) in epoch {n_epochs}; "
                         "use a smaller learning_rate."
                     )
-                if losses[-2] - losses[-1] < tol * abs(losses[-2]):
-                    converged = True
+                decrease = losses[-2] - losses[-1]
+                if 0 <= decrease < tol * abs(losses[-2]):
+                    converged = True  # a small but genuine decrease: the optimum is reached
+                    break
+                # a loss that went up is noise from the step size, not convergence: allow a few
+                stalled = stalled + 1 if decrease < 0 else 0
+                if stalled >= _MAX_INCREASES:
                     break
         if not converged and tol > 0:
             warn_not_converged(self, max_iter, " (relative loss decrease per epoch)")

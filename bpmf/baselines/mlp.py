@@ -399,9 +399,10 @@ class MLPRegressor(RatingEstimator):
         stopped = False
         # mini-batch matrices are small: BLAS threads only add overhead (and thrash when the
         # cores are shared), so the fit runs single-threaded
-        with threadpool_limits(limits=1, user_api="blas"), progress(
-            settings["max_iter"], self.progressbar, type(self).__name__
-        ) as bar:
+        # (overflow shows up as a non-finite loss, reported below with advice)
+        with threadpool_limits(limits=1, user_api="blas"), np.errstate(
+            over="ignore", invalid="ignore"
+        ), progress(settings["max_iter"], self.progressbar, type(self).__name__) as bar:
             for n_epochs in range(1, settings["max_iter"] + 1):
                 total = 0.0
                 for batch in minibatches(len(fit_rows), batch_size, rng):
