@@ -52,7 +52,8 @@ def surprise_peers(train, test, seed):
         start = time.perf_counter()
         algo.fit(trainset)
         seconds = time.perf_counter() - start
-        predicted = np.array([algo.predict(u, i).est for u, i in zip(test.users, test.items)])
+        pairs = zip(test.users, test.items, strict=True)
+        predicted = np.array([algo.predict(u, i).est for u, i in pairs])
         results[name] = (rmse(test.values, predicted), seconds)
     return results
 
@@ -87,11 +88,20 @@ def main(argv=None):
             score = rmse(test.values, model.predict(test))
             note = "; ".join(sorted({str(w.message)[:60] for w in caught}))
             rows.append(
-                {"fold": fold, "model": name, "rmse": score, "fit_s": seconds,
-                 "n_iter": model.n_iter_, "warnings": note}
+                {
+                    "fold": fold,
+                    "model": name,
+                    "rmse": score,
+                    "fit_s": seconds,
+                    "n_iter": model.n_iter_,
+                    "warnings": note,
+                }
             )
-            print(f"{fold} {name:<22} RMSE {score:.4f}  fit {seconds:6.1f} s  "
-                  f"n_iter {model.n_iter_} {note}", flush=True)
+            print(
+                f"{fold} {name:<22} RMSE {score:.4f}  fit {seconds:6.1f} s  "
+                f"n_iter {model.n_iter_} {note}",
+                flush=True,
+            )
         if not args.no_peers:
             for name, (score, seconds) in surprise_peers(train, test, args.seed).items():
                 rows.append({"fold": fold, "model": name, "rmse": score, "fit_s": seconds})

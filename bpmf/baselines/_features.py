@@ -181,6 +181,4 @@ class MatrixOrRatingsMixin:
 
     def _check_is_fitted(self):
         if not hasattr(self, "input_kind_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} is not fitted yet; call fit first."
-            )
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit first.")

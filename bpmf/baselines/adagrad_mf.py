@@ -44,11 +44,14 @@ def mf_loss_and_grads(params, user_codes, item_codes, ratings, reg, reg_bias):
     b_u = params["user_bias"][user_codes]
     b_i = params["item_bias"][item_codes]
     error = params["mu"][0] + b_u + b_i + np.einsum("ij,ij->i", p, q) - ratings
-    loss = float(
-        np.sum(error**2)
-        + reg_bias * (np.sum(b_u**2) + np.sum(b_i**2))
-        + reg * (np.sum(p * p) + np.sum(q * q))
-    ) / n
+    loss = (
+        float(
+            np.sum(error**2)
+            + reg_bias * (np.sum(b_u**2) + np.sum(b_i**2))
+            + reg * (np.sum(p * p) + np.sum(q * q))
+        )
+        / n
+    )
     scale = 2.0 / n
     grads = {
         "mu": np.array([scale * np.sum(error)]),
@@ -188,9 +191,10 @@ class AdaGradMF(RatingEstimator):
         converged = False
         n_epochs = stalled = 0
         # overflow shows up as a non-finite loss, reported below with advice
-        with np.errstate(over="ignore", invalid="ignore"), progress(
-            max_iter, self.progressbar, type(self).__name__
-        ) as bar:
+        with (
+            np.errstate(over="ignore", invalid="ignore"),
+            progress(max_iter, self.progressbar, type(self).__name__) as bar,
+        ):
             for n_epochs in range(1, max_iter + 1):
                 for batch in minibatches(len(ratings), batch_size, rng):
                     _, grads, rows = mf_loss_and_grads(

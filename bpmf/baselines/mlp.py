@@ -110,8 +110,20 @@ class Activation:
 class _Network:
     """Embeddings -> [Dense -> BatchNorm -> activation]* -> Dense(1); forward and backward."""
 
-    def __init__(self, n_users, n_items, n_factors, hidden, activation, batch_norm,
-                 bn_momentum, mean, rng, biases=True, init_sd=0.1):
+    def __init__(
+        self,
+        n_users,
+        n_items,
+        n_factors,
+        hidden,
+        activation,
+        batch_norm,
+        bn_momentum,
+        mean,
+        rng,
+        biases=True,
+        init_sd=0.1,
+    ):
         self.embeddings = {
             "user_embedding": init_sd * rng.standard_normal((n_users, n_factors)),
             "item_embedding": init_sd * rng.standard_normal((n_items, n_factors)),
@@ -145,10 +157,14 @@ class _Network:
     def embed(self, user_codes, item_codes):
         """Concatenated embeddings; unseen ids (code -1) get zero vectors."""
         user = np.where(
-            (user_codes >= 0)[:, None], self.embeddings["user_embedding"][np.maximum(user_codes, 0)], 0.0
+            (user_codes >= 0)[:, None],
+            self.embeddings["user_embedding"][np.maximum(user_codes, 0)],
+            0.0,
         )
         item = np.where(
-            (item_codes >= 0)[:, None], self.embeddings["item_embedding"][np.maximum(item_codes, 0)], 0.0
+            (item_codes >= 0)[:, None],
+            self.embeddings["item_embedding"][np.maximum(item_codes, 0)],
+            0.0,
         )
         return np.hstack([user, item])
 
@@ -156,8 +172,12 @@ class _Network:
         """``b_u + b_i`` (zero for unseen ids, and when the network has no bias terms)."""
         if "user_bias" not in self.embeddings:
             return 0.0
-        user = np.where(user_codes >= 0, self.embeddings["user_bias"][np.maximum(user_codes, 0)], 0.0)
-        item = np.where(item_codes >= 0, self.embeddings["item_bias"][np.maximum(item_codes, 0)], 0.0)
+        user = np.where(
+            user_codes >= 0, self.embeddings["user_bias"][np.maximum(user_codes, 0)], 0.0
+        )
+        item = np.where(
+            item_codes >= 0, self.embeddings["item_bias"][np.maximum(item_codes, 0)], 0.0
+        )
         return user + item
 
     def forward(self, user_codes, item_codes, training=True):
@@ -367,8 +387,16 @@ class MLPRegressor(RatingEstimator):
 
     def _build(self, n_users, n_items, mean, rng, settings):
         return _Network(
-            n_users, n_items, settings["n_factors"], settings["hidden"], self.activation,
-            bool(self.batch_norm), settings["momentum"], mean, rng, biases=bool(self.biases),
+            n_users,
+            n_items,
+            settings["n_factors"],
+            settings["hidden"],
+            self.activation,
+            bool(self.batch_norm),
+            settings["momentum"],
+            mean,
+            rng,
+            biases=bool(self.biases),
         )
 
     def fit(self, train):
@@ -400,16 +428,22 @@ class MLPRegressor(RatingEstimator):
         # mini-batch matrices are small: BLAS threads only add overhead (and thrash when the
         # cores are shared), so the fit runs single-threaded
         # (overflow shows up as a non-finite loss, reported below with advice)
-        with threadpool_limits(limits=1, user_api="blas"), np.errstate(
-            over="ignore", invalid="ignore"
-        ), progress(settings["max_iter"], self.progressbar, type(self).__name__) as bar:
+        with (
+            threadpool_limits(limits=1, user_api="blas"),
+            np.errstate(over="ignore", invalid="ignore"),
+            progress(settings["max_iter"], self.progressbar, type(self).__name__) as bar,
+        ):
             for n_epochs in range(1, settings["max_iter"] + 1):
                 total = 0.0
                 for batch in minibatches(len(fit_rows), batch_size, rng):
                     rows_b = fit_rows[batch]
                     loss, grads, rows = network.loss_and_grads(
-                        users[rows_b], items[rows_b], ratings[rows_b],
-                        settings["reg"], settings["weight_decay"], settings["reg_bias"],
+                        users[rows_b],
+                        items[rows_b],
+                        ratings[rows_b],
+                        settings["reg"],
+                        settings["weight_decay"],
+                        settings["reg_bias"],
                     )
                     optimizer.step(params, grads, rows)
                     total += loss * len(batch)
@@ -446,7 +480,7 @@ class MLPRegressor(RatingEstimator):
         return self
 
     def predict(self, pairs, batch_size=65536):
-        """Predicted ratings (inference mode: BatchNorm running statistics), clipped to the scale."""
+        """Predicted ratings, clipped to the scale (BatchNorm uses its running statistics)."""
         user_codes, item_codes = self._encode_pairs(pairs)
         self._handle_unseen(user_codes, item_codes, self.on_unseen)
         out = np.empty(len(user_codes))

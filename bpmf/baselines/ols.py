@@ -224,13 +224,16 @@ def _gradient_descent(estimator, H, y, penalty, w, learning_rate, tol, max_iter)
     losses = [loss]
     streak = 0
     n_iter = 0
+    w_prev = grad_prev = None
     with progress(max_iter, estimator.progressbar, type(estimator).__name__) as bar:
         while grad_norm >= tol and n_iter < max_iter:
             if step == "fixed":
                 eta = learning_rate
-            elif n_iter == 0:
+            elif w_prev is None:
                 # exact line search along -grad for a quadratic, unless a first step was given
-                eta = learning_rate or grad_norm**2 / float(grad @ _curvature_times(H, penalty, grad))
+                eta = learning_rate or grad_norm**2 / float(
+                    grad @ _curvature_times(H, penalty, grad)
+                )
             else:
                 dw, dg = w - w_prev, grad - grad_prev
                 denom = float(dg @ dg)
@@ -254,8 +257,10 @@ def _check_divergence(step, eta, grad_norm, first_norm, streak, n_iter):
     exploded = not np.isfinite(grad_norm) or grad_norm > _EXPLOSION * first_norm
     growing = step == "fixed" and streak >= _GROWTH_STREAK
     if exploded or growing:
-        what = "became non-finite" if not np.isfinite(grad_norm) else (
-            f"grew to {grad_norm:.3g} (from {first_norm:.3g})"
+        what = (
+            "became non-finite"
+            if not np.isfinite(grad_norm)
+            else (f"grew to {grad_norm:.3g} (from {first_norm:.3g})")
         )
         advice = (
             f"use a smaller learning_rate than {eta:g} (or learning_rate=None for 1/L), or "

@@ -163,7 +163,7 @@ class SGD(_Optimizer):
 
 
 def make_optimizer(optimizer, learning_rate):
-    """An optimiser instance from a name ("adagrad", "sgd") or a ready instance (copied state-free)."""
+    """A fresh optimiser from a name ("adagrad", "sgd") or a copy (without state) of an instance."""
     if isinstance(optimizer, AdaGrad | SGD):
         return type(optimizer)(**{k: getattr(optimizer, k) for k in _init_names(optimizer)})
     if optimizer == "adagrad":

@@ -246,7 +246,9 @@ class SoftmaxRegression(MatrixOrRatingsMixin, RatingEstimator):
         if self.input_kind_ == "ratings":
             user_codes, item_codes = self._encode_pairs(X)
             self._handle_unseen(user_codes, item_codes, self.on_unseen)
-            return one_hot_pairs(user_codes, item_codes, len(self.user_index_), len(self.item_index_))
+            return one_hot_pairs(
+                user_codes, item_codes, len(self.user_index_), len(self.item_index_)
+            )
         features, _ = check_design(X)
         check_n_features(features, self.n_features_in_)
         return features

@@ -39,7 +39,9 @@ def test_objective_gradient_matches_finite_differences():
             down = mf_loss_and_grads(params, *args)[0]
             value[index] = saved
             numeric[index] = (up - down) / 2e-6
-        error = np.linalg.norm(numeric - analytic) / (np.linalg.norm(numeric) + np.linalg.norm(analytic))
+        error = np.linalg.norm(numeric - analytic) / (
+            np.linalg.norm(numeric) + np.linalg.norm(analytic)
+        )
         assert error < 1e-6, name
 
 
@@ -92,8 +94,13 @@ def test_unseen_ids_fall_back_to_the_known_parts(fitted):
 
 def test_sgd_with_momentum_also_fits(split):
     (train, test), truth = split
-    model = AdaGradMF(n_factors=2, optimizer=SGD(learning_rate=0.1, momentum=0.9), batch_size=64,
-                      random_state=0, progressbar=False).fit(train)
+    model = AdaGradMF(
+        n_factors=2,
+        optimizer=SGD(learning_rate=0.1, momentum=0.9),
+        batch_size=64,
+        random_state=0,
+        progressbar=False,
+    ).fit(train)
     expected = truth.expected(test.users, test.items)
     baseline = rmse(expected, np.full(len(expected), train.values.mean()))
     assert rmse(expected, model.predict(test)) < 0.6 * baseline
@@ -103,8 +110,13 @@ def test_bad_settings_give_clear_errors(split):
     (train, test), _ = split
     with pytest.raises(NotFittedError):
         AdaGradMF().predict(test)
-    for name, value in [("batch_size", 0), ("learning_rate", 0.0), ("learning_rate", -1.0),
-                        ("n_factors", 0), ("reg", -0.1)]:
+    for name, value in [
+        ("batch_size", 0),
+        ("learning_rate", 0.0),
+        ("learning_rate", -1.0),
+        ("n_factors", 0),
+        ("reg", -0.1),
+    ]:
         with pytest.raises(ValueError, match=name):
             AdaGradMF(**{name: value}).fit(train)
     with pytest.raises(ValueError, match="optimizer"):

@@ -112,8 +112,11 @@ def test_whole_network_gradient_matches_finite_differences(activation):
     users, items = np.array([0, 1, 1, 3, 4, 2, 0]), np.array([0, 1, 2, 3, 3, 0, 2])
     ratings = rng.uniform(1, 5, 7)
     args = (users, items, ratings, 0.05, 0.01, 0.02)
-    saved = [(layer.running_mean.copy(), layer.running_var.copy())
-             for layer in network.layers if isinstance(layer, BatchNorm)]
+    saved = [
+        (layer.running_mean.copy(), layer.running_var.copy())
+        for layer in network.layers
+        if isinstance(layer, BatchNorm)
+    ]
     _, grads, rows = network.loss_and_grads(*args)
     params = network.parameters()
     for name, value in params.items():
@@ -164,15 +167,24 @@ def test_fit_is_deterministic_and_prediction_is_batch_independent(split, fitted)
 
 def test_unseen_users_and_items_do_not_crash(split, fitted):
     (_, test), _ = split
-    pairs = test.to_frame().iloc[:3].assign(user=[10_000, 10_001, test.users[0]],
-                                             item=[test.items[0], 10_002, 10_003])
+    pairs = (
+        test.to_frame()
+        .iloc[:3]
+        .assign(user=[10_000, 10_001, test.users[0]], item=[test.items[0], 10_002, 10_003])
+    )
     assert np.all(np.isfinite(fitted.predict(pairs)))
 
 
 def test_sgd_optimizer_and_no_batchnorm_also_train(split):
     (train, test), _ = split
-    model = MLPRegressor(batch_norm=False, optimizer="sgd", learning_rate=0.01, batch_size=64,
-                         random_state=0, progressbar=False).fit(train)
+    model = MLPRegressor(
+        batch_norm=False,
+        optimizer="sgd",
+        learning_rate=0.01,
+        batch_size=64,
+        random_state=0,
+        progressbar=False,
+    ).fit(train)
     baseline = rmse(test.values, np.full(len(test.values), train.values.mean()))
     assert rmse(test.values, model.predict(test)) < baseline
 

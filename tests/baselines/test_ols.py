@@ -66,8 +66,9 @@ def test_gradient_descent_matches_lstsq_on_dense_problem(dense_problem, settings
     X, y = dense_problem
     model = OLSRegressor(progressbar=False, tol=1e-9, **settings).fit(X, y)
     np.testing.assert_allclose(np.r_[model.intercept_, model.coef_], _lstsq(X, y), atol=1e-6)
-    np.testing.assert_allclose(model.predict(X), np.hstack([np.ones((40, 1)), X]) @ _lstsq(X, y),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(X), np.hstack([np.ones((40, 1)), X]) @ _lstsq(X, y), atol=1e-6
+    )
 
 
 def test_fixed_step_loss_decreases_monotonically(dense_problem):
@@ -109,16 +110,18 @@ def test_objective_gradient_matches_finite_differences(dense_problem):
     for j in range(5):
         step = np.zeros(5)
         step[j] = 1e-6
-        numeric[j] = (_objective(H, y, penalty, w + step)[0] - _objective(H, y, penalty, w - step)[0]) / 2e-6
+        numeric[j] = (
+            _objective(H, y, penalty, w + step)[0] - _objective(H, y, penalty, w - step)[0]
+        ) / 2e-6
     assert np.max(np.abs(numeric - grad) / np.maximum(np.abs(grad), 1.0)) < 1e-6
 
 
 def test_rating_mode_is_the_ridge_baseline_predictor(small_synthetic):
     ratings, _ = small_synthetic
     model = OLSRegressor(alpha=3.0, progressbar=False).fit(ratings)
-    onehot = np.hstack([
-        np.eye(ratings.n_users)[ratings.user_codes], np.eye(ratings.n_items)[ratings.item_codes]
-    ])
+    onehot = np.hstack(
+        [np.eye(ratings.n_users)[ratings.user_codes], np.eye(ratings.n_items)[ratings.item_codes]]
+    )
     expected = _ridge(onehot, ratings.values, 3.0)
     np.testing.assert_allclose(model.intercept_, expected[0], atol=1e-6)
     np.testing.assert_allclose(model.user_bias_, expected[1 : 1 + ratings.n_users], atol=1e-6)
@@ -128,8 +131,9 @@ def test_rating_mode_is_the_ridge_baseline_predictor(small_synthetic):
 
 
 def test_rating_mode_unseen_ids_get_zero_bias_and_predictions_are_clipped():
-    train = pd.DataFrame({"user": [1, 1, 2, 2, 3], "item": [10, 11, 10, 12, 11],
-                          "rating": [5.0, 4.0, 5.0, 5.0, 1.0]})
+    train = pd.DataFrame(
+        {"user": [1, 1, 2, 2, 3], "item": [10, 11, 10, 12, 11], "rating": [5.0, 4.0, 5.0, 5.0, 1.0]}
+    )
     model = OLSRegressor(progressbar=False).fit(train)
     pairs = pd.DataFrame({"user": [99, 1, 99], "item": [10, 999, 999]})
     predicted = model.predict(pairs)

@@ -44,9 +44,9 @@ def test_loss_gradient_matches_finite_differences(loss_fn):
     def loss_at(p):
         return loss_fn(p[:12].reshape(4, 3), p[12:], X, codes, 0.3)[0]
 
-    numeric = np.array([
-        (loss_at(params + h) - loss_at(params - h)) / 2e-6 for h in 1e-6 * np.eye(len(params))
-    ])
+    numeric = np.array(
+        [(loss_at(params + h) - loss_at(params - h)) / 2e-6 for h in 1e-6 * np.eye(len(params))]
+    )
     analytic = np.r_[grad_W.ravel(), grad_b]
     assert np.max(np.abs(numeric - analytic) / np.maximum(np.abs(analytic), 1e-2)) < 1e-6
 
@@ -77,16 +77,25 @@ def test_fitted_loss_matches_lbfgs_on_the_same_regularised_loss():
         grad_W = X.T @ (P - Y) / len(X) + alpha * W
         return loss, np.r_[grad_W.ravel(), (P - Y).mean(axis=0)]
 
-    result = scipy.optimize.minimize(objective, np.zeros(9), jac=True, method="L-BFGS-B",
-                                     options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10_000})
+    result = scipy.optimize.minimize(
+        objective,
+        np.zeros(9),
+        jac=True,
+        method="L-BFGS-B",
+        options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10_000},
+    )
     assert abs(model.loss_curve_[-1] - result.fun) < 1e-5
-    assert model.loss_curve_[-1] == pytest.approx(objective(np.r_[model.coef_.ravel(),
-                                                                   model.intercept_])[0])
+    assert model.loss_curve_[-1] == pytest.approx(
+        objective(np.r_[model.coef_.ravel(), model.intercept_])[0]
+    )
     # the intercepts are identified only up to a constant shift: compare centred logits
     logits = model.decision_function(X)
     reference = X @ result.x[:6].reshape(2, 3) + result.x[6:]
-    np.testing.assert_allclose(logits - logits.mean(1, keepdims=True),
-                               reference - reference.mean(1, keepdims=True), atol=1e-4)
+    np.testing.assert_allclose(
+        logits - logits.mean(1, keepdims=True),
+        reference - reference.mean(1, keepdims=True),
+        atol=1e-4,
+    )
     assert np.mean(model.predict(X) == y) > 0.6  # chance is 1/3 on these overlapping blobs
 
 
@@ -117,9 +126,11 @@ def test_rating_mode_expected_and_argmax_predictions(small_levels, fitted_levels
     proba = model.predict_proba(pairs)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     np.testing.assert_allclose(model.predict(pairs), proba @ model.classes_)
-    argmax = SoftmaxRegression(alpha=1e-3, prediction="argmax", progressbar=False).fit(
-        small_levels
-    ).predict(pairs)
+    argmax = (
+        SoftmaxRegression(alpha=1e-3, prediction="argmax", progressbar=False)
+        .fit(small_levels)
+        .predict(pairs)
+    )
     assert set(np.unique(argmax)) <= set(model.classes_)
     # the fitted probabilities beat the class frequencies on the training data
     codes = np.searchsorted(model.classes_, small_levels.values)
