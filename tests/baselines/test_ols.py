@@ -180,3 +180,13 @@ def test_bad_input_gives_clear_errors(dense_problem):
     fitted = OLSRegressor(progressbar=False).fit(X, y)
     with pytest.raises(DataError, match="fitted with 4"):
         fitted.predict(X[:, :3])
+
+
+def test_progress_bar_and_parameters(dense_problem, capsys):
+    X, y = dense_problem
+    model = OLSRegressor(progressbar=True).fit(X, y)
+    assert "OLSRegressor" in capsys.readouterr().err
+    OLSRegressor(progressbar=False).fit(X, y)
+    assert capsys.readouterr().err == ""
+    assert repr(OLSRegressor(step="fixed")) == "OLSRegressor(step='fixed')"
+    assert model.get_params()["step"] == "bb"
