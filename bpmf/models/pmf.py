@@ -43,7 +43,7 @@ class PMF(PosteriorModel):
     model_config : dict, optional
         Prior settings merged over :attr:`default_model_config`:
 
-        - ``factor_sd`` (0.3): prior sd of every entry of ``U`` and ``V`` (precision
+        - ``factor_sd`` (0.25): prior sd of every entry of ``U`` and ``V`` (precision
           ``lambda_U = lambda_V = 1 / factor_sd**2``);
         - ``bias_sd`` (1.0): prior sd of the user and item biases;
         - ``biases`` (True): include the bias terms;
@@ -85,7 +85,7 @@ class PMF(PosteriorModel):
     """
 
     default_model_config = {
-        "factor_sd": 0.3,
+        "factor_sd": 0.25,
         "bias_sd": 1.0,
         "biases": True,
         "mu_sd": 1.0,
