@@ -33,8 +33,11 @@ test: $(VENV)/.installed
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
+# Benchmarks need MovieLens in the data home ($$BPMF_DATA) and the bench extra (myFM, Surprise).
 bench: $(VENV)/.installed-bench
 	$(PY) bench/baselines_simple.py --fold u1
+	$(PY) bench/baselines_movielens.py
+	$(PY) bench/peers.py
 
 lint: $(VENV)/.installed
 	$(PY) -m pip install --quiet ruff

@@ -37,7 +37,9 @@ class RatingEstimator:
         valid = set(self._param_names())
         for name, value in params.items():
             if name not in valid:
-                raise ValueError(f"{type(self).__name__} has no parameter {name!r}; valid: {sorted(valid)}.")
+                raise ValueError(
+                    f"{type(self).__name__} has no parameter {name!r}; valid: {sorted(valid)}."
+                )
             setattr(self, name, value)
         return self
 
@@ -87,7 +89,9 @@ class RatingEstimator:
                 "item unseen in training; they are predicted from the population level."
             )
             if policy == "raise":
-                raise DataError(message.replace("they are predicted", "set on_unseen='warn' to predict them"))
+                raise DataError(
+                    message.replace("they are predicted", "set on_unseen='warn' to predict them")
+                )
             warnings.warn(message, UserWarning, stacklevel=3)
         return unseen
 

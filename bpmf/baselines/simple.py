@@ -46,7 +46,7 @@ class ItemMean(_MeanBaseline):
 
 
 class UserItemMean(_MeanBaseline):
-    """Predict the average of the user's and the item's mean (each falls back to the global mean)."""
+    """Predict the mean of the user's and the item's means (each falls back to the global mean)."""
 
     def _combine(self, user_codes, item_codes):
         return 0.5 * (
@@ -62,7 +62,9 @@ class UniformRandom(RatingEstimator):
 
     def fit(self, train):
         train = self._start_fit(train)
-        low, high = train.scale if train.scale is not None else (train.values.min(), train.values.max())
+        low, high = (
+            train.scale if train.scale is not None else (train.values.min(), train.values.max())
+        )
         self.low_, self.high_ = float(low), float(high)
         self._rng = np.random.default_rng(self.random_state)
         return self

@@ -54,7 +54,9 @@ class Ratings:
                 "The ratings are empty: at least one (user, item, rating) row is needed."
             )
         if duplicates not in _DUPLICATE_POLICIES:
-            raise ValueError(f"duplicates must be one of {_DUPLICATE_POLICIES}, got {duplicates!r}.")
+            raise ValueError(
+                f"duplicates must be one of {_DUPLICATE_POLICIES}, got {duplicates!r}."
+            )
         user, item, rating = _handle_duplicates(user, item, rating, duplicates)
         self.scale = _resolve_scale(scale, rating)
         _check_on_scale(rating, self.scale)

@@ -54,7 +54,7 @@ def train_test_split(ratings, test_size=0.2, random_state=None):
 
 
 def per_user_split(ratings, n_test=10, random_state=None):
-    """Hold out ``n_test`` ratings of every user; users with ``<= n_test`` ratings keep one in train."""
+    """Hold out ``n_test`` ratings per user; users with ``<= n_test`` ratings keep one in train."""
     ratings = as_ratings(ratings)
     if int(n_test) != n_test or n_test < 1:
         raise ValueError(f"n_test must be a positive integer, got {n_test!r}.")

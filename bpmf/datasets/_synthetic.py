@@ -107,7 +107,15 @@ def make_synthetic_ratings(
     user_bias = rng.normal(0.0, bias_sd, n_users) if biases else np.zeros(n_users)
     item_bias = rng.normal(0.0, bias_sd, n_items) if biases else np.zeros(n_items)
     truth = SyntheticTruth(
-        U, V, mu_U, mu_V, Sigma_U, Sigma_V, user_bias, item_bias, float(global_mean),
+        U,
+        V,
+        mu_U,
+        mu_V,
+        Sigma_U,
+        Sigma_V,
+        user_bias,
+        item_bias,
+        float(global_mean),
         float(noise_sd),
     )
     n_ratings = max(1, int(round(density * n_users * n_items)))

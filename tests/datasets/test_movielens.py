@@ -7,12 +7,12 @@ from bpmf import DataError
 from bpmf.datasets import (
     DATA_HOME_ENV,
     MOVIELENS,
+    _movielens,
     download_movielens,
     get_data_home,
     load_movielens,
     load_movielens_folds,
 )
-from bpmf.datasets import _movielens
 
 
 def test_data_home_precedence(tmp_path, monkeypatch):
@@ -60,7 +60,7 @@ def test_failed_download_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_verified_download_is_extracted(tmp_path, monkeypatch):
-    """A download whose checksum matches is extracted into place (checksum patched to the fake's)."""
+    """A download with a matching checksum (patched to the fake's) is extracted into place."""
     source = tmp_path / "archive.zip"
     _fake_archive(source, {"ml-1m/ratings.dat": "1::10::5::0\n1::20::3::0\n2::10::4::0\n"})
     import pooch

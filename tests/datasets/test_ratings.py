@@ -32,7 +32,9 @@ def test_encode_unknown_ids_is_minus_one():
 
 def test_column_mapping_and_declared_scale():
     df = frame().rename(columns={"user": "uid", "item": "movie", "rating": "stars"})
-    ratings = Ratings.from_frame(df, user_col="uid", item_col="movie", rating_col="stars", scale=(0, 5))
+    ratings = Ratings.from_frame(
+        df, user_col="uid", item_col="movie", rating_col="stars", scale=(0, 5)
+    )
     assert ratings.scale == (0.0, 5.0)
 
 

@@ -13,7 +13,12 @@ def test_csv_tsv_parquet_round_trip(tmp_path):
     for name in ("r.csv", "r.tsv", "r.parquet"):
         ratings = read_ratings(tmp_path / name, user_col="uid", item_col="iid", rating_col="stars")
         assert ratings.n_ratings == 3 and list(ratings.item_ids) == ["x", "y"]
-    assert load_dataset(str(tmp_path / "r.csv"), user_col="uid", item_col="iid", rating_col="stars").n_users == 2
+    assert (
+        load_dataset(
+            str(tmp_path / "r.csv"), user_col="uid", item_col="iid", rating_col="stars"
+        ).n_users
+        == 2
+    )
 
 
 def test_missing_file_and_wrong_columns(tmp_path):

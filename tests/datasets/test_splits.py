@@ -21,7 +21,9 @@ def test_random_split_is_a_seeded_partition(small_synthetic):
 
 
 def test_unseen_counts(small_synthetic):
-    split = train_test_split(small_synthetic[0].subset(np.arange(60)), test_size=0.5, random_state=0)
+    split = train_test_split(
+        small_synthetic[0].subset(np.arange(60)), test_size=0.5, random_state=0
+    )
     unseen = split.unseen
     expected_users = set(split.test.users) - set(split.train.users)
     assert unseen["users"] == len(expected_users) > 0
@@ -55,7 +57,11 @@ def test_kfold_tests_are_disjoint_and_cover(small_synthetic):
 
 @pytest.mark.parametrize(
     ("split", "kwargs"),
-    [(train_test_split, {"test_size": 1.5}), (per_user_split, {"n_test": 0}), (kfold, {"n_splits": 1})],
+    [
+        (train_test_split, {"test_size": 1.5}),
+        (per_user_split, {"n_test": 0}),
+        (kfold, {"n_splits": 1}),
+    ],
 )
 def test_bad_split_arguments(small_synthetic, split, kwargs):
     with pytest.raises(ValueError):
