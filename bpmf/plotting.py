@@ -225,9 +225,17 @@ def plot_rank(idata, var_names=None, title=None):
     tree = scale_variables(idata)
     pc = azp.plot_rank(tree, var_names=var_names, backend="matplotlib")
     fig = _arviz_figure(pc)
-    for ax in fig.axes:
-        if not ax.get_ylabel():
-            ax.set_ylabel("ECDF difference from uniform")
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.has_data()]
+    n_cols = len({round(ax.get_position().x0, 3) for ax in panels}) or 1
+    n_rows = int(np.ceil(len(panels) / n_cols))
+    fig.set_size_inches(3.6 * n_cols, 2.9 * n_rows + 0.6)
+    left = min(round(ax.get_position().x0, 3) for ax in panels)
+    for ax in panels:
+        ax.set_title(" ".join(ax.get_title().split()))  # "user_factor_sd\n0" -> one line
+        if round(ax.get_position().x0, 3) == left:
+            ax.set_ylabel("ECDF - uniform")
+    if fig.get_layout_engine() is None:
+        fig.subplots_adjust(hspace=0.75, top=1 - 0.9 / fig.get_figheight())
     fig.suptitle(title or "Rank plots of the scale parameters (flat = chains agree)")
     return fig
 

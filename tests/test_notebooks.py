@@ -27,7 +27,8 @@ def _execute(path, tmp_path, monkeypatch, extra_env=None):
     from nbclient import NotebookClient
 
     monkeypatch.setenv("BPMF_NOTEBOOK_QUICK", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    # The inline backend turns plt.show() into PNG outputs (conftest sets Agg for tests).
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     for key, value in (extra_env or {}).items():
         monkeypatch.setenv(key, value)
     notebook = nbformat.read(path, as_version=4)
