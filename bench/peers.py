@@ -125,7 +125,8 @@ def run_estimator(make):
         seconds = time.perf_counter() - start
         diagnostics = getattr(model, "diagnostics_", None)
         if diagnostics:
-            print("  diagnostics:", {k: round(float(v), 4) for k, v in diagnostics.items()})
+            print("  diagnostics:", {k: (v if v is None else round(float(v), 4))
+                                     for k, v in diagnostics.items()})
         return np.asarray(pred, dtype=float), seconds, None
 
     return run
