@@ -83,7 +83,7 @@ def test_verify_grad_finite_differences(problem):
     )
 
 
-@pytest.mark.parametrize("mode", ["FAST_RUN", "NUMBA"])
+@pytest.mark.parametrize("mode", ["NUMBA"])  # C: verify_grad of PairDotGrad above
 def test_second_order_matches_plain_graph(problem, mode):
     """Hessian-vector product of a non-linear cost, fused vs plain."""
     results = []
@@ -109,7 +109,7 @@ def test_forward_mode_matches_plain_graph(problem):
     np.testing.assert_allclose(results[0], results[1], rtol=0, atol=1e-10)
 
 
-@pytest.mark.parametrize("mode", ["FAST_COMPILE", "FAST_RUN", "NUMBA"])
+@pytest.mark.parametrize("mode", ["FAST_RUN", "NUMBA"])
 def test_strided_inputs(problem, mode):
     """Transposed (non-contiguous) factor matrices give the same answer."""
     Ut, Vt = pt.matrix("Ut"), pt.matrix("Vt")
@@ -125,7 +125,7 @@ def test_strided_inputs(problem, mode):
     np.testing.assert_allclose(gUt_val, expected_gU.T, atol=1e-12)
 
 
-@pytest.mark.parametrize("mode", ["FAST_COMPILE", "FAST_RUN", "NUMBA"])
+@pytest.mark.parametrize("mode", ["FAST_RUN", "NUMBA"])
 def test_float32(problem, mode):
     U, V = pt.matrix("U", dtype="float32"), pt.matrix("V", dtype="float32")
     y = pair_dot(U, V, problem["u"], problem["i"])
