@@ -32,27 +32,39 @@ def load_codes(args):
         n_users = max(20, int(np.sqrt(n_ratings / 0.06) * 1.2))
         n_items = max(20, int(n_ratings / (0.06 * n_users)))
         train, _ = make_synthetic_ratings(
-            n_users, n_items, n_factors=3, density=n_ratings / (n_users * n_items),
+            n_users,
+            n_items,
+            n_factors=3,
+            density=n_ratings / (n_users * n_items),
             random_state=0,
         )
         label = f"synthetic {train.n_ratings} ratings"
     else:
         from bpmf.datasets import load_movielens_folds
 
-        train = load_movielens_folds("ml-100k", data_home=args.data_home, download=False)["u1"].train
+        train = load_movielens_folds("ml-100k", data_home=args.data_home, download=False)[
+            "u1"
+        ].train
         label = f"ML-100K u1 train ({train.n_ratings} ratings)"
     return (train.user_codes, train.item_codes, train.values, train.n_users, train.n_items, label)
 
 
 def build_model(user_codes, item_codes, ratings, n_users, n_items, n_factors, bilinear):
     """A BPMF-like model (LKJ priors, non-centred factors, biases) using ``bilinear``."""
-    coords = {"user": np.arange(n_users), "item": np.arange(n_items), "factor": np.arange(n_factors)}
+    coords = {
+        "user": np.arange(n_users),
+        "item": np.arange(n_items),
+        "factor": np.arange(n_factors),
+    }
     with pm.Model(coords=coords) as model:
         factors = {}
         for side, dim in (("U", "user"), ("V", "item")):
             chol, _, _ = pm.LKJCholeskyCov(
-                f"chol_{side}", n=n_factors, eta=2.0,
-                sd_dist=pm.HalfNormal.dist(1.0, shape=n_factors), compute_corr=True,
+                f"chol_{side}",
+                n=n_factors,
+                eta=2.0,
+                sd_dist=pm.HalfNormal.dist(1.0, shape=n_factors),
+                compute_corr=True,
             )
             mean = pm.Normal(f"mu_{side}", 0.0, 1.0, dims="factor")
             raw = pm.Normal(f"{side}_raw", 0.0, 1.0, dims=(dim, "factor"))
@@ -64,7 +76,9 @@ def build_model(user_codes, item_codes, ratings, n_users, n_items, n_factors, bi
         item_bias = pm.Normal("item_bias", 0.0, item_bias_sd, dims="item")
         sigma = pm.HalfNormal("sigma", 1.0)
         mean = (
-            mu + user_bias[user_codes] + item_bias[item_codes]
+            mu
+            + user_bias[user_codes]
+            + item_bias[item_codes]
             + bilinear(factors["U"], factors["V"], user_codes, item_codes)
         )
         pm.Normal("rating", mean, sigma, observed=ratings)
@@ -118,19 +132,26 @@ def main(argv=None):
         for name, bilinear in (("naive", pair_dot_naive), ("fused", pair_dot)):
             model = build_model(*codes[:-1], args.factors, bilinear)
             fn, size = compile_logp_dlogp(model, mode)
-            points = [rng.normal(scale=0.3, size=size) for _ in range(5)] if not values else \
-                values["points"]
+            points = (
+                [rng.normal(scale=0.3, size=size) for _ in range(5)]
+                if not values
+                else values["points"]
+            )
             values.setdefault("points", points)
             values[name] = fn(points[0])
             timings[name] = time_calls(fn, points, args.repeats)
         logp_diff = abs(float(values["naive"][0]) - float(values["fused"][0]))
         grad_diff = float(np.max(np.abs(values["naive"][1] - values["fused"][1])))
         rows.append((mode, timings["naive"], timings["fused"], logp_diff, grad_diff))
-    print(f"{'backend':<10}{'naive ms':>10}{'fused ms':>10}{'speed-up':>10}"
-          f"{'|dlogp|':>11}{'max|dgrad|':>12}")
+    print(
+        f"{'backend':<10}{'naive ms':>10}{'fused ms':>10}{'speed-up':>10}"
+        f"{'|dlogp|':>11}{'max|dgrad|':>12}"
+    )
     for mode, naive, fused, logp_diff, grad_diff in rows:
-        print(f"{mode:<10}{naive:>10.3f}{fused:>10.3f}{naive / fused:>9.1f}x"
-              f"{logp_diff:>11.1e}{grad_diff:>12.1e}")
+        print(
+            f"{mode:<10}{naive:>10.3f}{fused:>10.3f}{naive / fused:>9.1f}x"
+            f"{logp_diff:>11.1e}{grad_diff:>12.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -54,9 +54,13 @@ def run_myfm(train, test, seed):
 
     start = time.perf_counter()
     fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
-    fm.fit(design(train.user_codes, train.item_codes), train.values, n_iter=ITERATIONS,
-           n_kept_samples=ITERATIONS - GIBBS_BURN_IN,
-           group_shapes=[train.n_users, train.n_items])
+    fm.fit(
+        design(train.user_codes, train.item_codes),
+        train.values,
+        n_iter=ITERATIONS,
+        n_kept_samples=ITERATIONS - GIBBS_BURN_IN,
+        group_shapes=[train.n_users, train.n_items],
+    )
     sampling = time.perf_counter() - start
     pred = fm.predict(design(train.encode_users(test.users), train.encode_items(test.items)))
     return pred, time.perf_counter() - start, ITERATIONS / sampling
@@ -71,7 +75,7 @@ def run_surprise(train, test, algorithm, seed):
     data = surprise.Dataset.load_from_df(frame, reader)
     algo = algorithm(random_state=seed) if algorithm is surprise.SVD else algorithm(verbose=False)
     algo.fit(data.build_full_trainset())
-    pred = np.array([algo.predict(u, i).est for u, i in zip(test.users, test.items)])
+    pred = np.array([algo.predict(u, i).est for u, i in zip(test.users, test.items, strict=True)])
     return pred, time.perf_counter() - start, None
 
 
@@ -101,14 +105,38 @@ def run_gibbs_kernel(train, test, seed):
 
     # load (or, on the very first run, compile) the numba kernels outside the timing: they are
     # cached on disk, as myFM's C++ is compiled at install time
-    sample_gibbs(train.user_codes[:50], train.item_codes[:50], train.values[:50],
-                 train.n_users, train.n_items, n_factors=RANK, draws=1, tune=0, chains=1,
-                 biases=True, model_config=None, init=None, random_state=seed, progressbar=False)
+    sample_gibbs(
+        train.user_codes[:50],
+        train.item_codes[:50],
+        train.values[:50],
+        train.n_users,
+        train.n_items,
+        n_factors=RANK,
+        draws=1,
+        tune=0,
+        chains=1,
+        biases=True,
+        model_config=None,
+        init=None,
+        random_state=seed,
+        progressbar=False,
+    )
     start = time.perf_counter()
     draws = sample_gibbs(
-        train.user_codes, train.item_codes, train.values, train.n_users, train.n_items,
-        n_factors=RANK, draws=ITERATIONS - GIBBS_BURN_IN, tune=GIBBS_BURN_IN, chains=1,
-        biases=True, model_config=None, init=None, random_state=seed, progressbar=False,
+        train.user_codes,
+        train.item_codes,
+        train.values,
+        train.n_users,
+        train.n_items,
+        n_factors=RANK,
+        draws=ITERATIONS - GIBBS_BURN_IN,
+        tune=GIBBS_BURN_IN,
+        chains=1,
+        biases=True,
+        model_config=None,
+        init=None,
+        random_state=seed,
+        progressbar=False,
     )
     sampling = time.perf_counter() - start
     pred = gibbs_predictions(draws, train, test)
@@ -120,13 +148,18 @@ def run_estimator(make):
         model = make(seed)
         start = time.perf_counter()
         model.fit(train)
-        pred = model.predict(test, on_unseen="ignore") if hasattr(model, "idata_") else \
-            model.predict(test)
+        pred = (
+            model.predict(test, on_unseen="ignore")
+            if hasattr(model, "idata_")
+            else model.predict(test)
+        )
         seconds = time.perf_counter() - start
         diagnostics = getattr(model, "diagnostics_", None)
         if diagnostics:
-            print("  diagnostics:", {k: (v if v is None else round(float(v), 4))
-                                     for k, v in diagnostics.items()})
+            print(
+                "  diagnostics:",
+                {k: (v if v is None else round(float(v), 4)) for k, v in diagnostics.items()},
+            )
         return np.asarray(pred, dtype=float), seconds, None
 
     return run
@@ -141,14 +174,33 @@ def bpmf_entries():
         print(f"note: bpmf.models not importable yet ({error}); PMF/BPMF skipped")
         BPMF = PMF = None
     if PMF is not None:
-        entries.append(("bpmf-pmf", run_estimator(
-            lambda seed: PMF(n_factors=RANK, random_state=seed, progressbar=False))))
+        entries.append(
+            (
+                "bpmf-pmf",
+                run_estimator(
+                    lambda seed: PMF(n_factors=RANK, random_state=seed, progressbar=False)
+                ),
+            )
+        )
     if BPMF is not None:
-        entries.append(("bpmf-nuts", run_estimator(
-            lambda seed: BPMF(n_factors=RANK, random_state=seed, progressbar=False))))
-        entries.append(("bpmf-gibbs", run_estimator(
-            lambda seed: BPMF(n_factors=RANK, method="gibbs", random_state=seed,
-                              progressbar=False))))
+        entries.append(
+            (
+                "bpmf-nuts",
+                run_estimator(
+                    lambda seed: BPMF(n_factors=RANK, random_state=seed, progressbar=False)
+                ),
+            )
+        )
+        entries.append(
+            (
+                "bpmf-gibbs",
+                run_estimator(
+                    lambda seed: BPMF(
+                        n_factors=RANK, method="gibbs", random_state=seed, progressbar=False
+                    )
+                ),
+            )
+        )
     try:
         from bpmf import baselines
     except ImportError:
@@ -158,8 +210,7 @@ def bpmf_entries():
         if cls is None:
             print(f"note: bpmf.baselines.{name} not available; skipped")
             continue
-        entries.append((f"bpmf-{name}", run_estimator(
-            lambda seed, cls=cls: _with_seed(cls, seed))))
+        entries.append((f"bpmf-{name}", run_estimator(lambda seed, cls=cls: _with_seed(cls, seed))))
     return entries
 
 
@@ -184,8 +235,7 @@ def main(argv=None):
     entries = [
         ("myfm", run_myfm),
         ("surprise-SVD", lambda tr, te, s: run_surprise(tr, te, surprise.SVD, s)),
-        ("surprise-BaselineOnly",
-         lambda tr, te, s: run_surprise(tr, te, surprise.BaselineOnly, s)),
+        ("surprise-BaselineOnly", lambda tr, te, s: run_surprise(tr, te, surprise.BaselineOnly, s)),
         ("bpmf-gibbs-kernel", run_gibbs_kernel),
         *bpmf_entries(),
     ]
@@ -207,8 +257,15 @@ def main(argv=None):
                 print(f"  failed: {type(error).__name__}: {error}")
                 traceback.print_exc(limit=2)
                 continue
-            rows.append({"fold": fold, "model": name, "rmse": rmse(test.values, pred),
-                         "seconds": seconds, "it_per_s": rate})
+            rows.append(
+                {
+                    "fold": fold,
+                    "model": name,
+                    "rmse": rmse(test.values, pred),
+                    "seconds": seconds,
+                    "it_per_s": rate,
+                }
+            )
             print(f"  rmse {rows[-1]['rmse']:.4f}  {seconds:.1f} s", flush=True)
 
     table = pd.DataFrame(rows)

@@ -53,11 +53,15 @@ def build_logp_grad(n_users, n_items, n_factors):
     V = parts[1].reshape((n_items, n_factors))
     user_bias, item_bias = parts[2], parts[3]
     mu, log_sigma = parts[4][0], parts[5][0]
-    mean = mu + user_bias[user_codes] + item_bias[item_codes] + pair_dot(U, V, user_codes, item_codes)
+    mean = (
+        mu + user_bias[user_codes] + item_bias[item_codes] + pair_dot(U, V, user_codes, item_codes)
+    )
     resid = (ratings - mean) / pt.exp(log_sigma)
     logp = (
-        -0.5 * pt.sum(resid**2) - ratings.shape[0] * log_sigma
-        - 0.5 * (pt.sum(U**2) + pt.sum(V**2)) - 0.5 * (pt.sum(user_bias**2) + pt.sum(item_bias**2))
+        -0.5 * pt.sum(resid**2)
+        - ratings.shape[0] * log_sigma
+        - 0.5 * (pt.sum(U**2) + pt.sum(V**2))
+        - 0.5 * (pt.sum(user_bias**2) + pt.sum(item_bias**2))
         - 0.5 * log_sigma**2
     )
     fn = pytensor.function(
@@ -75,7 +79,10 @@ def worker(n_ratings, seed=0):
     n_users, n_items = max(20, n_ratings // 50), max(10, n_ratings // 100)
     start = time.perf_counter()
     train, _ = make_synthetic_ratings(
-        n_users, n_items, n_factors=3, density=n_ratings / (n_users * n_items),
+        n_users,
+        n_items,
+        n_factors=3,
+        density=n_ratings / (n_users * n_items),
         random_state=seed,
     )
     data_seconds = time.perf_counter() - start
@@ -111,10 +118,19 @@ def worker(n_ratings, seed=0):
     result = minimize(negative, point, jac=True, method="L-BFGS-B", options={"maxiter": 10})
     map_ms = (time.perf_counter() - start) / max(result.nit, 1) * 1e3
 
-    gibbs_args = dict(n_factors=N_FACTORS, tune=0, chains=1, biases=True, model_config=None,
-                      init=None, random_state=seed, progressbar=False)
-    sample_gibbs(user_codes[:100], item_codes[:100], ratings[:100], n_users, n_items,
-                 draws=1, **gibbs_args)  # load the numba kernels
+    gibbs_args = dict(
+        n_factors=N_FACTORS,
+        tune=0,
+        chains=1,
+        biases=True,
+        model_config=None,
+        init=None,
+        random_state=seed,
+        progressbar=False,
+    )
+    sample_gibbs(
+        user_codes[:100], item_codes[:100], ratings[:100], n_users, n_items, draws=1, **gibbs_args
+    )  # load the numba kernels
     sweeps = 2 if n_ratings >= 1_000_000 else 5
     start = time.perf_counter()
     sample_gibbs(user_codes, item_codes, ratings, n_users, n_items, draws=sweeps, **gibbs_args)
@@ -122,8 +138,14 @@ def worker(n_ratings, seed=0):
 
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "ratings": int(train.n_ratings), "users": int(n_users), "items": int(n_items),
-        "grad_ms": grad_ms, "grad_random_ms": grad_random_ms, "gibbs_s": gibbs_s, "map_ms_per_it": map_ms, "peak_mib": peak_mib,
+        "ratings": int(train.n_ratings),
+        "users": int(n_users),
+        "items": int(n_items),
+        "grad_ms": grad_ms,
+        "grad_random_ms": grad_random_ms,
+        "gibbs_s": gibbs_s,
+        "map_ms_per_it": map_ms,
+        "peak_mib": peak_mib,
         "data_s": data_seconds,
     }
 
@@ -148,22 +170,28 @@ def main(argv=None):
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
 
-    header = (f"{'ratings':>10}{'users':>9}{'items':>9}{'grad ms':>10}{'(random)':>10}"
-              f"{'gibbs s':>10}{'map ms/it':>11}{'peak MiB':>10}")
+    header = (
+        f"{'ratings':>10}{'users':>9}{'items':>9}{'grad ms':>10}{'(random)':>10}"
+        f"{'gibbs s':>10}{'map ms/it':>11}{'peak MiB':>10}"
+    )
     print(header)
     for row in rows:
-        print(f"{row['ratings']:>10}{row['users']:>9}{row['items']:>9}{row['grad_ms']:>10.2f}"
-              f"{row['grad_random_ms']:>10.2f}{row['gibbs_s']:>10.3f}"
-              f"{row['map_ms_per_it']:>11.1f}{row['peak_mib']:>10.0f}")
+        print(
+            f"{row['ratings']:>10}{row['users']:>9}{row['items']:>9}{row['grad_ms']:>10.2f}"
+            f"{row['grad_random_ms']:>10.2f}{row['gibbs_s']:>10.3f}"
+            f"{row['map_ms_per_it']:>11.1f}{row['peak_mib']:>10.0f}"
+        )
     print("\ngrowth per 10x ratings (linear = 10x):")
-    for previous, row in zip(rows, rows[1:]):
+    for previous, row in zip(rows, rows[1:], strict=False):
         factor = row["ratings"] / previous["ratings"]
-        print(f"{previous['ratings']:>10} -> {row['ratings']:<10} (x{factor:.1f}): "
-              f"grad x{row['grad_ms'] / previous['grad_ms']:.1f} "
-              f"(random order x{row['grad_random_ms'] / previous['grad_random_ms']:.1f}), "
-              f"gibbs x{row['gibbs_s'] / previous['gibbs_s']:.1f}, "
-              f"map x{row['map_ms_per_it'] / previous['map_ms_per_it']:.1f}, "
-              f"memory x{row['peak_mib'] / previous['peak_mib']:.1f}")
+        print(
+            f"{previous['ratings']:>10} -> {row['ratings']:<10} (x{factor:.1f}): "
+            f"grad x{row['grad_ms'] / previous['grad_ms']:.1f} "
+            f"(random order x{row['grad_random_ms'] / previous['grad_random_ms']:.1f}), "
+            f"gibbs x{row['gibbs_s'] / previous['gibbs_s']:.1f}, "
+            f"map x{row['map_ms_per_it'] / previous['map_ms_per_it']:.1f}, "
+            f"memory x{row['peak_mib'] / previous['peak_mib']:.1f}"
+        )
 
 
 if __name__ == "__main__":

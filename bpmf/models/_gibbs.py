@@ -189,7 +189,9 @@ def _resolve_config(model_config, n_factors):
         raise ValueError(f"model_config['beta0'] must be positive, got {beta0}")
     nu0 = n_factors if config["nu0"] is None else float(config["nu0"])
     if not nu0 > n_factors - 1:
-        raise ValueError(f"model_config['nu0'] must exceed n_factors - 1 = {n_factors - 1}, got {nu0}")
+        raise ValueError(
+            f"model_config['nu0'] must exceed n_factors - 1 = {n_factors - 1}, got {nu0}"
+        )
     W0 = config["W0"]
     if W0 is None:
         W0 = np.eye(n_factors)
@@ -206,16 +208,22 @@ def _resolve_config(model_config, n_factors):
     noise_sd = config["noise_sd"]
     if noise_sd is not None and not float(noise_sd) > 0:
         raise ValueError(f"model_config['noise_sd'] must be positive or None, got {noise_sd}")
-    for key in ("noise_shape", "noise_rate", "intercept_sd", "bias_precision_shape",
-                "bias_precision_rate"):
+    for key in (
+        "noise_shape",
+        "noise_rate",
+        "intercept_sd",
+        "bias_precision_shape",
+        "bias_precision_rate",
+    ):
         if not float(config[key]) > 0:
             raise ValueError(f"model_config[{key!r}] must be positive, got {config[key]}")
     config.update(beta0=beta0, nu0=nu0, W0_inv=W0_inv, mu0=mu0)
     return config
 
 
-def _check_inputs(user_codes, item_codes, ratings, n_users, n_items, n_factors, draws, tune,
-                  chains):
+def _check_inputs(
+    user_codes, item_codes, ratings, n_users, n_items, n_factors, draws, tune, chains
+):
     user_codes = np.asarray(user_codes)
     item_codes = np.asarray(item_codes)
     ratings = np.asarray(ratings, dtype=float)
@@ -228,15 +236,22 @@ def _check_inputs(user_codes, item_codes, ratings, n_users, n_items, n_factors, 
         )
     if len(ratings) == 0:
         raise ValueError("no ratings to fit")
-    for name, codes, n in (("user_codes", user_codes, n_users), ("item_codes", item_codes, n_items)):
+    for name, codes, n in (
+        ("user_codes", user_codes, n_users),
+        ("item_codes", item_codes, n_items),
+    ):
         if not np.issubdtype(codes.dtype, np.integer):
             raise ValueError(f"{name} must be integer codes, got dtype {codes.dtype}")
         if codes.min() < 0 or codes.max() >= n:
             raise ValueError(f"{name} must lie in [0, {n}); got [{codes.min()}, {codes.max()}]")
     if not np.all(np.isfinite(ratings)):
         raise ValueError("ratings contain NaN or infinite values")
-    for name, value, low in (("n_factors", n_factors, 1), ("draws", draws, 1), ("tune", tune, 0),
-                             ("chains", chains, 1)):
+    for name, value, low in (
+        ("n_factors", n_factors, 1),
+        ("draws", draws, 1),
+        ("tune", tune, 0),
+        ("chains", chains, 1),
+    ):
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return user_codes.astype(np.int64), item_codes.astype(np.int64), ratings
@@ -322,12 +337,13 @@ def sample_gibbs(
     model_config : dict or None
         Prior settings merged over :data:`DEFAULT_GIBBS_CONFIG`; keys it does not know are
         ignored (the NUTS model shares the dictionary; its ``sigma`` and ``mu_sd`` stand in
-        for ``noise_sd`` and ``intercept_sd`` when those are not given). ``beta0``, ``nu0`` (None: ``D``),
-        ``W0`` (None: identity), ``mu0``: the Normal-Wishart hyperprior; ``noise_sd``: fixed
-        noise sd, or None to sample the precision from its Gamma(``noise_shape``,
-        ``noise_rate``) prior; ``intercept_sd``: prior sd of the intercept around the mean
-        training rating; ``bias_precision_shape``, ``bias_precision_rate``: Gamma prior on the
-        precision of the biases; ``init_jitter``: relative jitter of an ``init`` point.
+        for ``noise_sd`` and ``intercept_sd`` when those are not given). ``beta0``, ``nu0``
+        (None: ``D``), ``W0`` (None: identity), ``mu0``: the Normal-Wishart hyperprior;
+        ``noise_sd``: fixed noise sd, or None to sample the precision from its
+        Gamma(``noise_shape``, ``noise_rate``) prior; ``intercept_sd``: prior sd of the
+        intercept around the mean training rating; ``bias_precision_shape``,
+        ``bias_precision_rate``: Gamma prior on the precision of the biases; ``init_jitter``:
+        relative jitter of an ``init`` point.
     init : dict or None
         A starting point, e.g. the MAP: ``U``, ``V``, ``mu``, ``sigma`` and, with biases,
         ``user_bias`` and ``item_bias``. Each chain starts there plus a small jitter. None
@@ -379,7 +395,8 @@ def sample_gibbs(
     config = _resolve_config(model_config, n_factors)
     config["intercept_mean"] = float(ratings.mean())
     seeds = np.random.SeedSequence(
-        random_state.integers(2**63) if isinstance(random_state, np.random.Generator)
+        random_state.integers(2**63)
+        if isinstance(random_state, np.random.Generator)
         else random_state
     ).spawn(chains)
 
@@ -406,7 +423,9 @@ def sample_gibbs(
         )
 
     bar = tqdm(
-        total=chains * (tune + draws), desc="Gibbs", unit="sweep",
+        total=chains * (tune + draws),
+        desc="Gibbs",
+        unit="sweep",
         disable=not resolve_progressbar(progressbar),
     )
     try:
@@ -457,8 +476,9 @@ def _sweep(state, user_csr, item_csr, config, biases, dim, rng):
     targets = ratings_by_user - state["mu"] - state["item_bias"][items_by_user]
     prec, h = _prior(Lambda_U, mu_U, state["user_bias_precision"], biases)
     rows = np.empty((n_users, dim))
-    _sample_rows(indptr, items_by_user, targets, X, prec, h, tau,
-                 rng.standard_normal((n_users, dim)), rows)
+    _sample_rows(
+        indptr, items_by_user, targets, X, prec, h, tau, rng.standard_normal((n_users, dim)), rows
+    )
     state["U"] = np.ascontiguousarray(rows[:, :D])
     if biases:
         state["user_bias"] = rows[:, D].copy()
@@ -472,8 +492,9 @@ def _sweep(state, user_csr, item_csr, config, biases, dim, rng):
     targets = ratings_by_item - state["mu"] - state["user_bias"][users_by_item]
     prec, h = _prior(Lambda_V, mu_V, state["item_bias_precision"], biases)
     rows = np.empty((n_items, dim))
-    _sample_rows(indptr, users_by_item, targets, X, prec, h, tau,
-                 rng.standard_normal((n_items, dim)), rows)
+    _sample_rows(
+        indptr, users_by_item, targets, X, prec, h, tau, rng.standard_normal((n_items, dim)), rows
+    )
     state["V"] = np.ascontiguousarray(rows[:, :D])
     if biases:
         state["item_bias"] = rows[:, D].copy()

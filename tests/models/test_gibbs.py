@@ -29,13 +29,24 @@ def synthetic():
 
 def _fit(ratings, **overrides):
     kwargs = dict(
-        n_factors=N_FACTORS, draws=150, tune=100, chains=2, biases=True, model_config=None,
-        init=None, random_state=0, progressbar=False,
+        n_factors=N_FACTORS,
+        draws=150,
+        tune=100,
+        chains=2,
+        biases=True,
+        model_config=None,
+        init=None,
+        random_state=0,
+        progressbar=False,
     )
     kwargs.update(overrides)
     return sample_gibbs(
-        ratings.user_codes, ratings.item_codes, ratings.values, ratings.n_users,
-        ratings.n_items, **kwargs,
+        ratings.user_codes,
+        ratings.item_codes,
+        ratings.values,
+        ratings.n_users,
+        ratings.n_items,
+        **kwargs,
     )
 
 
@@ -167,13 +178,17 @@ def test_init_from_a_point_starts_there(synthetic):
     user_ids = ratings.user_ids.to_numpy()
     item_ids = ratings.item_ids.to_numpy()
     init = {
-        "U": truth.U[user_ids], "V": truth.V[item_ids], "mu": truth.global_mean,
-        "sigma": truth.noise_sd, "user_bias": truth.user_bias[user_ids],
+        "U": truth.U[user_ids],
+        "V": truth.V[item_ids],
+        "mu": truth.global_mean,
+        "sigma": truth.noise_sd,
+        "user_bias": truth.user_bias[user_ids],
         "item_bias": truth.item_bias[item_ids],
     }
     draws = _fit(ratings, init=init, draws=3, tune=0, chains=2)
-    pred = _posterior_mean_prediction(draws, ratings.encode_users(users),
-                                      ratings.encode_items(items))
+    pred = _posterior_mean_prediction(
+        draws, ratings.encode_users(users), ratings.encode_items(items)
+    )
     error = np.sqrt(np.mean((pred - truth.expected(users, items)) ** 2))
     assert error < 0.4 * truth.noise_sd
     with pytest.raises(ValueError, match="missing"):
@@ -183,20 +198,36 @@ def test_init_from_a_point_starts_there(synthetic):
 def test_bad_input_is_rejected(synthetic):
     ratings = synthetic[0]
     u, i, r = ratings.user_codes, ratings.item_codes, ratings.values
-    common = dict(n_factors=2, draws=2, tune=0, chains=1, biases=True, model_config=None,
-                  init=None, random_state=0, progressbar=False)
+    common = dict(
+        n_factors=2,
+        draws=2,
+        tune=0,
+        chains=1,
+        biases=True,
+        model_config=None,
+        init=None,
+        random_state=0,
+        progressbar=False,
+    )
     with pytest.raises(ValueError, match="differ in length"):
         sample_gibbs(u[:-1], i, r, ratings.n_users, ratings.n_items, **common)
     with pytest.raises(ValueError, match="user_codes must lie"):
         sample_gibbs(u, i, r, ratings.n_users - 1, ratings.n_items, **common)
     with pytest.raises(ValueError, match="NaN"):
-        sample_gibbs(u, i, np.where(np.arange(len(r)) == 0, np.nan, r), ratings.n_users,
-                     ratings.n_items, **common)
+        sample_gibbs(
+            u,
+            i,
+            np.where(np.arange(len(r)) == 0, np.nan, r),
+            ratings.n_users,
+            ratings.n_items,
+            **common,
+        )
     with pytest.raises(ValueError, match="draws"):
         sample_gibbs(u, i, r, ratings.n_users, ratings.n_items, **{**common, "draws": 0})
     with pytest.raises(ValueError, match="nu0"):
-        sample_gibbs(u, i, r, ratings.n_users, ratings.n_items,
-                     **{**common, "model_config": {"nu0": 0.5}})
+        sample_gibbs(
+            u, i, r, ratings.n_users, ratings.n_items, **{**common, "model_config": {"nu0": 0.5}}
+        )
     assert set(DEFAULT_GIBBS_CONFIG) >= {"beta0", "nu0", "W0", "mu0", "noise_sd"}
 
 
@@ -217,8 +248,13 @@ def test_gibbs_and_nuts_predictive_means_agree(synthetic):
     sampler = {"draws": 300, "tune": 300, "chains": 2}
     scores, predictions = {}, {}
     for method in ("gibbs", "nuts"):
-        model = BPMF(n_factors=N_FACTORS, method=method, sampler_config=sampler,
-                     random_state=1, progressbar=False).fit(ratings)
+        model = BPMF(
+            n_factors=N_FACTORS,
+            method=method,
+            sampler_config=sampler,
+            random_state=1,
+            progressbar=False,
+        ).fit(ratings)
         pairs = pd.DataFrame({"user": users, "item": items})
         predictions[method] = model.predict(pairs, on_unseen="ignore")
         expected = truth.expected(users, items)
