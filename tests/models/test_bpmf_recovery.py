@@ -21,7 +21,10 @@ def recovery():
     split = train_test_split(ratings, test_size=0.1, random_state=0)
     model = BPMF(
         3,
-        sampler_config={"draws": 250, "tune": 250, "chains": 4, "cores": 2},
+        model_config={"map_config": {"factor_sd": 0.3}},
+        sampler_config={
+            "draws": 250, "tune": 250, "chains": 4, "cores": 2, "target_accept": 0.8,
+        },
         random_state=0,
         progressbar=False,
     ).fit(split.train)
