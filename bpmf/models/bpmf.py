@@ -188,7 +188,7 @@ class BPMF(PosteriorModel):
 
     # ------------------------------------------------------------------ the PyMC graph
     def build_model(self, train):
-        """The ``pm.Model`` of the Notes, coords ``user``, ``item``, ``factor``, ``factor_``, ``obs``."""
+        """Build the ``pm.Model`` of the Notes (dims user, item, factor, factor_, obs)."""
         config = self._model_config()
         n_factors = _check_n_factors(self.n_factors)
         noncentered = config["parameterization"] == "noncentered"

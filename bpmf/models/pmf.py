@@ -185,7 +185,8 @@ def fit_map(model, train, *, n_factors, config, random_state, progressbar):
     )
 
     def unpack(x):
-        return [part.reshape(shape) for part, shape in zip(np.split(x, np.cumsum(sizes)[:-1]), shapes, strict=True)]
+        parts = np.split(x, np.cumsum(sizes)[:-1])
+        return [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]
 
     def objective(x):
         value, *grads = logp_grad(*unpack(x))
@@ -206,7 +207,8 @@ def fit_map(model, train, *, n_factors, config, random_state, progressbar):
             callback=lambda *_: bar.update(),
             options={"maxiter": maxiter, "maxfun": 2 * maxiter},
         )
-    wanted = [n for n in ("U", "V", "mu", "sigma", "user_bias", "item_bias") if n in model.named_vars]
+    names = ("U", "V", "mu", "sigma", "user_bias", "item_bias")
+    wanted = [n for n in names if n in model.named_vars]
     to_point = pytensor.function(
         value_vars,
         model.replace_rvs_by_values([model[n] for n in wanted]),
