@@ -49,33 +49,42 @@ def _common_options(parser, suppress):
     """Options accepted both before and after the subcommand."""
     default = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
     parser.add_argument(
-        "--quiet", "-q", action="store_true", default=default(False),
+        "--quiet",
+        "-q",
+        action="store_true",
+        default=default(False),
         help="no progress bars or progress lines (results and errors are still printed)",
     )
     parser.add_argument(
-        "--seed", type=int, default=default(0),
+        "--seed",
+        type=int,
+        default=default(0),
         help="seed for splits, model initialisation and samplers (default 0)",
     )
     parser.add_argument(
-        "--data-home", metavar="DIR", default=default(None),
+        "--data-home",
+        metavar="DIR",
+        default=default(None),
         help="folder holding ml-100k/ etc. (default: $BPMF_DATA, else the user cache)",
     )
     parser.add_argument(
-        "--debug", action="store_true", default=default(False),
+        "--debug",
+        action="store_true",
+        default=default(False),
         help="show the full traceback on errors",
     )
 
 
 def _data_options(parser):
     parser.add_argument(
-        "--data", required=True, metavar="NAME_OR_PATH",
+        "--data",
+        required=True,
+        metavar="NAME_OR_PATH",
         help="a dataset name (see `bpmf datasets`) or a CSV/TSV/parquet file of ratings",
     )
     parser.add_argument("--user-col", default=None, help="column of user ids (default 'user')")
     parser.add_argument("--item-col", default=None, help="column of item ids (default 'item')")
-    parser.add_argument(
-        "--rating-col", default=None, help="column of ratings (default 'rating')"
-    )
+    parser.add_argument("--rating-col", default=None, help="column of ratings (default 'rating')")
 
 
 def _model_options(parser):
@@ -83,7 +92,8 @@ def _model_options(parser):
         "--n-factors", type=int, default=None, help="latent factors (factor models only)"
     )
     parser.add_argument(
-        "--preset", default="default",
+        "--preset",
+        default="default",
         help="settings preset: 'default' (class defaults) or 'quick' (small budgets)",
     )
     parser.add_argument("--draws", type=int, default=None, help="posterior draws per chain")
@@ -108,26 +118,34 @@ def _build_parser():
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub = commands.add_parser(
-        "datasets", parents=[common], help="list the known datasets, licences and locations",
+        "datasets",
+        parents=[common],
+        help="list the known datasets, licences and locations",
         description="List the known datasets with their licence and where each is cached.",
     )
     sub.set_defaults(run=_cmd_datasets)
 
     sub = commands.add_parser(
-        "models", parents=[common], help="list the model names and presets",
+        "models",
+        parents=[common],
+        help="list the model names and presets",
         description="List the model names accepted by --model/--models, and the presets.",
     )
     sub.set_defaults(run=_cmd_models)
 
     sub = commands.add_parser(
-        "download", parents=[common], help="download a MovieLens release (sha256 checked)",
+        "download",
+        parents=[common],
+        help="download a MovieLens release (sha256 checked)",
         description="Download and verify a MovieLens release into the data home.",
     )
     sub.add_argument("name", help="release to download, e.g. ml-100k")
     sub.set_defaults(run=_cmd_download)
 
     sub = commands.add_parser(
-        "fit", parents=[common], help="fit one model and save it",
+        "fit",
+        parents=[common],
+        help="fit one model and save it",
         description="Fit a model or baseline on rating data; report its training fit and "
         "save it with --out (models with a posterior: pmf, bpmf, bpmf-gibbs).",
     )
@@ -135,20 +153,23 @@ def _build_parser():
     _data_options(sub)
     _model_options(sub)
     sub.add_argument(
-        "--param", action="append", default=[], metavar="KEY=VALUE",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="any constructor argument (VALUE is JSON, else a string); repeatable",
     )
     sub.add_argument("--out", default=None, metavar="FILE", help="where to save the fitted model")
     sub.set_defaults(run=_cmd_fit)
 
     sub = commands.add_parser(
-        "predict", parents=[common], help="predict ratings (mean and interval) for pairs",
+        "predict",
+        parents=[common],
+        help="predict ratings (mean and interval) for pairs",
         description="Predict the ratings of (user, item) pairs with a saved model.",
     )
     sub.add_argument("--model", required=True, metavar="FILE", help="a model saved by `bpmf fit`")
-    sub.add_argument(
-        "--pairs", required=True, metavar="CSV", help="CSV with columns user and item"
-    )
+    sub.add_argument("--pairs", required=True, metavar="CSV", help="CSV with columns user and item")
     sub.add_argument("--user-col", default="user", help="column of user ids (default 'user')")
     sub.add_argument("--item-col", default="item", help="column of item ids (default 'item')")
     sub.add_argument(
@@ -160,7 +181,9 @@ def _build_parser():
     sub.set_defaults(run=_cmd_predict)
 
     sub = commands.add_parser(
-        "recommend", parents=[common], help="top-k items for a user",
+        "recommend",
+        parents=[common],
+        help="top-k items for a user",
         description="Recommend the k items with the highest posterior mean rating for a user.",
     )
     sub.add_argument("--model", required=True, metavar="FILE", help="a model saved by `bpmf fit`")
@@ -175,13 +198,17 @@ def _build_parser():
     sub.set_defaults(run=_cmd_recommend)
 
     sub = commands.add_parser(
-        "compare", parents=[common], help="compare models over folds; table, CSV and plots",
+        "compare",
+        parents=[common],
+        help="compare models over folds; table, CSV and plots",
         description="Fit every model on every fold, print the summary table and write "
         "results.csv, summary.csv, summary.md and PNG plots to --out.",
     )
     _data_options(sub)
     sub.add_argument(
-        "--models", default="all", metavar="LIST",
+        "--models",
+        default="all",
+        metavar="LIST",
         help="comma-separated model names, or 'all' (default)",
     )
     sub.add_argument(
@@ -189,7 +216,10 @@ def _build_parser():
     )
     _model_options(sub)
     sub.add_argument(
-        "--param", action="append", default=[], metavar="MODEL.KEY=VALUE",
+        "--param",
+        action="append",
+        default=[],
+        metavar="MODEL.KEY=VALUE",
         help="a constructor argument of one model, e.g. pmf.n_factors=5; repeatable",
     )
     sub.add_argument("--prob", type=float, default=0.9, help="interval probability for coverage")
@@ -475,8 +505,9 @@ def _cmd_recommend(args):
         )
     if args.k < 1:
         raise _Failure(f"-k must be a positive integer, got {args.k}.")
-    table = model.recommend(user, k=args.k, exclude_seen=not args.include_seen,
-                            threshold=args.threshold)
+    table = model.recommend(
+        user, k=args.k, exclude_seen=not args.include_seen, threshold=args.threshold
+    )
     table = table.rename(columns={"prob_at_least": f"P(r>={args.threshold:g})"})
     print(f"top {len(table)} items for user {args.user}:")
     _print_frame(table[["rank", *[c for c in table.columns if c != "rank"]]])
@@ -502,9 +533,7 @@ def _cmd_compare(args):
         raise _Failure("--models is empty; give comma-separated model names or 'all'.")
     unknown = [name for name in names if name not in MODELS]
     if unknown:
-        raise _Failure(
-            f"Unknown model(s) {', '.join(unknown)}; choose from: {', '.join(MODELS)}."
-        )
+        raise _Failure(f"Unknown model(s) {', '.join(unknown)}; choose from: {', '.join(MODELS)}.")
     per_model = _parse_params(args.param, per_model=True)
     stray = sorted(set(per_model) - set(names))
     if stray:
@@ -597,12 +626,24 @@ def _write_plots(results, keep, out, args):
         label, fold, model = keep["label"], keep["fold"], keep["model"]
         where = f"{label}, {fold}"
         idata = model.idata_
-        save("trace.png", lambda: plotting.plot_trace(
-            idata, title=f"Posterior traces of the noise and scale parameters ({where})"))
-        save("rank.png", lambda: plotting.plot_rank(
-            idata, title=f"Rank plots of the scale parameters ({where}; flat = chains agree)"))
-        save("user_factor_correlation.png", lambda: plotting.plot_factor_correlation(
-            idata, title=f"Posterior correlation of user factors ({where})"))
+        save(
+            "trace.png",
+            lambda: plotting.plot_trace(
+                idata, title=f"Posterior traces of the noise and scale parameters ({where})"
+            ),
+        )
+        save(
+            "rank.png",
+            lambda: plotting.plot_rank(
+                idata, title=f"Rank plots of the scale parameters ({where}; flat = chains agree)"
+            ),
+        )
+        save(
+            "user_factor_correlation.png",
+            lambda: plotting.plot_factor_correlation(
+                idata, title=f"Posterior correlation of user factors ({where})"
+            ),
+        )
         test = keep["split"].test
         rng = np.random.default_rng(args.seed)
         rows = np.sort(rng.choice(test.n_ratings, size=min(6, test.n_ratings), replace=False))
@@ -611,9 +652,16 @@ def _write_plots(results, keep, out, args):
             warnings.filterwarnings("ignore", message=r".*unseen in training")
             draws = model.predict_posterior(pairs, random_state=args.seed)
         labels = [f"user {u} / item {i}" for u, i in zip(pairs.users, pairs.items, strict=True)]
-        save("predictive.png", lambda: plotting.plot_predictive(
-            draws, pairs.values, labels=labels, scale=test.scale,
-            title=f"Posterior predictive of held-out ratings ({where})"))
+        save(
+            "predictive.png",
+            lambda: plotting.plot_predictive(
+                draws,
+                pairs.values,
+                labels=labels,
+                scale=test.scale,
+                title=f"Posterior predictive of held-out ratings ({where})",
+            ),
+        )
     return written
 
 

@@ -157,9 +157,7 @@ def _posterior(idata):
     if hasattr(idata, "posterior"):
         posterior = idata.posterior
         return posterior.to_dataset() if hasattr(posterior, "to_dataset") else posterior
-    raise ValueError(
-        "Expected an ArviZ DataTree with a posterior group (a fitted BPMF's idata_)."
-    )
+    raise ValueError("Expected an ArviZ DataTree with a posterior group (a fitted BPMF's idata_).")
 
 
 def scale_variables(idata):
@@ -276,8 +274,15 @@ def plot_factor_correlation(idata, var_name="Sigma_U", title=None):
     if n <= 12:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{corr[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if abs(corr[i, j]) > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{corr[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if abs(corr[i, j]) > 0.6 else "black",
+                )
     ax.set_xlabel(f"{who} factor")
     ax.set_ylabel(f"{who} factor")
     ax.set_title(title or f"Posterior correlation of {who} factors ({var_name})")

@@ -39,8 +39,11 @@ def ratings_csv(tmp_path_factory):
     item_effect = rng.normal(0, 0.7, n_items)
     cells = rng.choice(n_users * n_items, size=300, replace=False)
     users, items = cells // n_items, cells % n_items
-    stars = np.clip(np.round(3.4 + user_effect[users] + item_effect[items]
-                             + rng.normal(0, 0.6, len(cells))), 1, 5)
+    stars = np.clip(
+        np.round(3.4 + user_effect[users] + item_effect[items] + rng.normal(0, 0.6, len(cells))),
+        1,
+        5,
+    )
     path = tmp_path_factory.mktemp("data") / "ratings.csv"
     pd.DataFrame({"user": users + 100, "item": [f"item{i}" for i in items], "stars": stars}).to_csv(
         path, index=False
@@ -129,8 +132,21 @@ def test_download_present_and_unknown(tmp_path, capsys):
 
 # ---------------------------------------------------------------------- fit
 def test_fit_baseline_reports_training_rmse(ratings_csv, capsys):
-    assert main(["fit", "--model", "user-item-mean", "--data", ratings_csv,
-                 "--rating-col", "stars", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--model",
+                "user-item-mean",
+                "--data",
+                ratings_csv,
+                "--rating-col",
+                "stars",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     ratings = read_ratings(ratings_csv, rating_col="stars")
     expected = metrics.rmse(ratings.values, UserItemMean().fit(ratings).predict(ratings))
@@ -144,13 +160,29 @@ def test_fit_baseline_reports_training_rmse(ratings_csv, capsys):
         (["fit", "--model", "nosuch", "--data", "food-world-cup"], "Unknown model 'nosuch'"),
         (["fit", "--model", "user-mean", "--data", "missing.csv"], "No ratings file"),
         (["fit", "--model", "user-mean", "--data", "RATINGS"], "Missing column"),
-        (["fit", "--model", "user-mean", "--data", "RATINGS", "--rating-col", "stars",
-          "--out", "x.nc"], "cannot be saved"),
-        (["fit", "--model", "user-mean", "--data", "RATINGS", "--param", "alpha=1"],
-         "has no parameter 'alpha'"),
+        (
+            [
+                "fit",
+                "--model",
+                "user-mean",
+                "--data",
+                "RATINGS",
+                "--rating-col",
+                "stars",
+                "--out",
+                "x.nc",
+            ],
+            "cannot be saved",
+        ),
+        (
+            ["fit", "--model", "user-mean", "--data", "RATINGS", "--param", "alpha=1"],
+            "has no parameter 'alpha'",
+        ),
         (["fit", "--model", "user-mean", "--data", "RATINGS", "--param", "oops"], "KEY=VALUE"),
-        (["fit", "--model", "user-mean", "--data", "food-world-cup", "--user-col", "u"],
-         "apply to rating files"),
+        (
+            ["fit", "--model", "user-mean", "--data", "food-world-cup", "--user-col", "u"],
+            "apply to rating files",
+        ),
         (["fit", "--model", "user-mean", "--data", "no-such-dataset"], "Unknown dataset"),
     ],
 )
@@ -172,8 +204,24 @@ def saved_pmf(ratings_csv, tmp_path_factory):
     if not _has("pmf"):
         pytest.skip("bpmf.models.PMF is not available yet")
     path = tmp_path_factory.mktemp("model") / "pmf.nc"
-    status = main(["fit", "--model", "pmf", "--data", ratings_csv, "--rating-col", "stars",
-                   "--n-factors", "2", "--out", path, "--quiet", "--seed", "1"])
+    status = main(
+        [
+            "fit",
+            "--model",
+            "pmf",
+            "--data",
+            ratings_csv,
+            "--rating-col",
+            "stars",
+            "--n-factors",
+            "2",
+            "--out",
+            path,
+            "--quiet",
+            "--seed",
+            "1",
+        ]
+    )
     assert status == 0 and path.is_file()
     return path
 
@@ -184,8 +232,22 @@ def test_predict_writes_mean_and_interval(saved_pmf, ratings_csv, tmp_path, caps
     pairs = pd.DataFrame({"user": [100, 101, 139], "item": ["item0", "item3", "item11"]})
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
     out = tmp_path / "preds.csv"
-    assert main(["predict", "--model", saved_pmf, "--pairs", tmp_path / "pairs.csv",
-                 "--out", out, "--prob", "0.8"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                saved_pmf,
+                "--pairs",
+                tmp_path / "pairs.csv",
+                "--out",
+                out,
+                "--prob",
+                "0.8",
+            ]
+        )
+        == 0
+    )
     predictions = pd.read_csv(out)
     assert list(predictions.columns) == ["user", "item", "mean", "lower", "upper"]
     np.testing.assert_allclose(predictions["mean"], pmf.predict(pairs), rtol=1e-10)
@@ -223,8 +285,21 @@ def test_recommend_known_and_unknown_user(saved_pmf, ratings_csv, capsys):
 # ---------------------------------------------------------------------- compare
 def test_compare_writes_tables_and_plots(ratings_csv, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["compare", "--data", ratings_csv, "--rating-col", "stars", "--models",
-            "user-mean,user-item-mean,global-mean", "--folds", "3", "--seed", "4", "--out", out]
+    argv = [
+        "compare",
+        "--data",
+        ratings_csv,
+        "--rating-col",
+        "stars",
+        "--models",
+        "user-mean,user-item-mean,global-mean",
+        "--folds",
+        "3",
+        "--seed",
+        "4",
+        "--out",
+        out,
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("| model | folds | RMSE")
@@ -242,8 +317,23 @@ def test_compare_writes_tables_and_plots(ratings_csv, tmp_path, capsys):
 
 
 def test_compare_quiet_has_no_progress(ratings_csv, capsys):
-    assert main(["compare", "--data", ratings_csv, "--rating-col", "stars", "--models",
-                 "user-mean", "--folds", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                "--data",
+                ratings_csv,
+                "--rating-col",
+                "stars",
+                "--models",
+                "user-mean",
+                "--folds",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert captured.err == "" and "user-mean" in captured.out
 
@@ -285,11 +375,24 @@ def test_every_subcommand_as_a_subprocess(ratings_csv, tmp_path):
     (tmp_path / "ml-100k").mkdir()
     done = _subprocess("download", "ml-100k", "--data-home", tmp_path)
     assert done.returncode == 0 and "already present" in done.stdout
-    done = _subprocess("fit", "--model", "item-mean", "--data", ratings_csv, "--rating-col",
-                       "stars")
+    done = _subprocess(
+        "fit", "--model", "item-mean", "--data", ratings_csv, "--rating-col", "stars"
+    )
     assert done.returncode == 0 and "training RMSE" in done.stdout
-    done = _subprocess("compare", "--data", ratings_csv, "--rating-col", "stars", "--models",
-                       "user-mean,item-mean", "--folds", "2", "--quiet", "--out", tmp_path / "o")
+    done = _subprocess(
+        "compare",
+        "--data",
+        ratings_csv,
+        "--rating-col",
+        "stars",
+        "--models",
+        "user-mean,item-mean",
+        "--folds",
+        "2",
+        "--quiet",
+        "--out",
+        tmp_path / "o",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("\n") == 4 and (tmp_path / "o" / "rmse.png").is_file()
     done = _subprocess("compare", "--data", ratings_csv, "--models", "nosuch")
@@ -301,11 +404,16 @@ def test_every_subcommand_as_a_subprocess(ratings_csv, tmp_path):
 def test_predict_and_recommend_as_a_subprocess(saved_pmf, tmp_path):
     model = saved_pmf
     pd.DataFrame({"user": [100], "item": ["item0"]}).to_csv(tmp_path / "p.csv", index=False)
-    done = _subprocess("predict", "--model", model, "--pairs", tmp_path / "p.csv",
-                       "--out", tmp_path / "o.csv")
+    done = _subprocess(
+        "predict", "--model", model, "--pairs", tmp_path / "p.csv", "--out", tmp_path / "o.csv"
+    )
     assert done.returncode == 0, done.stderr
     assert list(pd.read_csv(tmp_path / "o.csv").columns) == [
-        "user", "item", "mean", "lower", "upper"
+        "user",
+        "item",
+        "mean",
+        "lower",
+        "upper",
     ]
     done = _subprocess("recommend", "--model", model, "--user", "100", "-k", "2")
     assert done.returncode == 0 and "rank" in done.stdout

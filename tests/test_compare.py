@@ -46,8 +46,9 @@ def synthetic():
 
 def test_per_fold_metrics_equal_direct_computation(synthetic):
     ratings, _ = synthetic
-    results = compare(["user-item-mean", "global-mean"], ratings, folds=4, random_state=3,
-                      progress=False)
+    results = compare(
+        ["user-item-mean", "global-mean"], ratings, folds=4, random_state=3, progress=False
+    )
     assert list(results["model"]) == ["user-item-mean"] * 4 + ["global-mean"] * 4
     folds = kfold(ratings, n_splits=4, random_state=3)
     for (name, split), row in zip(folds.items(), results.itertuples(), strict=False):
@@ -62,8 +63,9 @@ def test_per_fold_metrics_equal_direct_computation(synthetic):
 
 def test_summary_is_mean_and_sample_std_over_folds(synthetic):
     ratings, _ = synthetic
-    results = compare(["user-mean", "user-item-mean"], ratings, folds=3, random_state=0,
-                      progress=False)
+    results = compare(
+        ["user-mean", "user-item-mean"], ratings, folds=3, random_state=0, progress=False
+    )
     summary = summarize(results)
     for model, rows in results.groupby("model"):
         assert summary.loc[model, "n_folds"] == 3
@@ -82,8 +84,14 @@ def test_oracle_intervals_give_nominal_coverage_and_noise_rmse():
     ratings, truth = make_synthetic_ratings(
         n_users=150, n_items=60, n_factors=2, density=0.5, noise_sd=0.7, random_state=5
     )
-    results = compare({"oracle": OracleNormal(truth)}, ratings, folds=2, random_state=0,
-                      calibration=(0.5, 0.8), progress=False)
+    results = compare(
+        {"oracle": OracleNormal(truth)},
+        ratings,
+        folds=2,
+        random_state=0,
+        calibration=(0.5, 0.8),
+        progress=False,
+    )
     n_test = results["n_test"].to_numpy()
     assert results["rmse"].to_numpy() == pytest.approx(0.7, rel=0.05)
     for column, nominal in (("coverage_50", 0.5), ("coverage_80", 0.8), ("coverage", 0.9)):
@@ -103,8 +111,9 @@ def test_models_by_name_params_instance_and_dict(synthetic):
     assert list(results["model"]) == ["user-mean", "user-mean-2", "UserMean", "GlobalMean"]
     # The same model given three ways gives the same numbers.
     assert results["rmse"].iloc[:3].nunique() == 1
-    labelled = compare({"mine": UserMean(), "baseline": "global-mean"}, folds={"a": split},
-                       progress=False)
+    labelled = compare(
+        {"mine": UserMean(), "baseline": "global-mean"}, folds={"a": split}, progress=False
+    )
     assert list(labelled["model"]) == ["mine", "baseline"]
     assert list(labelled["fold"]) == ["a", "a"]
     assert compare("user-mean, global-mean", folds=split, progress=False)["model"].tolist() == [
@@ -117,8 +126,14 @@ def test_instances_are_cloned_not_mutated(synthetic):
     ratings, _ = synthetic
     model = UserMean()
     seen = []
-    compare([model], ratings, folds=2, random_state=0, progress=False,
-            callback=lambda label, fold, fitted, split: seen.append((fold, fitted, split)))
+    compare(
+        [model],
+        ratings,
+        folds=2,
+        random_state=0,
+        progress=False,
+        callback=lambda label, fold, fitted, split: seen.append((fold, fitted, split)),
+    )
     assert not hasattr(model, "user_index_")
     assert [fold for fold, _, _ in seen] == ["fold1", "fold2"]
     assert seen[0][1] is not seen[1][1]
@@ -227,8 +242,9 @@ def test_missing_class_gives_clear_import_error(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.movielens
 def test_official_folds_on_movielens(movielens_home):
-    results = compare(["item-mean"], "ml-100k", folds="official", data_home=movielens_home,
-                      progress=False)
+    results = compare(
+        ["item-mean"], "ml-100k", folds="official", data_home=movielens_home, progress=False
+    )
     assert list(results["fold"]) == ["u1", "u2", "u3", "u4", "u5"]
     assert (results["n_test"] == 20_000).all()
     from bpmf.baselines import ItemMean

@@ -41,18 +41,22 @@ def posterior_tree():
     sd = np.array([0.5, 1.0, 2.0])
     cov = corr * np.outer(sd, sd)
     chains, draws = 2, 50
-    return az.from_dict(
-        {
-            "posterior": {
-                "sigma": rng.normal(0.9, 0.02, (chains, draws)),
-                "user_bias_sd": rng.gamma(5, 0.05, (chains, draws)),
-                "item_bias_sd": rng.gamma(5, 0.05, (chains, draws)),
-                "Sigma_U": np.broadcast_to(cov, (chains, draws, 3, 3)).copy(),
-                "Sigma_V": np.broadcast_to(np.eye(3), (chains, draws, 3, 3)).copy(),
-            }
-        },
-        dims={"Sigma_U": ["factor", "factor_"], "Sigma_V": ["factor", "factor_"]},
-    ), corr, sd
+    return (
+        az.from_dict(
+            {
+                "posterior": {
+                    "sigma": rng.normal(0.9, 0.02, (chains, draws)),
+                    "user_bias_sd": rng.gamma(5, 0.05, (chains, draws)),
+                    "item_bias_sd": rng.gamma(5, 0.05, (chains, draws)),
+                    "Sigma_U": np.broadcast_to(cov, (chains, draws, 3, 3)).copy(),
+                    "Sigma_V": np.broadcast_to(np.eye(3), (chains, draws, 3, 3)).copy(),
+                }
+            },
+            dims={"Sigma_U": ["factor", "factor_"], "Sigma_V": ["factor", "factor_"]},
+        ),
+        corr,
+        sd,
+    )
 
 
 def _check_labelled(fig):
@@ -71,8 +75,10 @@ def test_metric_bars_are_fold_means_with_sd_error_bars(results, tmp_path):
     fig = plotting.plot_metric(results, "rmse")
     _check_labelled(fig)
     ax = fig.axes[0]
-    widths = {label.get_text(): patch.get_width()
-              for label, patch in zip(ax.get_yticklabels(), ax.patches, strict=True)}
+    widths = {
+        label.get_text(): patch.get_width()
+        for label, patch in zip(ax.get_yticklabels(), ax.patches, strict=True)
+    }
     expected = results.groupby("model")["rmse"].mean()
     assert widths == pytest.approx(expected.to_dict())
     # best model on top: the last bar drawn is the lowest mean
@@ -123,7 +129,11 @@ def test_scale_variables_are_square_roots_of_the_covariance_diagonal(posterior_t
     tree, _, sd = posterior_tree
     scales = plotting.scale_variables(tree)["posterior"].to_dataset()
     assert set(scales.data_vars) == {
-        "sigma", "user_bias_sd", "item_bias_sd", "user_factor_sd", "item_factor_sd"
+        "sigma",
+        "user_bias_sd",
+        "item_bias_sd",
+        "user_factor_sd",
+        "item_factor_sd",
     }
     np.testing.assert_allclose(scales["user_factor_sd"].values[0, 0], sd)
     np.testing.assert_allclose(scales["item_factor_sd"].values, 1.0)
@@ -150,9 +160,7 @@ def test_posterior_plots_need_a_posterior():
 def test_predictive_histograms_use_the_draws_of_each_pair(tmp_path):
     rng = np.random.default_rng(3)
     centres = np.array([1.5, 3.0, 4.5, 2.0])
-    draws = xr.DataArray(
-        rng.normal(centres, 0.3, size=(2, 100, 4)), dims=("chain", "draw", "pair")
-    )
+    draws = xr.DataArray(rng.normal(centres, 0.3, size=(2, 100, 4)), dims=("chain", "draw", "pair"))
     fig = plotting.plot_predictive(draws, [2, 3, 5, 1], scale=(1, 5))
     _check_labelled(fig)
     panels = [ax for ax in fig.axes if ax.get_visible()]
