@@ -39,6 +39,10 @@ bench: $(VENV)/.installed-bench
 	$(PY) bench/baselines_movielens.py
 	$(PY) bench/peers.py
 
+# Execute both notebooks top to bottom on small settings (outputs are not committed).
+notebooks: $(VENV)/.installed
+	$(PY) -m pytest -q tests/test_notebooks.py
+
 lint: $(VENV)/.installed
 	$(PY) -m pip install --quiet ruff
 	$(VENV)/bin/ruff check bpmf tests bench

@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from bpmf.datasets._ratings import Ratings
 
@@ -39,6 +38,8 @@ def _covariance(n_factors, sd, rng):
     """A random covariance: ``sd``-scaled random correlation matrix (eigenvalues ~ Dirichlet)."""
     if n_factors == 1:
         return np.array([[sd**2]])
+    from scipy import stats  # imported here: scipy.stats costs seconds at `import bpmf`
+
     eigs = rng.dirichlet(np.full(n_factors, 5.0)) * n_factors
     eigs *= n_factors / eigs.sum()  # random_correlation needs the sum exactly n
     corr = stats.random_correlation.rvs(eigs, random_state=rng)
