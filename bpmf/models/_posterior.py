@@ -54,6 +54,10 @@ _FORMAT = "bpmf-model"
 _FORMAT_VERSION = 1
 # Pairs per block when averaging over draws: bounds memory at about draws x block floats.
 _BLOCK = 20_000
+#: Predictive intervals use at least this many draws per pair: with few posterior draws (PMF's
+#: single MAP "draw"), each draw's noise is replicated so the quantiles describe the
+#: predictive distribution rather than a handful of noisy values.
+_MIN_PREDICTIVE_SAMPLES = 1_000
 
 
 # ---------------------------------------------------------------------- building the tree
@@ -271,13 +275,20 @@ class PosteriorModel(RatingEstimator):
         user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
         rng = np.random.default_rng(random_state)
         sigma = self._draws()["sigma"][:, None]
+        replicates = -(-_MIN_PREDICTIVE_SAMPLES // len(sigma))
+        block_size = max(1, _BLOCK // replicates)
         columns = {name: np.empty(len(user_codes)) for name in ("mean", "lower", "upper")}
-        for start in range(0, len(user_codes), _BLOCK):
-            block = slice(start, start + _BLOCK)
+        for start in range(0, len(user_codes), block_size):
+            block = slice(start, start + block_size)
             users, items = user_codes[block], item_codes[block]
             columns["mean"][block] = self._expected_draws(users, items).mean(0)
-            draws = self._expected_draws(users, items, rng)
-            draws += rng.standard_normal(draws.shape) * sigma
+            draws = np.concatenate(
+                [
+                    self._expected_draws(users, items, rng)
+                    + rng.standard_normal((len(sigma), len(users))) * sigma
+                    for _ in range(replicates)
+                ]
+            )
             tail = (1.0 - prob) / 2.0
             columns["lower"][block], columns["upper"][block] = np.quantile(
                 draws, [tail, 1.0 - tail], axis=0

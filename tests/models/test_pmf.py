@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from bpmf import DataError, ModelFileError, NotFittedError
 from bpmf.datasets import make_synthetic_ratings, train_test_split
@@ -109,3 +110,21 @@ def test_bad_input(problem):
         PMF(2).fit(pd.DataFrame({"user": [], "item": [], "rating": []}))
     with pytest.raises(NotFittedError):
         PMF(2).predict(split.test)
+
+
+def test_plug_in_predictive_intervals(problem, fitted):
+    """PMF's one MAP draw still gives Gaussian predictive intervals of width 2 z sigma."""
+    split, _ = problem
+    test = split.test.to_frame()
+    intervals = fitted.predict_interval(test, prob=0.9, clip=False, on_unseen="ignore")
+    assert (intervals["lower"] < intervals["mean"]).all()
+    assert (intervals["mean"] < intervals["upper"]).all()
+    width = 2 * 1.6449 * fitted.map_["sigma"]
+    np.testing.assert_allclose(intervals["upper"] - intervals["lower"], width, rtol=0.12)
+    inside = (test["rating"] >= intervals["lower"]) & (test["rating"] <= intervals["upper"])
+    # Plug-in intervals ignore parameter uncertainty (BPMF's do not): their coverage is what a
+    # N(0, sigma_MAP^2) band gives residuals of the held-out size, below nominal when the MAP
+    # overfits. Check it against that Gaussian expectation.
+    residual_sd = rmse(test["rating"], intervals["mean"])
+    expected = 2 * stats.norm.cdf(1.6449 * fitted.map_["sigma"] / residual_sd) - 1
+    assert abs(inside.mean() - expected) < 0.08
