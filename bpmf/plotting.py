@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bpmf.compare import calibration_table
+from bpmf.compare import _require, calibration_table
 
 __all__ = [
     "plot_calibration",
@@ -52,16 +52,6 @@ def save_figure(fig, path, dpi=110):
     return path
 
 
-def _require_columns(results, columns):
-    if not isinstance(results, pd.DataFrame):
-        raise ValueError(
-            f"Expected the DataFrame returned by compare(), got {type(results).__name__}."
-        )
-    missing = [c for c in columns if c not in results.columns]
-    if missing:
-        raise ValueError(f"The results lack column(s) {missing}; pass the output of compare().")
-
-
 # ---------------------------------------------------------------------- comparison plots
 def plot_metric(results, metric="rmse", title=None):
     """Mean of ``metric`` per model with error bars of one standard deviation over folds.
@@ -79,7 +69,7 @@ def plot_metric(results, metric="rmse", title=None):
     matplotlib.figure.Figure
         Horizontal bars, best (lowest) model at the top.
     """
-    _require_columns(results, ["model", "fold", metric])
+    _require(results, ["model", "fold", metric])
     grouped = results.groupby("model", sort=False)[metric]
     stats = pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()})
     stats = stats.dropna(subset=["mean"]).sort_values("mean", ascending=False, kind="stable")
