@@ -282,13 +282,13 @@ class PosteriorModel(RatingEstimator):
             block = slice(start, start + block_size)
             users, items = user_codes[block], item_codes[block]
             columns["mean"][block] = self._expected_draws(users, items).mean(0)
-            draws = np.concatenate(
-                [
-                    self._expected_draws(users, items, rng)
-                    + rng.standard_normal((len(sigma), len(users))) * sigma
-                    for _ in range(replicates)
-                ]
-            )
+            if replicates == 1 or ((users >= 0) & (items >= 0)).all():
+                expected = np.tile(self._expected_draws(users, items, rng), (replicates, 1))
+            else:  # unseen ids: fresh population draws of their factors for every replicate
+                expected = np.concatenate(
+                    [self._expected_draws(users, items, rng) for _ in range(replicates)]
+                )
+            draws = expected + rng.standard_normal(expected.shape) * np.tile(sigma, (replicates, 1))
             tail = (1.0 - prob) / 2.0
             columns["lower"][block], columns["upper"][block] = np.quantile(
                 draws, [tail, 1.0 - tail], axis=0
