@@ -28,10 +28,10 @@ run: $(VENV)/.installed
 	$(VENV)/bin/bpmf compare --data food-world-cup --folds 5 --preset quick --out $(OUT)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # Benchmarks need MovieLens in the data home ($$BPMF_DATA) and the bench extra (myFM, Surprise).
 bench: $(VENV)/.installed-bench
