@@ -458,8 +458,28 @@ def _prior(Lambda, mu, bias_precision, biases):
     return prec, prec @ mean
 
 
+def _sample_side(state, side, other, bias, other_bias, csr, mean, Lambda, tau, biases, dim, rng):
+    """Draw every row of ``state[side]`` (and its bias) jointly, given the ``other`` side."""
+    indptr, _, partners, ratings = csr
+    n_rows = len(indptr) - 1
+    D = state[other].shape[1]
+    X = np.empty((state[other].shape[0], dim))
+    X[:, :D] = state[other]
+    if biases:
+        X[:, D] = 1.0
+    targets = ratings - state["mu"] - state[other_bias][partners]
+    prec, h = _prior(Lambda, mean, state[f"{bias}_precision"], biases)
+    rows = np.empty((n_rows, dim))
+    _sample_rows(
+        indptr, partners, targets, X, prec, h, tau, rng.standard_normal((n_rows, dim)), rows
+    )
+    state[side] = np.ascontiguousarray(rows[:, :D])
+    if biases:
+        state[bias] = rows[:, D].copy()
+
+
 def _sweep(state, user_csr, item_csr, config, biases, dim, rng):
-    n_users, D = state["U"].shape
+    n_users = state["U"].shape[0]
     n_items = state["V"].shape[0]
     beta0, nu0, W0_inv, mu0 = config["beta0"], config["nu0"], config["W0_inv"], config["mu0"]
 
@@ -467,37 +487,13 @@ def _sweep(state, user_csr, item_csr, config, biases, dim, rng):
     mu_V, Lambda_V = _sample_normal_wishart(state["V"], beta0, nu0, W0_inv, mu0, rng)
     tau = state["tau"]
 
-    # users (jointly with their biases), given the items
-    indptr, _, items_by_user, ratings_by_user = user_csr
-    X = np.empty((n_items, dim))
-    X[:, :D] = state["V"]
-    if biases:
-        X[:, D] = 1.0
-    targets = ratings_by_user - state["mu"] - state["item_bias"][items_by_user]
-    prec, h = _prior(Lambda_U, mu_U, state["user_bias_precision"], biases)
-    rows = np.empty((n_users, dim))
-    _sample_rows(
-        indptr, items_by_user, targets, X, prec, h, tau, rng.standard_normal((n_users, dim)), rows
-    )
-    state["U"] = np.ascontiguousarray(rows[:, :D])
-    if biases:
-        state["user_bias"] = rows[:, D].copy()
-
-    # items (jointly with their biases), given the users
-    indptr, _, users_by_item, ratings_by_item = item_csr
-    X = np.empty((n_users, dim))
-    X[:, :D] = state["U"]
-    if biases:
-        X[:, D] = 1.0
-    targets = ratings_by_item - state["mu"] - state["user_bias"][users_by_item]
-    prec, h = _prior(Lambda_V, mu_V, state["item_bias_precision"], biases)
-    rows = np.empty((n_items, dim))
-    _sample_rows(
-        indptr, users_by_item, targets, X, prec, h, tau, rng.standard_normal((n_items, dim)), rows
-    )
-    state["V"] = np.ascontiguousarray(rows[:, :D])
-    if biases:
-        state["item_bias"] = rows[:, D].copy()
+    # users (jointly with their biases) given the items, then items given the users
+    for side, other, csr, mean, Lambda in (
+        ("U", "V", user_csr, mu_U, Lambda_U),
+        ("V", "U", item_csr, mu_V, Lambda_V),
+    ):
+        bias, other_bias = ("user_bias", "item_bias") if side == "U" else ("item_bias", "user_bias")
+        _sample_side(state, side, other, bias, other_bias, csr, mean, Lambda, tau, biases, dim, rng)
 
     # intercept and noise from the residuals, in user order (sequential rows of U)
     _, user_codes, item_codes, ratings = user_csr
