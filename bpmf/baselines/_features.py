@@ -179,6 +179,26 @@ class MatrixOrRatingsMixin:
         self.input_kind_ = "matrix"
         return "matrix"
 
+    def _start_design(self, X, y, *, rating_alpha, matrix_alpha):
+        """Start a fit: ``(mode, design, targets, intercept, alpha)``.
+
+        Rating data gives the sparse one-hot user + item design with an intercept and
+        ``rating_alpha`` as the default L2 penalty; a matrix gives the checked ``X``, ``y``,
+        ``fit_intercept`` and ``matrix_alpha``. An explicit ``self.alpha`` wins in both.
+        """
+        mode = self._start_mode(X, y)
+        if mode == "ratings":
+            train = self._start_fit(X)
+            design = one_hot_pairs(train.user_codes, train.item_codes, train.n_users, train.n_items)
+            targets, intercept, default_alpha = train.values, True, rating_alpha
+        else:
+            design, targets = check_design(X, y)
+            intercept, default_alpha = bool(self.fit_intercept), matrix_alpha
+        alpha = check_positive(
+            "alpha", default_alpha if self.alpha is None else self.alpha, allow_zero=True
+        )
+        return mode, design, targets, intercept, alpha
+
     def _check_is_fitted(self):
         if not hasattr(self, "input_kind_"):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit first.")

@@ -12,7 +12,6 @@ from bpmf.baselines._features import (
     check_n_features,
     check_positive,
     check_targets,
-    one_hot_pairs,
     progress,
     warn_not_converged,
 )
@@ -136,20 +135,11 @@ class OLSRegressor(MatrixOrRatingsMixin, RatingEstimator):
         tol = check_positive("tol", self.tol)
         max_iter = check_positive("max_iter", self.max_iter, integer=True)
         learning_rate = check_positive("learning_rate", self.learning_rate, allow_none=True)
-        mode = self._start_mode(X, y)
-        if mode == "ratings":
-            train = self._start_fit(X)
-            H = one_hot_pairs(train.user_codes, train.item_codes, train.n_users, train.n_items)
-            targets = train.values
-            intercept = True
-        else:
-            H, targets = check_design(X, y)
-            targets = check_targets(targets)
-            intercept = bool(self.fit_intercept)
-        default_alpha = RATING_ALPHA if mode == "ratings" else 0.0
-        alpha = check_positive(
-            "alpha", default_alpha if self.alpha is None else self.alpha, allow_zero=True
+        mode, H, targets, intercept, alpha = self._start_design(
+            X, y, rating_alpha=RATING_ALPHA, matrix_alpha=0.0
         )
+        if mode == "matrix":
+            targets = check_targets(targets)
         self.n_features_in_ = H.shape[1]
         if intercept:
             H = add_intercept(H)

@@ -183,20 +183,8 @@ class SoftmaxRegression(MatrixOrRatingsMixin, RatingEstimator):
         tol = check_positive("tol", self.tol)
         max_iter = check_positive("max_iter", self.max_iter, integer=True)
         learning_rate = check_positive("learning_rate", self.learning_rate, allow_none=True)
-        mode = self._start_mode(X, y)
-        if mode == "ratings":
-            train = self._start_fit(X)
-            features = one_hot_pairs(
-                train.user_codes, train.item_codes, train.n_users, train.n_items
-            )
-            labels = train.values
-            intercept = True
-        else:
-            features, labels = check_design(X, y)
-            intercept = bool(self.fit_intercept)
-        default_alpha = RATING_ALPHA if mode == "ratings" else MATRIX_ALPHA
-        alpha = check_positive(
-            "alpha", default_alpha if self.alpha is None else self.alpha, allow_zero=True
+        _, features, labels, intercept, alpha = self._start_design(
+            X, y, rating_alpha=RATING_ALPHA, matrix_alpha=MATRIX_ALPHA
         )
         classes, codes = np.unique(labels, return_inverse=True)
         if len(classes) < 2:
