@@ -1,9 +1,16 @@
-"""Log-density + gradient time of a BPMF-like model: plain indexing graph vs the fused PairDot Op.
+"""Log-density + gradient time of a BPMF-like model: plain graph, fused PairDot, fused likelihood.
 
 The model is representative of ``BPMF`` with NUTS: LKJ-Cholesky priors on the user and item
-factor covariances, non-centred factors, user and item biases, a Normal likelihood. Both
-variants are compiled for the C backend (``FAST_RUN``) and the numba backend (``NUMBA``, what
-nutpie uses) and timed side by side in one run at the same random points.
+factor covariances, non-centred factors, user and item biases, a Normal likelihood. Three
+variants of the same model are compiled for the C backend (``FAST_RUN``) and the numba backend
+(``NUMBA``, what nutpie uses) and timed side by side in one run at the same random points:
+
+* ``naive``: plain PyTensor indexing for the bilinear term, ``pm.Normal(observed=...)``;
+* ``fused``: the bilinear term through the fused ``PairDot`` Op, ``pm.Normal(observed=...)``;
+* ``fused-lik``: the whole likelihood (value and every gradient in one pass over the ratings)
+  through ``GaussianPairLogp`` in a ``pm.Potential``.
+
+Each timing is the minimum over several batches of calls (least disturbed by other load).
 
 Usage::
 
@@ -21,6 +28,9 @@ import pytensor
 import pytensor.tensor as pt
 
 from bpmf.models._bilinear import pair_dot, pair_dot_naive
+from bpmf.models._likelihood import gaussian_pair_logp
+
+VARIANTS = ("naive", "fused", "fused-lik")
 
 
 def load_codes(args):
@@ -49,8 +59,14 @@ def load_codes(args):
     return (train.user_codes, train.item_codes, train.values, train.n_users, train.n_items, label)
 
 
-def build_model(user_codes, item_codes, ratings, n_users, n_items, n_factors, bilinear):
-    """A BPMF-like model (LKJ priors, non-centred factors, biases) using ``bilinear``."""
+def build_model(
+    user_codes, item_codes, ratings, n_users, n_items, n_factors, bilinear, fused_likelihood=False
+):
+    """A BPMF-like model (LKJ priors, non-centred factors, biases) using ``bilinear``.
+
+    With ``fused_likelihood`` the ratings enter through ``pm.Potential`` of
+    :func:`~bpmf.models._likelihood.gaussian_pair_logp` (``bilinear`` is then unused).
+    """
     coords = {
         "user": np.arange(n_users),
         "item": np.arange(n_items),
@@ -75,6 +91,22 @@ def build_model(user_codes, item_codes, ratings, n_users, n_items, n_factors, bi
         user_bias = pm.Normal("user_bias", 0.0, user_bias_sd, dims="user")
         item_bias = pm.Normal("item_bias", 0.0, item_bias_sd, dims="item")
         sigma = pm.HalfNormal("sigma", 1.0)
+        if fused_likelihood:
+            pm.Potential(
+                "rating",
+                gaussian_pair_logp(
+                    ratings,
+                    mu,
+                    factors["U"],
+                    factors["V"],
+                    user_bias,
+                    item_bias,
+                    sigma,
+                    user_codes,
+                    item_codes,
+                ),
+            )
+            return model
         mean = (
             mu
             + user_bias[user_codes]
@@ -104,12 +136,17 @@ def compile_logp_dlogp(model, mode):
     return fn, offset
 
 
-def time_calls(fn, points, repeats):
+def time_calls(fn, points, repeats, batches=5):
+    """Minimum over ``batches`` of the mean ms per call in a batch of ``repeats // batches``."""
     fn(points[0])  # warm up
-    start = time.perf_counter()
-    for r in range(repeats):
-        fn(points[r % len(points)])
-    return (time.perf_counter() - start) / repeats * 1e3
+    per_batch = max(1, repeats // batches)
+    best = np.inf
+    for _ in range(batches):
+        start = time.perf_counter()
+        for r in range(per_batch):
+            fn(points[r % len(points)])
+        best = min(best, (time.perf_counter() - start) / per_batch * 1e3)
+    return best
 
 
 def main(argv=None):
@@ -126,30 +163,35 @@ def main(argv=None):
     print(f"data: {label}; factors: {args.factors}; repeats: {args.repeats}")
     rng = np.random.default_rng(0)
     rows = []
+    points = None
     for mode in args.modes.split(","):
-        timings = {}
-        values = {}
-        for name, bilinear in (("naive", pair_dot_naive), ("fused", pair_dot)):
-            model = build_model(*codes[:-1], args.factors, bilinear)
-            fn, size = compile_logp_dlogp(model, mode)
-            points = (
-                [rng.normal(scale=0.3, size=size) for _ in range(5)]
-                if not values
-                else values["points"]
+        timings, values = {}, {}
+        for name in VARIANTS:
+            bilinear = pair_dot_naive if name == "naive" else pair_dot
+            model = build_model(
+                *codes[:-1], args.factors, bilinear, fused_likelihood=name == "fused-lik"
             )
-            values.setdefault("points", points)
+            fn, size = compile_logp_dlogp(model, mode)
+            if points is None:
+                points = [rng.normal(scale=0.3, size=size) for _ in range(5)]
             values[name] = fn(points[0])
             timings[name] = time_calls(fn, points, args.repeats)
-        logp_diff = abs(float(values["naive"][0]) - float(values["fused"][0]))
-        grad_diff = float(np.max(np.abs(values["naive"][1] - values["fused"][1])))
-        rows.append((mode, timings["naive"], timings["fused"], logp_diff, grad_diff))
+        logp_diff = max(
+            abs(float(values["naive"][0]) - float(values[name][0])) for name in VARIANTS[1:]
+        )
+        grad_diff = max(
+            float(np.max(np.abs(values["naive"][1] - values[name][1]))) for name in VARIANTS[1:]
+        )
+        rows.append((mode, timings, logp_diff, grad_diff))
     print(
-        f"{'backend':<10}{'naive ms':>10}{'fused ms':>10}{'speed-up':>10}"
-        f"{'|dlogp|':>11}{'max|dgrad|':>12}"
+        f"{'backend':<10}{'naive ms':>10}{'fused ms':>10}{'fused-lik ms':>14}"
+        f"{'fused x':>9}{'lik x':>8}{'|dlogp|':>11}{'max|dgrad|':>12}"
     )
-    for mode, naive, fused, logp_diff, grad_diff in rows:
+    for mode, timings, logp_diff, grad_diff in rows:
+        naive = timings["naive"]
         print(
-            f"{mode:<10}{naive:>10.3f}{fused:>10.3f}{naive / fused:>9.1f}x"
+            f"{mode:<10}{naive:>10.3f}{timings['fused']:>10.3f}{timings['fused-lik']:>14.3f}"
+            f"{naive / timings['fused']:>8.1f}x{naive / timings['fused-lik']:>7.1f}x"
             f"{logp_diff:>11.1e}{grad_diff:>12.1e}"
         )
 
