@@ -292,3 +292,36 @@ def test_strided_and_float32_inputs(problem, mode):
     expected = _value_and_grads(_plain_logp, exact, True, "FAST_COMPILE")
     np.testing.assert_allclose(got_logp, expected[0], rtol=1e-10)
     np.testing.assert_allclose(got_gUt, expected[2].T, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("nutpie") is None, reason="no nutpie")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_nutpie_samples_the_potential_and_recovers_the_noise():
+    """nutpie (numba backend) runs NUTS on the fused likelihood and recovers the noise sd."""
+    from bpmf.datasets import make_synthetic_ratings
+
+    train, truth = make_synthetic_ratings(
+        n_users=40, n_items=30, n_factors=2, density=0.4, noise_sd=0.3, random_state=0
+    )
+    u, i = train.user_codes, train.item_codes
+    with pm.Model():
+        U = pm.Normal("U", 0, 1, shape=(train.n_users, 2))
+        V = pm.Normal("V", 0, 1, shape=(train.n_items, 2))
+        mu = pm.Normal("mu", float(train.values.mean()), 1)
+        b = pm.Normal("user_bias", 0, 1, shape=train.n_users)
+        c = pm.Normal("item_bias", 0, 1, shape=train.n_items)
+        sigma = pm.HalfNormal("sigma", 1)
+        pm.Potential("rating", gaussian_pair_logp(train.values, mu, U, V, b, c, sigma, u, i))
+        idata = pm.sample(
+            draws=200,
+            tune=300,
+            chains=1,
+            nuts_sampler="nutpie",
+            random_seed=1,
+            progressbar=False,
+            compute_convergence_checks=False,
+        )
+    sigma_draws = np.asarray(idata.posterior["sigma"]).ravel()
+    # a wrong gradient would not find the 0.3 noise level (the ratings' sd is about 1.4)
+    assert 0.2 < np.median(sigma_draws) < 0.4, (np.median(sigma_draws), truth.noise_sd)
