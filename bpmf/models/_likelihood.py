@@ -59,6 +59,8 @@ __all__ = ["GaussianPairLogp", "gaussian_pair_logp"]
 
 _C_VERSION = (1,)
 _LOG_2PI = math.log(2.0 * math.pi)
+# numba kernels are compiled for a fixed number of factors up to this, when it is static
+_MAX_FIXED_FACTORS = 64
 
 # positions of the inputs of the two variants of the Op
 _FLOAT_INPUTS = {
@@ -463,12 +465,16 @@ def _register_numba():
 
     log_2pi = _LOG_2PI
 
-    def make_kernel(biases):
-        # ``biases`` is a closure constant, so numba compiles the bias-free loop without branches
+    def make_kernel(biases, fixed_factors):
+        # ``biases`` and ``fixed_factors`` are closure constants: numba compiles the bias-free
+        # loop without branches, and a statically known number of factors (fixed_factors > 0)
+        # lets LLVM unroll the three inner loops completely
         @numba_njit
         def kernel(ratings, mu, U, V, user_bias, item_bias, sigma, user_codes, item_codes):
             n_pairs = ratings.shape[0]
-            n_factors = U.shape[1]
+            n_factors = U.shape[1] if fixed_factors == 0 else fixed_factors
+            if U.shape[1] != n_factors:
+                raise ValueError("GaussianPairLogp: U has another number of columns than its type")
             n_rows_U, n_rows_V = U.shape[0], V.shape[0]
             if user_codes.shape[0] != n_pairs or item_codes.shape[0] != n_pairs:
                 raise ValueError(
@@ -521,27 +527,38 @@ def _register_numba():
 
         return kernel
 
-    kernel_with_biases = make_kernel(True)
-    kernel_without_biases = make_kernel(False)
+    def make_functions(fixed_factors):
+        kernel_with_biases = make_kernel(True, fixed_factors)
+        kernel_without_biases = make_kernel(False, fixed_factors)
 
-    @numba_njit
-    def _with_biases(ratings, mu, U, V, user_bias, item_bias, sigma, user_codes, item_codes):
-        logp, g_mu, g_U, g_V, g_b, g_c, g_sigma = kernel_with_biases(
-            ratings, mu.item(), U, V, user_bias, item_bias, sigma.item(), user_codes, item_codes
-        )
-        return np.asarray(logp), np.asarray(g_mu), g_U, g_V, g_b, g_c, np.asarray(g_sigma)
+        @numba_njit
+        def with_biases(ratings, mu, U, V, user_bias, item_bias, sigma, user_codes, item_codes):
+            logp, g_mu, g_U, g_V, g_b, g_c, g_sigma = kernel_with_biases(
+                ratings, mu.item(), U, V, user_bias, item_bias, sigma.item(), user_codes, item_codes
+            )
+            return np.asarray(logp), np.asarray(g_mu), g_U, g_V, g_b, g_c, np.asarray(g_sigma)
 
-    @numba_njit
-    def _without_biases(ratings, mu, U, V, sigma, user_codes, item_codes):
-        no_bias = np.zeros(0, dtype=np.float64)
-        logp, g_mu, g_U, g_V, _, _, g_sigma = kernel_without_biases(
-            ratings, mu.item(), U, V, no_bias, no_bias, sigma.item(), user_codes, item_codes
-        )
-        return np.asarray(logp), np.asarray(g_mu), g_U, g_V, np.asarray(g_sigma)
+        @numba_njit
+        def without_biases(ratings, mu, U, V, sigma, user_codes, item_codes):
+            no_bias = np.zeros(0, dtype=np.float64)
+            logp, g_mu, g_U, g_V, _, _, g_sigma = kernel_without_biases(
+                ratings, mu.item(), U, V, no_bias, no_bias, sigma.item(), user_codes, item_codes
+            )
+            return np.asarray(logp), np.asarray(g_mu), g_U, g_V, np.asarray(g_sigma)
+
+        return {True: with_biases, False: without_biases}
+
+    functions = {}
 
     @register_funcify_default_op_cache_key(GaussianPairLogp)
     def _funcify_gaussian_pair_logp(op, node=None, **kwargs):
-        return (_with_biases if op.biases else _without_biases), 1
+        # specialise on the number of factors when U's type knows it (PyMC models with dims)
+        static = None if node is None else node.inputs[2].type.shape[1]
+        fixed_factors = static if static is not None and 0 < static <= _MAX_FIXED_FACTORS else 0
+        if fixed_factors not in functions:
+            functions[fixed_factors] = make_functions(fixed_factors)
+        # the integer enters numba's cache key: version 2, then the specialisation
+        return functions[fixed_factors][op.biases], 2 + 1000 * fixed_factors
 
 
 def _register_jax():

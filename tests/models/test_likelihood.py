@@ -325,3 +325,19 @@ def test_nutpie_samples_the_potential_and_recovers_the_noise():
     sigma_draws = np.asarray(idata.posterior["sigma"]).ravel()
     # a wrong gradient would not find the 0.3 noise level (the ratings' sd is about 1.4)
     assert 0.2 < np.median(sigma_draws) < 0.4, (np.median(sigma_draws), truth.noise_sd)
+
+
+@pytest.mark.parametrize("biases", [True, False])
+def test_numba_kernel_for_a_static_number_of_factors(problem, biases):
+    """Factor matrices whose type knows the number of columns get an unrolled numba kernel."""
+    n_factors = problem["U"].shape[1]
+    s = _symbols()
+    s["U"] = pt.tensor("U", shape=(None, n_factors), dtype="float64")
+    s["V"] = pt.tensor("V", shape=(None, n_factors), dtype="float64")
+    wrt = [s[name] for name in PARAMS if biases or "bias" not in name]
+    logp = _fused_logp(problem, s, biases)
+    fn = pytensor.function(wrt, [logp, *pytensor.grad(logp, wrt)], mode="NUMBA")
+    got = fn(*(problem[name] for name in PARAMS if biases or "bias" not in name))
+    plain = _value_and_grads(_plain_logp, problem, biases, "FAST_COMPILE")
+    for value, expected in zip(got, plain, strict=True):
+        np.testing.assert_allclose(value, expected, rtol=1e-10, atol=1e-10)
