@@ -150,8 +150,8 @@ class GaussianPairLogp(COp):
         inputs = [pt.as_tensor_variable(x) for x in inputs]
         floats = [x.astype("float64") for x in inputs[:-2]]
         user_codes, item_codes = inputs[-2:]
-        expected_ndim = {"ratings": 1, "mu": 0, "U": 2, "V": 2, "user_bias": 1, "item_bias": 1}
-        expected_ndim["sigma"] = 0
+        expected_ndim = {"ratings": 1, "mu": 0, "U": 2, "V": 2}
+        expected_ndim |= {"user_bias": 1, "item_bias": 1, "sigma": 0}
         for name, x in zip(names[:-2], floats, strict=True):
             if x.ndim != expected_ndim[name]:
                 raise ValueError(
