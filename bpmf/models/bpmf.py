@@ -53,8 +53,12 @@ class BPMF(PosteriorModel):
           to estimate it under a ``HalfNormal(sigma_sd)`` prior;
         - ``sigma_sd`` (1.0);
         - ``parameterization`` ("noncentered"): ``"noncentered"`` samples standard-normal
-          ``U_z``, ``V_z`` (and bias ``z``) and scales them by the Cholesky factors;
-          ``"centered"`` samples ``U``, ``V`` from their ``MvNormal`` directly;
+          ``U_z``, ``V_z`` and scales them by the Cholesky factors; ``"centered"`` samples
+          ``U``, ``V`` from their ``MvNormal`` directly;
+        - ``bias_parameterization`` ("auto"): ``"auto"`` samples the bias of a user or item
+          with at least ``bias_center_min`` (5) training ratings centred (``user_bias_c``)
+          and the others non-centred (``user_bias_z``, scaled by ``user_bias_sd``);
+          ``"centered"`` or ``"noncentered"`` use one form for all;
         - ``map_config`` ({"factor_sd": 0.2}): ``model_config`` of the :class:`PMF` whose MAP
           starts the chains.
     sampler_config : dict, optional
@@ -102,7 +106,12 @@ class BPMF(PosteriorModel):
         r_{ij} &\sim \mathcal N(\mu + b_i + c_j + U_i^\top V_j, \sigma^2)
 
     Non-centred: :math:`U_i = \mu_U + L_U z_i` with :math:`z_i \sim \mathcal N(0, I_D)` (same for
-    ``V`` and :math:`b_i = s_b z^b_i`). Classic BPMF (``biases=False``) drops :math:`b, c`.
+    ``V``). Biases are partially centred: :math:`b_i` itself is sampled for a user with at least
+    ``bias_center_min`` ratings (its likelihood dominates its prior), :math:`b_i = s_b z^b_i`
+    for the others (their prior dominates). Measured on ML-100K u1, non-centring every bias
+    left ``item_bias_sd`` stuck (R-hat 1.6 over 2 chains), centring every bias made a funnel
+    with the rarely rated items; the split mixes both (``bench/results_nuts_settings.md``).
+    Classic BPMF (``biases=False``) drops :math:`b, c`.
 
     ``fit`` first finds the MAP of the matching :class:`PMF`, starts every chain from it
     (jittered per chain) and samples with NUTS through ``pm.sample``. ``predict`` averages the
@@ -124,6 +133,8 @@ class BPMF(PosteriorModel):
         "sigma": None,
         "sigma_sd": 1.0,
         "parameterization": "noncentered",
+        "bias_parameterization": "auto",
+        "bias_center_min": 5,
         # a MAP regularised more than PMF's own default starts the chains nearer the
         # posterior bulk (its sigma is less underestimated), which shortens the warm-up
         "map_config": {"factor_sd": 0.2},
@@ -171,6 +182,11 @@ class BPMF(PosteriorModel):
                 "model_config['parameterization'] must be 'noncentered' or 'centered', got "
                 f"{config['parameterization']!r}."
             )
+        if config["bias_parameterization"] not in ("auto", "noncentered", "centered"):
+            raise ValueError(
+                "model_config['bias_parameterization'] must be 'auto', 'noncentered' or "
+                f"'centered', got {config['bias_parameterization']!r}."
+            )
         if config["sigma"] is not None and not config["sigma"] > 0:
             raise ValueError(f"model_config['sigma'] must be > 0 or None, got {config['sigma']!r}.")
         return config
@@ -215,16 +231,12 @@ class BPMF(PosteriorModel):
                     factors[side] = pm.MvNormal(side, mean, chol=chol, dims=(dim, "factor"))
             expected = mu + pair_dot(factors["U"], factors["V"], user_codes, item_codes)
             if config["biases"]:
-                for name, dim, codes in (
-                    ("user_bias", "user", user_codes),
-                    ("item_bias", "item", item_codes),
+                for name, dim, codes, counts in (
+                    ("user_bias", "user", user_codes, _counts(train.user_codes, train.n_users)),
+                    ("item_bias", "item", item_codes, _counts(train.item_codes, train.n_items)),
                 ):
                     scale = pm.HalfNormal(f"{name}_sd", config["bias_scale_sd"])
-                    if noncentered:
-                        z = pm.Normal(f"{name}_z", 0.0, 1.0, dims=dim)
-                        bias = pm.Deterministic(name, z * scale, dims=dim)
-                    else:
-                        bias = pm.Normal(name, 0.0, scale, dims=dim)
+                    bias = _bias_block(name, dim, scale, _centred_rows(counts, config))
                     expected = expected + bias[codes]
             if config["sigma"] is None:
                 sigma = pm.HalfNormal("sigma", config["sigma_sd"])
@@ -306,14 +318,21 @@ class BPMF(PosteriorModel):
             else:
                 init[side] = factors
         if model_config["biases"]:
-            for name in ("user_bias", "item_bias"):
+            for name, counts in (
+                ("user_bias", _counts(train.user_codes, train.n_users)),
+                ("item_bias", _counts(train.item_codes, train.n_items)),
+            ):
                 bias = point[name]
                 scale = max(float(np.sqrt(np.mean(bias**2))), 1e-2)
                 init[f"{name}_sd"] = np.asarray(scale)
-                if noncentered:
+                centred = _centred_rows(counts, model_config)
+                if centred.all():
+                    init[name] = bias
+                elif not centred.any():
                     init[f"{name}_z"] = bias / scale
                 else:
-                    init[name] = bias
+                    init[f"{name}_c"] = bias[centred]
+                    init[f"{name}_z"] = bias[~centred] / scale
         return init
 
     def _sample_nuts(self, train, model_config, sampler_config, rng, seed, progressbar):
@@ -496,6 +515,38 @@ def _obs_dataset(values, n_chains, n_draws, coords):
         {"rating": (("chain", "draw", "obs"), values.reshape(n_chains, n_draws, -1))},
         coords={"chain": np.arange(n_chains), "draw": np.arange(n_draws), **coords},
     )
+
+
+def _counts(codes, n):
+    return np.bincount(np.asarray(codes), minlength=n)
+
+
+def _centred_rows(counts, config):
+    """Boolean mask of the rows (users or items) whose bias is sampled centred."""
+    choice = config["bias_parameterization"]
+    if choice == "centered":
+        return np.ones(counts.shape, dtype=bool)
+    if choice == "noncentered":
+        return np.zeros(counts.shape, dtype=bool)
+    return counts >= int(config["bias_center_min"])
+
+
+def _bias_block(name, dim, scale, centred):
+    """Biases ``b ~ Normal(0, scale)``, centred on the rows in ``centred``, non-centred elsewhere.
+
+    A bias informed by many ratings is sampled directly (non-centring it would tie its
+    standard-normal coordinate to ``scale`` and slow ``scale`` down); one informed by a few is
+    sampled as ``scale * z`` (centring it would make a funnel with ``scale``).
+    """
+    if centred.all():
+        return pm.Normal(name, 0.0, scale, dims=dim)
+    if not centred.any():
+        return pm.Deterministic(name, scale * pm.Normal(f"{name}_z", 0.0, 1.0, dims=dim), dims=dim)
+    rich, poor = np.flatnonzero(centred), np.flatnonzero(~centred)
+    bias = pt.zeros(centred.size)
+    bias = pt.set_subtensor(bias[rich], pm.Normal(f"{name}_c", 0.0, scale, shape=rich.size))
+    bias = pt.set_subtensor(bias[poor], scale * pm.Normal(f"{name}_z", 0.0, 1.0, shape=poor.size))
+    return pm.Deterministic(name, bias, dims=dim)
 
 
 def _cholesky_prior(name, n_factors, config):

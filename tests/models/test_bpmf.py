@@ -9,6 +9,8 @@ import arviz as az
 import numpy as np
 import pandas as pd
 import pytest
+import pytensor
+import pytensor.tensor as pt
 from scipy import special
 
 from bpmf import DataError, ModelFileError, NotFittedError
@@ -315,6 +317,8 @@ def test_bad_input_is_rejected_clearly(data, fitted):
         BPMF(2, method="vi").fit(train)
     with pytest.raises(ValueError, match="parameterization"):
         BPMF(2, model_config={"parameterization": "sideways"}).fit(train)
+    with pytest.raises(ValueError, match="bias_parameterization"):
+        BPMF(2, model_config={"bias_parameterization": "partial"}).fit(train)
     with pytest.raises(NotFittedError):
         BPMF(2).predict(train)
     with pytest.raises(ValueError, match="k must"):
@@ -378,3 +382,49 @@ def test_special_ndtr_probability_definition(fitted):
     sigma = post["sigma"].values[..., None]
     manual = special.ndtr((draws - 3.0) / sigma).mean((0, 1))
     np.testing.assert_allclose(top["prob_at_least"], manual, rtol=1e-12)
+
+
+# ---------------------------------------------------------------------- parameterisation
+@pytest.mark.parametrize("choice", ["auto", "centered", "noncentered"])
+def test_bias_parameterisations_start_from_the_map(data, choice):
+    """Every bias parameterisation maps the MAP start into the model exactly: the biases
+    the model computes at the initial point are the MAP biases, and "auto" centres exactly the
+    rows with at least ``bias_center_min`` ratings."""
+    train, _ = data
+    ratings = BPMF(2)._start_fit(train)
+    model = BPMF(2, model_config={"bias_parameterization": choice, "bias_center_min": 14})
+    config = model._model_config()
+    rng = np.random.default_rng(0)
+    model.map_ = {
+        "U": rng.normal(size=(ratings.n_users, 2)), "V": rng.normal(size=(ratings.n_items, 2)),
+        "mu": np.asarray(3.0), "sigma": np.asarray(0.7),
+        "user_bias": rng.normal(0, 0.3, ratings.n_users),
+        "item_bias": rng.normal(0, 0.4, ratings.n_items),
+    }
+    pm_model = model.build_model(ratings)
+    init = model._initial_point(ratings, config)
+    point = pm_model.initial_point()
+    for name, value in init.items():
+        var = pm_model.rvs_to_values[pm_model[name]]
+        transform = pm_model.rvs_to_transforms.get(pm_model[name])
+        point[var.name] = (
+            transform.forward(pt.as_tensor_variable(np.asarray(value, dtype=float))).eval()
+            if transform is not None
+            else np.asarray(value)
+        )
+    outputs = pm_model.replace_rvs_by_values([pm_model["user_bias"], pm_model["item_bias"]])
+    biases = pytensor.function(pm_model.value_vars, outputs, on_unused_input="ignore")(
+        *[point[var.name] for var in pm_model.value_vars]
+    )
+    np.testing.assert_allclose(biases[0], model.map_["user_bias"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(biases[1], model.map_["item_bias"], rtol=1e-12, atol=1e-12)
+    n_centred = (np.bincount(ratings.item_codes, minlength=ratings.n_items) >= 14).sum()
+    names = set(pm_model.named_vars)
+    if choice == "auto":
+        assert 0 < n_centred < ratings.n_items  # the data make a real split
+        assert pm_model["item_bias_c"].type.shape[0] in (n_centred, None)
+        assert {"item_bias_c", "item_bias_z"} <= names
+    elif choice == "centered":
+        assert "item_bias_z" not in names and "item_bias_c" not in names
+    else:
+        assert "item_bias_z" in names and "item_bias_c" not in names
