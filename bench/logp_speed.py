@@ -10,7 +10,8 @@ variants of the same model are compiled for the C backend (``FAST_RUN``) and the
 * ``fused-lik``: the whole likelihood (value and every gradient in one pass over the ratings)
   through ``GaussianPairLogp`` in a ``pm.Potential``.
 
-Each timing is the minimum over several batches of calls (least disturbed by other load).
+Each timing is the minimum over batches of calls, the variants taking turns batch by batch
+(least disturbed by other load, and disturbed alike).
 
 Usage::
 
@@ -136,16 +137,22 @@ def compile_logp_dlogp(model, mode):
     return fn, offset
 
 
-def time_calls(fn, points, repeats, batches=5):
-    """Minimum over ``batches`` of the mean ms per call in a batch of ``repeats // batches``."""
-    fn(points[0])  # warm up
+def time_calls(fns, points, repeats, batches=10):
+    """Per function: minimum over ``batches`` of the mean ms per call in a batch.
+
+    The functions take turns batch by batch, so a burst of load from other processes hits
+    them alike instead of whichever happened to be timed at that moment.
+    """
+    for fn in fns.values():
+        fn(points[0])  # warm up
     per_batch = max(1, repeats // batches)
-    best = np.inf
+    best = dict.fromkeys(fns, np.inf)
     for _ in range(batches):
-        start = time.perf_counter()
-        for r in range(per_batch):
-            fn(points[r % len(points)])
-        best = min(best, (time.perf_counter() - start) / per_batch * 1e3)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for r in range(per_batch):
+                fn(points[r % len(points)])
+            best[name] = min(best[name], (time.perf_counter() - start) / per_batch * 1e3)
     return best
 
 
@@ -165,7 +172,7 @@ def main(argv=None):
     rows = []
     points = None
     for mode in args.modes.split(","):
-        timings, values = {}, {}
+        fns, values = {}, {}
         for name in VARIANTS:
             bilinear = pair_dot_naive if name == "naive" else pair_dot
             model = build_model(
@@ -175,7 +182,8 @@ def main(argv=None):
             if points is None:
                 points = [rng.normal(scale=0.3, size=size) for _ in range(5)]
             values[name] = fn(points[0])
-            timings[name] = time_calls(fn, points, args.repeats)
+            fns[name] = fn
+        timings = time_calls(fns, points, args.repeats)
         logp_diff = max(
             abs(float(values["naive"][0]) - float(values[name][0])) for name in VARIANTS[1:]
         )
