@@ -341,3 +341,15 @@ def test_numba_kernel_for_a_static_number_of_factors(problem, biases):
     plain = _value_and_grads(_plain_logp, problem, biases, "FAST_COMPILE")
     for value, expected in zip(got, plain, strict=True):
         np.testing.assert_allclose(value, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_infer_shape_gives_the_gradient_shapes_without_running_the_op(problem):
+    s = _symbols()
+    logp = _fused_logp(problem, s, True)
+    wrt = [s[name] for name in PARAMS]
+    grads = [logp, *pytensor.grad(logp, wrt)]
+    fn = pytensor.function(wrt, [g.shape for g in grads], mode="FAST_RUN")
+    assert not any(isinstance(n.op, GaussianPairLogp) for n in fn.maker.fgraph.apply_nodes)
+    values = [problem[name] for name in PARAMS]
+    got = [tuple(shape) for shape in fn(*values)]
+    assert got == [(), *(np.shape(value) for value in values)]
