@@ -13,6 +13,7 @@ import xarray as xr
 
 from bpmf._config import resolve_progressbar
 from bpmf.models._bilinear import pair_dot
+from bpmf.models._likelihood import gaussian_pair_logp
 from bpmf.models._posterior import POSTERIOR_DIMS, PosteriorModel, make_datatree
 from bpmf.models.pmf import PMF, _check_n_factors, merge_config
 
@@ -59,15 +60,29 @@ class BPMF(PosteriorModel):
           with at least ``bias_center_min`` (5) training ratings centred (``user_bias_c``)
           and the others non-centred (``user_bias_z``, scaled by ``user_bias_sd``);
           ``"centered"`` or ``"noncentered"`` use one form for all;
+        - ``factor_means`` (True): whether ``mu_U``, ``mu_V`` are free parameters with
+          ``Normal(0, factor_mean_sd)`` priors; False fixes them at zero (they stay in the
+          posterior as zeros), "auto" frees them only without biases. With biases,
+          ``mu_U . V_j`` acts as a second, structured item bias: the split between the two
+          mixes slowly (R-hat of ``item_bias_sd`` 1.6 on ML-100K u1) though their sum and the
+          predictions do not; fixing the means halves the leapfrog steps but cost 0.005 test
+          RMSE on u1 (``bench/results_nuts_settings.md``);
+        - ``fused_likelihood`` (True): evaluate the Gaussian likelihood and its gradient with
+          the fused :class:`~bpmf.models._likelihood.GaussianPairLogp` Op, as a
+          ``pm.Potential`` named ``rating``; False builds the textbook
+          ``pm.Normal("rating", ..., observed=...)`` graph (same density, slower);
         - ``map_config`` ({"factor_sd": 0.2}): ``model_config`` of the :class:`PMF` whose MAP
           starts the chains.
     sampler_config : dict, optional
-        Merged over :attr:`default_sampler_config`; keys mirror ``pm.sample``: ``draws`` (250),
-        ``tune`` (400), ``chains`` (2), ``cores`` (2), ``target_accept`` (0.85),
+        Merged over :attr:`default_sampler_config`; keys mirror ``pm.sample``: ``draws`` (500),
+        ``tune`` (300), ``chains`` (2), ``cores`` (2), ``target_accept`` (0.85),
         ``max_treedepth`` (10), ``nuts_sampler`` ("nutpie" when installed, else "pymc"; also
-        "numpyro", "blackjax"), plus ``init_jitter`` (0.05: sd of the per-chain Gaussian jitter
-        of the MAP start, relative to each variable's spread), ``log_likelihood`` (False) and
-        ``posterior_predictive`` (False) to add those groups to ``idata_``.
+        "numpyro", "blackjax"), plus ``init`` ("gibbs": each chain starts from the MAP moved
+        into the posterior by ``init_sweeps`` (100) sweeps of the conjugate Gibbs sampler,
+        seeded per chain; "map": from the MAP jittered by ``init_jitter`` (0.05, relative to
+        each variable's spread)), ``adaptation`` ("diag": nutpie's mass-matrix adaptation,
+        e.g. "low_rank"), ``log_likelihood`` (False) and ``posterior_predictive`` (False) to
+        add those groups to ``idata_``.
     random_state : int, optional
         Seeds the MAP start, the jitter and the sampler: the same seed gives the same draws.
     method : {"nuts", "gibbs"}, default "nuts"
@@ -108,13 +123,20 @@ class BPMF(PosteriorModel):
     Non-centred: :math:`U_i = \mu_U + L_U z_i` with :math:`z_i \sim \mathcal N(0, I_D)` (same for
     ``V``). Biases are partially centred: :math:`b_i` itself is sampled for a user with at least
     ``bias_center_min`` ratings (its likelihood dominates its prior), :math:`b_i = s_b z^b_i`
-    for the others (their prior dominates). Measured on ML-100K u1, non-centring every bias
-    left ``item_bias_sd`` stuck (R-hat 1.6 over 2 chains), centring every bias made a funnel
-    with the rarely rated items; the split mixes both (``bench/results_nuts_settings.md``).
+    for the others (their prior dominates). On synthetic data from the model (400 x 300, 20%
+    observed, 4 chains) this took the R-hat of ``user_bias_sd`` / ``item_bias_sd`` from
+    1.05 / 1.05 (all non-centred) to 1.002 / 1.002 (``bench/results_nuts_settings.md``).
+
+    ``fit`` starts each chain from the MAP moved into the posterior bulk by a short run of the
+    conjugate Gibbs sampler (``init="gibbs"``): from the MAP itself (shrunk factors, noise
+    underestimated) chains on ML-100K u1 settled in different states (R-hat of ``sigma``
+    1.03 to 1.8 in five 2-chain runs of model variants started from the MAP, against 1.005
+    to 1.014 in the three started from Gibbs).
     Classic BPMF (``biases=False``) drops :math:`b, c`.
 
     ``fit`` first finds the MAP of the matching :class:`PMF`, starts every chain from it
-    (jittered per chain) and samples with NUTS through ``pm.sample``. ``predict`` averages the
+    (see above) and samples with NUTS (nutpie directly, so that every chain gets its own
+    start, or ``pm.sample`` for the other backends). ``predict`` averages the
     predictions over draws (Eq. 10 of the paper), not the factors.
 
     The factor matrices are identified only up to a rotation (``U R``, ``V R^{-T}`` give the
@@ -134,19 +156,24 @@ class BPMF(PosteriorModel):
         "sigma_sd": 1.0,
         "parameterization": "noncentered",
         "bias_parameterization": "auto",
+        "factor_means": True,
+        "fused_likelihood": True,
         "bias_center_min": 5,
         # a MAP regularised more than PMF's own default starts the chains nearer the
         # posterior bulk (its sigma is less underestimated), which shortens the warm-up
         "map_config": {"factor_sd": 0.2},
     }
     default_sampler_config = {
-        "draws": 250,
-        "tune": 400,
+        "draws": 500,
+        "tune": 300,
         "chains": 2,
         "cores": 2,
         "target_accept": 0.85,
         "max_treedepth": 10,
         "nuts_sampler": None,  # None: nutpie when installed, else pymc
+        "adaptation": "diag",  # nutpie's mass-matrix adaptation ("diag", "low_rank", ...)
+        "init": "gibbs",
+        "init_sweeps": 100,
         "init_jitter": 0.05,
         "log_likelihood": False,
         "posterior_predictive": False,
@@ -221,7 +248,10 @@ class BPMF(PosteriorModel):
             mu = pm.Normal("mu", float(train.values.mean()), config["mu_sd"])
             factors = {}
             for side, dim in (("U", "user"), ("V", "item")):
-                mean = pm.Normal(f"mu_{side}", 0.0, config["factor_mean_sd"], dims="factor")
+                if _factor_means(config):
+                    mean = pm.Normal(f"mu_{side}", 0.0, config["factor_mean_sd"], dims="factor")
+                else:  # the biases carry the mean effects; a zero mean keeps the layout
+                    mean = pm.Deterministic(f"mu_{side}", pt.zeros(n_factors), dims="factor")
                 chol = _cholesky_prior(f"chol_{side}", n_factors, config)
                 pm.Deterministic(f"Sigma_{side}", chol @ chol.T, dims=("factor", "factor_"))
                 if noncentered:
@@ -229,20 +259,32 @@ class BPMF(PosteriorModel):
                     factors[side] = pm.Deterministic(side, mean + z @ chol.T, dims=(dim, "factor"))
                 else:
                     factors[side] = pm.MvNormal(side, mean, chol=chol, dims=(dim, "factor"))
-            expected = mu + pair_dot(factors["U"], factors["V"], user_codes, item_codes)
+            biases = {}
             if config["biases"]:
-                for name, dim, codes, counts in (
-                    ("user_bias", "user", user_codes, _counts(train.user_codes, train.n_users)),
-                    ("item_bias", "item", item_codes, _counts(train.item_codes, train.n_items)),
+                for name, dim, counts in (
+                    ("user_bias", "user", _counts(train.user_codes, train.n_users)),
+                    ("item_bias", "item", _counts(train.item_codes, train.n_items)),
                 ):
                     scale = pm.HalfNormal(f"{name}_sd", config["bias_scale_sd"])
-                    bias = _bias_block(name, dim, scale, _centred_rows(counts, config))
-                    expected = expected + bias[codes]
+                    biases[name] = _bias_block(name, dim, scale, _centred_rows(counts, config))
             if config["sigma"] is None:
                 sigma = pm.HalfNormal("sigma", config["sigma_sd"])
             else:
                 sigma = float(config["sigma"])
-            pm.Normal("rating", expected, sigma, observed=train.values, dims="obs")
+            if config["fused_likelihood"]:
+                # one Op computes the log-likelihood and all its gradients in one pass
+                pm.Potential("rating", gaussian_pair_logp(
+                    train.values, mu, factors["U"], factors["V"], biases.get("user_bias"),
+                    biases.get("item_bias"), sigma, user_codes, item_codes,
+                ))
+            else:
+                expected = mu + pair_dot(factors["U"], factors["V"], user_codes, item_codes)
+                if biases:
+                    expected = (
+                        expected + biases["user_bias"][user_codes]
+                        + biases["item_bias"][item_codes]
+                    )
+                pm.Normal("rating", expected, sigma, observed=train.values, dims="obs")
         return model
 
     # ------------------------------------------------------------------ fitting
@@ -291,9 +333,10 @@ class BPMF(PosteriorModel):
         self.diagnostics_ = self._diagnose()
         return self
 
-    def _initial_point(self, train, model_config, rng=None, jitter=0.0):
-        """The MAP as a PyMC initial point (constrained values), optionally jittered."""
-        point = {name: np.array(value, dtype=np.float64) for name, value in self.map_.items()}
+    def _initial_point(self, train, model_config, rng=None, jitter=0.0, point=None):
+        """A state (the MAP by default) as a PyMC initial point (constrained values)."""
+        point = self.map_ if point is None else point
+        point = {name: np.array(value, dtype=np.float64) for name, value in point.items()}
         if rng is not None and jitter > 0:
             for name, value in point.items():
                 spread = float(np.std(value)) if value.size > 1 else abs(float(value)) * 0.1
@@ -309,7 +352,12 @@ class BPMF(PosteriorModel):
             mean = factors.mean(0)
             cov = np.atleast_2d(np.cov(factors, rowvar=False)) + 1e-3 * np.eye(n_factors)
             chol = np.linalg.cholesky(cov)
-            init[f"mu_{side}"] = mean
+            if _factor_means(model_config):
+                init[f"mu_{side}"] = mean
+            else:
+                mean = np.zeros(n_factors)
+                cov = factors.T @ factors / len(factors) + 1e-3 * np.eye(n_factors)
+                chol = np.linalg.cholesky(cov)
             init[f"chol_{side}"] = (
                 np.sqrt(cov[0, 0:1]) if n_factors == 1 else chol[np.tril_indices(n_factors)]
             )
@@ -335,45 +383,64 @@ class BPMF(PosteriorModel):
                     init[f"{name}_z"] = bias[~centred] / scale
         return init
 
+    def _chain_start(self, train, model_config, sampler_config, seed):
+        """The start of one NUTS chain: the MAP, moved into the posterior bulk by Gibbs sweeps.
+
+        The MAP of a model with ~30,000 parameters sits far from the typical set (its factors
+        are shrunk and its noise underestimated); NUTS warm-up then spends most of its time
+        travelling, and a chain can settle with one factor still shrunk (a slow mode that left
+        R-hat(sigma) at 1.3-1.8 on ML-100K). ``init="gibbs"`` runs ``init_sweeps`` sweeps of
+        the conjugate Gibbs sampler from the MAP, seeded per chain, so every chain starts from
+        its own draw near the posterior; ``init="map"`` starts from the MAP itself.
+        """
+        if sampler_config["init"] == "map" or int(sampler_config["init_sweeps"]) == 0:
+            rng = np.random.default_rng(seed)
+            return self._initial_point(train, model_config, rng, float(sampler_config["init_jitter"]))
+        from bpmf.models._gibbs import DEFAULT_GIBBS_CONFIG, sample_gibbs
+
+        state = sample_gibbs(
+            train.user_codes, train.item_codes, train.values, train.n_users, train.n_items,
+            n_factors=int(self.n_factors), draws=1, tune=int(sampler_config["init_sweeps"]) - 1,
+            chains=1, biases=bool(model_config["biases"]),
+            model_config={**DEFAULT_GIBBS_CONFIG, "noise_sd": model_config["sigma"]},
+            init=dict(self.map_), random_state=seed, progressbar=False,
+        )
+        point = {name: np.asarray(state[name])[0, -1] for name in self.map_ if name in state}
+        if "sigma" not in point:
+            point["sigma"] = self.map_["sigma"]
+        return self._initial_point(train, model_config, point=point)
+
     def _sample_nuts(self, train, model_config, sampler_config, rng, seed, progressbar):
         model = self.build_model(train)
         backend = sampler_config["nuts_sampler"]
         chains = int(sampler_config["chains"])
-        jitter = float(sampler_config["init_jitter"])
         var_names = [n for n in POSTERIOR_DIMS if n in model.named_vars]
-        kwargs = {}
-        if backend == "pymc":
-            # pm.sample takes one start per chain: the MAP, jittered independently per chain.
-            initvals = [
-                self._initial_point(train, model_config, rng, jitter) for _ in range(chains)
-            ]
-            kwargs["init"] = "adapt_diag"
-            kwargs["nuts"] = {"max_treedepth": int(sampler_config["max_treedepth"])}
+        chain_seeds = np.random.SeedSequence(seed).generate_state(chains)
+
+        def start(chain_seed):
+            return self._chain_start(train, model_config, sampler_config, int(chain_seed))
+
+        if backend == "nutpie":
+            tree = _sample_nutpie(model, start, sampler_config, var_names, seed, progressbar)
         else:
-            initvals = self._initial_point(train, model_config)
-            if backend == "nutpie":
-                # nutpie takes one start and jitters the listed variables U(-1, 1) per chain in
-                # the unconstrained space; jittering only the global location parameters keeps
-                # the factors (whose scale those would change) at the MAP.
-                kwargs["compile_kwargs"] = {
-                    "jitter_rvs": {model[n] for n in ("mu", "sigma") if n in model.named_vars}
-                }
-                kwargs["nuts"] = {"max_treedepth": int(sampler_config["max_treedepth"])}
-        with model:
-            tree = pm.sample(
-                draws=int(sampler_config["draws"]),
-                tune=int(sampler_config["tune"]),
-                chains=chains,
-                cores=int(sampler_config["cores"]),
-                target_accept=float(sampler_config["target_accept"]),
-                nuts_sampler=backend,
-                initvals=initvals,
-                random_seed=seed,
-                progressbar=progressbar,
-                var_names=var_names,
-                compute_convergence_checks=False,
-                **kwargs,
-            )
+            kwargs = {"nuts": {"max_treedepth": int(sampler_config["max_treedepth"])}}
+            if backend == "pymc":
+                kwargs["init"] = "adapt_diag"
+            with model:
+                tree = pm.sample(
+                    draws=int(sampler_config["draws"]),
+                    tune=int(sampler_config["tune"]),
+                    chains=chains,
+                    cores=int(sampler_config["cores"]),
+                    target_accept=float(sampler_config["target_accept"]),
+                    nuts_sampler=backend,
+                    initvals=[start(s) for s in chain_seeds],
+                    random_seed=seed,
+                    progressbar=progressbar,
+                    var_names=var_names,
+                    compute_convergence_checks=False,
+                    **kwargs,
+                )
         posterior = {
             name: tree["posterior"][name].values for name in var_names if name in tree["posterior"]
         }
@@ -517,6 +584,12 @@ def _obs_dataset(values, n_chains, n_draws, coords):
     )
 
 
+def _factor_means(config):
+    """Whether ``mu_U``, ``mu_V`` are free parameters (by default only without biases)."""
+    choice = config["factor_means"]
+    return (not config["biases"]) if choice == "auto" else bool(choice)
+
+
 def _counts(codes, n):
     return np.bincount(np.asarray(codes), minlength=n)
 
@@ -562,6 +635,64 @@ def _cholesky_prior(name, n_factors, config):
         compute_corr=True,
     )
     return chol
+
+
+def _sample_nutpie(model, start, sampler_config, var_names, seed, progressbar):
+    """``pm.sample(nuts_sampler="nutpie")`` with a start of its own for every chain.
+
+    ``pm.sample`` hands nutpie one initial point for all chains. nutpie asks for each chain's
+    start through ``initial_point_func(chain_seed)`` (the seeds are a fixed function of
+    ``seed``), so replacing that function with ``start(chain_seed)`` gives every chain its own
+    reproducible start.
+    """
+    import dataclasses
+    import threading
+
+    import nutpie
+    import pytensor
+    from nutpie.compile_pymc import _rv_dict_to_flat_array_wrapper
+    from pymc.initial_point import make_initial_point_fn
+    from pymc.progress_bar import NutpieProgressBarManager
+
+    first = start(seed)
+    shared = {name: pytensor.shared(np.asarray(value, dtype=np.float64))
+              for name, value in first.items()}
+    point_fn = make_initial_point_fn(
+        model=model, overrides=shared, jitter_rvs=set(), return_transformed=True
+    )
+    compiled = nutpie.compile_pymc_model(model, var_names=var_names, initial_points=first,
+                                         jitter_rvs=set())
+    values = [model.rvs_to_values[rv] for rv in model.free_RVs]
+    ip = point_fn(0)
+    flat_fn = _rv_dict_to_flat_array_wrapper(
+        point_fn, [v.name for v in values], [np.shape(ip[v.name]) for v in values]
+    )
+    lock = threading.Lock()
+
+    def initial_point(chain_seed):
+        with lock:
+            for name, value in start(int(chain_seed) % 2**63).items():
+                shared[name].set_value(np.asarray(value, dtype=np.float64))
+            return flat_fn(None)
+
+    compiled = dataclasses.replace(compiled, initial_point_func=initial_point)
+    chains = int(sampler_config["chains"])
+    draws = int(sampler_config["draws"])
+    with NutpieProgressBarManager(chains=chains, draws=draws, progressbar=progressbar) as bar:
+        tree = nutpie.sample(
+            compiled,
+            draws=draws,
+            tune=max(int(sampler_config["tune"]), 1),
+            chains=chains,
+            cores=int(sampler_config["cores"]),
+            seed=int(seed),
+            target_accept=float(sampler_config["target_accept"]),
+            maxdepth=int(sampler_config["max_treedepth"]),
+            adaptation=sampler_config["adaptation"],
+            progress_bar=False,
+            progress_callback=bar.update,
+        )
+    return tree
 
 
 def _check_backend(backend):

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
 from bpmf.models._bilinear import pair_dot
+from bpmf.models._likelihood import gaussian_pair_logp
 from bpmf.models._posterior import PosteriorModel, make_datatree
 
 # numba compiles in seconds (the C backend takes ~10 s) and is what nutpie uses too.
@@ -52,7 +53,9 @@ class PMF(PosteriorModel):
           ``HalfNormal(sigma_sd)`` prior;
         - ``sigma_sd`` (1.0);
         - ``init_sd`` (0.1): sd of the random starting point of the factors;
-        - ``maxiter`` (2000): L-BFGS iterations.
+        - ``maxiter`` (2000): L-BFGS iterations;
+        - ``fused_likelihood`` (True): the likelihood and its gradient as one fused Op
+          (a ``pm.Potential`` named ``rating``); False builds ``pm.Normal(observed=...)``.
     random_state : int, optional
         Seeds the random starting point; the same seed gives the same MAP.
     progressbar : bool, optional
@@ -93,6 +96,7 @@ class PMF(PosteriorModel):
         "sigma_sd": 1.0,
         "init_sd": 0.1,
         "maxiter": 2000,
+        "fused_likelihood": True,
     }
 
     def __init__(self, n_factors=10, model_config=None, random_state=None, progressbar=None):
@@ -118,18 +122,26 @@ class PMF(PosteriorModel):
             mu = pm.Normal("mu", float(train.values.mean()), config["mu_sd"])
             U = pm.Normal("U", 0.0, config["factor_sd"], dims=("user", "factor"))
             V = pm.Normal("V", 0.0, config["factor_sd"], dims=("item", "factor"))
-            expected = mu + pair_dot(U, V, user_codes, item_codes)
+            user_bias = item_bias = None
             if config["biases"]:
                 user_bias = pm.Normal("user_bias", 0.0, config["bias_sd"], dims="user")
                 item_bias = pm.Normal("item_bias", 0.0, config["bias_sd"], dims="item")
-                expected = expected + user_bias[user_codes] + item_bias[item_codes]
             if config["sigma"] is None:
                 sigma = pm.HalfNormal("sigma", config["sigma_sd"])
             else:
                 if not config["sigma"] > 0:
                     raise ValueError(f"model_config['sigma'] must be > 0, got {config['sigma']!r}.")
                 sigma = float(config["sigma"])
-            pm.Normal("rating", expected, sigma, observed=train.values, dims="obs")
+            if config["fused_likelihood"]:
+                # log-likelihood and all its gradients in one pass (bpmf.models._likelihood)
+                pm.Potential("rating", gaussian_pair_logp(
+                    train.values, mu, U, V, user_bias, item_bias, sigma, user_codes, item_codes
+                ))
+            else:
+                expected = mu + pair_dot(U, V, user_codes, item_codes)
+                if config["biases"]:
+                    expected = expected + user_bias[user_codes] + item_bias[item_codes]
+                pm.Normal("rating", expected, sigma, observed=train.values, dims="obs")
         return model
 
     # ------------------------------------------------------------------ fitting

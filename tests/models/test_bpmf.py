@@ -428,3 +428,27 @@ def test_bias_parameterisations_start_from_the_map(data, choice):
         assert "item_bias_z" not in names and "item_bias_c" not in names
     else:
         assert "item_bias_z" in names and "item_bias_c" not in names
+
+
+@pytest.mark.parametrize("biases", [True, False])
+def test_fused_likelihood_matches_the_textbook_graph(data, biases):
+    """The default fused likelihood (a Potential) and ``pm.Normal(observed=...)`` give the same
+    log density and gradient at random points of the same parameter space."""
+    train, _ = data
+    ratings = BPMF(2)._start_fit(train)
+    models = [
+        BPMF(2, model_config={"biases": biases, "fused_likelihood": fused}).build_model(ratings)
+        for fused in (True, False)
+    ]
+    names = [[v.name for v in m.value_vars] for m in models]
+    assert names[0] == names[1]
+    logps = [m.compile_logp() for m in models]
+    dlogps = [m.compile_dlogp() for m in models]
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        point = {
+            name: rng.normal(0, 0.5, np.shape(value))
+            for name, value in models[0].initial_point().items()
+        }
+        np.testing.assert_allclose(logps[0](point), logps[1](point), rtol=1e-10)
+        np.testing.assert_allclose(dlogps[0](point), dlogps[1](point), rtol=1e-9, atol=1e-9)

@@ -1,5 +1,14 @@
 """BPMF recovers data drawn from its own generative model: calibrated held-out predictive
-intervals, converged chains for sigma and the predictions, accuracy close to the oracle."""
+intervals, converged chains for sigma and every held-out prediction, accuracy close to the
+oracle.
+
+Design (issue #3): 400 users x 300 items, 3 factors, noise sd 0.5, 4 chains. The issue's
+example density is 10%; there, with ~27 training ratings per user for 4 parameters per user,
+the posterior mean itself errs by ~0.3 against the truth, which adds in quadrature to the 0.5
+noise: ~13% above the oracle for BPMF (measured 0.566 vs 0.502), the Gibbs sampler and any
+other estimator of that model alike. At 20% density (~54 ratings per user) the 10% bound of
+the issue is reachable, so the test uses 20%.
+"""
 
 import numpy as np
 import pytest
@@ -16,15 +25,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLA
 @pytest.fixture(scope="module")
 def recovery():
     ratings, truth = make_synthetic_ratings(
-        n_users=400, n_items=300, n_factors=3, density=0.1, noise_sd=0.5, random_state=42
+        n_users=400, n_items=300, n_factors=3, density=0.2, noise_sd=0.5, random_state=42
     )
     split = train_test_split(ratings, test_size=0.1, random_state=0)
     model = BPMF(
         3,
         model_config={"map_config": {"factor_sd": 0.3}},
-        sampler_config={
-            "draws": 250, "tune": 250, "chains": 4, "cores": 2, "target_accept": 0.8,
-        },
+        sampler_config={"draws": 500, "tune": 250, "chains": 4, "cores": 2},
         random_state=0,
         progressbar=False,
     ).fit(split.train)
@@ -46,17 +53,20 @@ def test_chains_converge_on_identifiable_quantities(recovery):
     model, test, _ = recovery
     posterior = model.idata_["posterior"].ds
     assert posterior.sizes["chain"] == 4
-    sigma = posterior[["sigma"]]
-    assert float(rhat(sigma)["sigma"]) <= 1.01
-    assert float(ess(sigma, method="bulk")["sigma"]) >= 400
+    for name in ("sigma", "user_bias_sd", "item_bias_sd"):
+        assert float(rhat(posterior[[name]])[name]) <= 1.01, name
+        assert float(ess(posterior[[name]], method="bulk")[name]) >= 400, name
     draws = model.predict_posterior(test, kind="expected", on_unseen="ignore")
     predictions = xr.Dataset({"rating": draws.drop_vars(["user", "item"])})
     r_hat = rhat(predictions)["rating"].values
     bulk = ess(predictions, method="bulk")["rating"].values
-    # over ~1,200 held-out pairs the largest R-hat is itself noisy: bound the 95% quantile
-    assert np.quantile(r_hat, 0.95) <= 1.01, np.quantile(r_hat, 0.95)
-    assert r_hat.max() <= 1.03
-    assert np.quantile(bulk, 0.05) >= 400, np.quantile(bulk, 0.05)
+    # ~2,400 held-out predictions. Each R-hat is itself an estimate: with 4 x 500 independent
+    # draws the largest of 2,400 is about 1.005; seeds 0-2 gave 99% quantiles 1.006-1.007 and
+    # maxima 1.010-1.012 (ESS of every prediction >= 990). Hence 1.01 for 99% of them and a
+    # cap on the largest.
+    assert np.quantile(r_hat, 0.99) <= 1.01, np.quantile(r_hat, 0.99)
+    assert r_hat.max() <= 1.02, r_hat.max()
+    assert bulk.min() >= 400, bulk.min()
     assert model.diagnostics_["divergences"] <= 2
 
 
@@ -67,11 +77,8 @@ def test_accuracy_close_to_the_true_factors(recovery):
     noise_free = truth.expected(test["user"], test["item"])
     oracle = rmse(test["rating"], noise_free)  # the true factors: only the noise is left
     achieved = rmse(test["rating"], predicted)
-    # With ~27 ratings per user for 4 parameters per user, the posterior mean still errs by
-    # about 0.3 against the truth, which adds in quadrature to the 0.5 noise: ~13% above
-    # the oracle (measured 0.566 vs 0.502).
-    assert achieved <= 1.15 * oracle, (achieved, oracle)
-    assert rmse(noise_free, predicted) <= 0.65 * truth.noise_sd
+    assert achieved <= 1.10 * oracle, (achieved, oracle)  # measured 1.060-1.061 (seeds 0-2)
+    assert rmse(noise_free, predicted) <= 0.45 * truth.noise_sd  # measured 0.187 / 0.5
     # and the noise level itself is recovered
     sigma = float(model.idata_["posterior"].ds["sigma"].mean())
-    assert sigma == pytest.approx(truth.noise_sd, rel=0.08)
+    assert sigma == pytest.approx(truth.noise_sd, rel=0.05)
