@@ -10,6 +10,7 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 import xarray as xr
+from threadpoolctl import threadpool_limits
 
 from bpmf._config import resolve_progressbar
 from bpmf.models._bilinear import pair_dot
@@ -426,7 +427,7 @@ class BPMF(PosteriorModel):
             kwargs = {"nuts": {"max_treedepth": int(sampler_config["max_treedepth"])}}
             if backend == "pymc":
                 kwargs["init"] = "adapt_diag"
-            with model:
+            with model, threadpool_limits(limits=1, user_api="blas"):
                 tree = pm.sample(
                     draws=int(sampler_config["draws"]),
                     tune=int(sampler_config["tune"]),
@@ -678,7 +679,12 @@ def _sample_nutpie(model, start, sampler_config, var_names, seed, progressbar):
     compiled = dataclasses.replace(compiled, initial_point_func=initial_point)
     chains = int(sampler_config["chains"])
     draws = int(sampler_config["draws"])
-    with NutpieProgressBarManager(chains=chains, draws=draws, progressbar=progressbar) as bar:
+    # One BLAS thread per chain: the chains are the parallelism, and OpenBLAS choosing between
+    # its threaded and serial paths by timing makes the draws depend on the machine's load.
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        NutpieProgressBarManager(chains=chains, draws=draws, progressbar=progressbar) as bar,
+    ):
         tree = nutpie.sample(
             compiled,
             draws=draws,
