@@ -4,10 +4,11 @@ For each size (users = ratings / 50 and items = ratings / 100, so both grow with
 fresh subprocess draws synthetic ratings and measures
 
 * ``grad ms``: one log-density + gradient evaluation of the biased matrix-factorisation model
-  (Normal priors, Normal likelihood, fused ``pair_dot``) compiled with the numba backend, data
-  passed as function inputs, with the ratings in a cache-friendly order (blocks of users,
-  items sorted within a block; the likelihood does not depend on the order, so a model can
-  impose it when it builds its graph); ``grad ms (random)`` is the same with the ratings in
+  (Normal priors, the fused Gaussian likelihood ``GaussianPairLogp`` of the models) compiled
+  with the numba backend, data
+  passed as function inputs, with the ratings in the cache-friendly order that ``PMF`` and
+  ``BPMF`` impose when they build their graphs (``cache_friendly_order``: blocks of users,
+  items sorted within a block); ``grad ms (random)`` is the same with the ratings in
   random order, where every pair touches a random row of ``U`` and of ``V``;
 * ``gibbs s``: one sweep of the conjugate Gibbs sampler;
 * ``map ms/it``: one L-BFGS-B iteration on that log-density (scipy, as ``PMF`` does);
@@ -38,7 +39,7 @@ def build_logp_grad(n_users, n_items, n_factors):
     import pytensor
     import pytensor.tensor as pt
 
-    from bpmf.models._bilinear import pair_dot
+    from bpmf.models._likelihood import gaussian_pair_logp
 
     flat = pt.vector("flat", dtype="float64")
     user_codes = pt.vector("user_codes", dtype="int64")
@@ -53,13 +54,12 @@ def build_logp_grad(n_users, n_items, n_factors):
     V = parts[1].reshape((n_items, n_factors))
     user_bias, item_bias = parts[2], parts[3]
     mu, log_sigma = parts[4][0], parts[5][0]
-    mean = (
-        mu + user_bias[user_codes] + item_bias[item_codes] + pair_dot(U, V, user_codes, item_codes)
+    loglik = gaussian_pair_logp(
+        ratings, mu, U, V, user_bias, item_bias, pt.exp(log_sigma), user_codes, item_codes
     )
-    resid = (ratings - mean) / pt.exp(log_sigma)
     logp = (
-        -0.5 * pt.sum(resid**2)
-        - ratings.shape[0] * log_sigma
+        loglik
+        + log_sigma  # log-Jacobian of sigma = exp(log_sigma), as in a PyMC model
         - 0.5 * (pt.sum(U**2) + pt.sum(V**2))
         - 0.5 * (pt.sum(user_bias**2) + pt.sum(item_bias**2))
         - 0.5 * log_sigma**2
@@ -75,6 +75,7 @@ def worker(n_ratings, seed=0):
 
     from bpmf.datasets import make_synthetic_ratings
     from bpmf.models._gibbs import sample_gibbs
+    from bpmf.models._likelihood import cache_friendly_order
 
     n_users, n_items = max(20, n_ratings // 50), max(10, n_ratings // 100)
     start = time.perf_counter()
@@ -88,7 +89,7 @@ def worker(n_ratings, seed=0):
     data_seconds = time.perf_counter() - start
     n_users, n_items = train.n_users, train.n_items
     random_order = np.random.default_rng(seed).permutation(train.n_ratings)
-    tiled = np.lexsort((train.item_codes, train.user_codes // max(1, n_users // 64)))
+    tiled = cache_friendly_order(train.user_codes, train.item_codes, n_users)  # as the models
     user_codes = train.user_codes.astype(np.int64)[tiled]
     item_codes = train.item_codes.astype(np.int64)[tiled]
     ratings = train.values[tiled]

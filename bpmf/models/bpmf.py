@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_limits
 
 from bpmf._config import resolve_progressbar
 from bpmf.models._bilinear import pair_dot
-from bpmf.models._likelihood import gaussian_pair_logp
+from bpmf.models._likelihood import cache_friendly_order, gaussian_pair_logp
 from bpmf.models._posterior import POSTERIOR_DIMS, PosteriorModel, make_datatree
 from bpmf.models.pmf import PMF, _check_n_factors, merge_config
 
@@ -274,9 +274,11 @@ class BPMF(PosteriorModel):
                 sigma = float(config["sigma"])
             if config["fused_likelihood"]:
                 # one Op computes the log-likelihood and all its gradients in one pass
+                order = cache_friendly_order(train.user_codes, train.item_codes, train.n_users)
                 pm.Potential("rating", gaussian_pair_logp(
-                    train.values, mu, factors["U"], factors["V"], biases.get("user_bias"),
-                    biases.get("item_bias"), sigma, user_codes, item_codes,
+                    train.values[order], mu, factors["U"], factors["V"],
+                    biases.get("user_bias"), biases.get("item_bias"), sigma,
+                    train.user_codes[order], train.item_codes[order],
                 ))
             else:
                 expected = mu + pair_dot(factors["U"], factors["V"], user_codes, item_codes)

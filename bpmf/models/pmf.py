@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
 from bpmf.models._bilinear import pair_dot
-from bpmf.models._likelihood import gaussian_pair_logp
+from bpmf.models._likelihood import cache_friendly_order, gaussian_pair_logp
 from bpmf.models._posterior import PosteriorModel, make_datatree
 
 # numba compiles in seconds (the C backend takes ~10 s) and is what nutpie uses too.
@@ -134,8 +134,10 @@ class PMF(PosteriorModel):
                 sigma = float(config["sigma"])
             if config["fused_likelihood"]:
                 # log-likelihood and all its gradients in one pass (bpmf.models._likelihood)
+                order = cache_friendly_order(train.user_codes, train.item_codes, train.n_users)
                 pm.Potential("rating", gaussian_pair_logp(
-                    train.values, mu, U, V, user_bias, item_bias, sigma, user_codes, item_codes
+                    train.values[order], mu, U, V, user_bias, item_bias, sigma,
+                    train.user_codes[order], train.item_codes[order],
                 ))
             else:
                 expected = mu + pair_dot(U, V, user_codes, item_codes)

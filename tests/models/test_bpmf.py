@@ -21,7 +21,7 @@ from bpmf.models import BPMF, PMF
 # environment notice, not a bpmf problem.
 pytestmark = pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS:UserWarning")
 
-SAMPLER = {"draws": 100, "tune": 150, "chains": 2, "cores": 1}
+SAMPLER = {"draws": 200, "tune": 200, "chains": 2, "cores": 1}
 
 
 def _with_string_ids(ratings):
@@ -68,7 +68,7 @@ def test_datatree_groups_dims_and_ids(data, fitted):
     assert post["U"].dims == ("chain", "draw", "user", "factor")
     assert post["V"].dims == ("chain", "draw", "item", "factor")
     assert post["Sigma_U"].dims == ("chain", "draw", "factor", "factor_")
-    assert post.sizes["chain"] == 2 and post.sizes["draw"] == 100
+    assert post.sizes["chain"] == 2 and post.sizes["draw"] == SAMPLER["draws"]
     assert list(post["user"].values) == list(train.user_ids)
     assert list(post["item"].values) == list(train.item_ids)
     # Sigma is a covariance: symmetric positive definite in every draw

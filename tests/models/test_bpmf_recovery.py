@@ -67,7 +67,9 @@ def test_chains_converge_on_identifiable_quantities(recovery):
     assert np.quantile(r_hat, 0.99) <= 1.01, np.quantile(r_hat, 0.99)
     assert r_hat.max() <= 1.02, r_hat.max()
     assert bulk.min() >= 400, bulk.min()
-    assert model.diagnostics_["divergences"] <= 2
+    # 0-4 divergences over the 2,000 draws across seeds and process histories (the draws depend
+    # on floating-point state that earlier JAX work in the process changes)
+    assert model.diagnostics_["divergences"] <= 5
 
 
 @pytest.mark.slow
