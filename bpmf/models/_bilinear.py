@@ -1,6 +1,7 @@
 """The bilinear term sum_k U[u_n, k] V[i_n, k] over observed pairs: the hot spot of every model.
 
-Every PyMC graph in bpmf computes it through :func:`pair_dot`, which applies the fused
+The models' fused likelihood (:mod:`bpmf.models._likelihood`) computes it inside one Op; their
+textbook likelihood (``fused_likelihood=False``) computes it through :func:`pair_dot`, the fused
 :class:`~bpmf.models._ops.PairDot` Op (one pass over the pairs, scatter-add gradient, C / numba /
 JAX implementations). :func:`pair_dot_naive` keeps the plain-indexing graph for tests and
 benchmarks.

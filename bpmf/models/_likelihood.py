@@ -55,7 +55,9 @@ from pytensor.link.c.op import COp
 
 from bpmf.models._ops import PairDot
 
-__all__ = ["GaussianPairLogp", "cache_friendly_order", "gaussian_pair_logp"]
+__all__ = [
+    "GaussianPairLogp", "cache_friendly_order", "gaussian_pair_logp", "rating_likelihood",
+]
 
 _C_VERSION = (1,)
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -633,3 +635,29 @@ def cache_friendly_order(user_codes, item_codes, n_users, n_blocks=64):
     user_codes = np.asarray(user_codes)
     block = user_codes // max(1, int(n_users) // int(n_blocks))
     return np.lexsort((np.asarray(item_codes), block))
+
+
+def rating_likelihood(train, mu, U, V, user_bias, item_bias, sigma, fused=True):
+    """Add the Gaussian likelihood of ``train``'s ratings, named ``rating``, to the current model.
+
+    ``fused=True`` adds one :class:`GaussianPairLogp` as a ``pm.Potential``, over the pairs in
+    :func:`cache_friendly_order`; ``fused=False`` adds the textbook
+    ``pm.Normal("rating", ..., observed=...)`` over ``pm.Data`` codes (dims ``obs``), the same
+    density built from plain nodes. ``user_bias`` and ``item_bias`` are both given or both None.
+    """
+    import pymc as pm
+
+    from bpmf.models._bilinear import pair_dot
+
+    if fused:
+        order = cache_friendly_order(train.user_codes, train.item_codes, train.n_users)
+        return pm.Potential("rating", gaussian_pair_logp(
+            train.values[order], mu, U, V, user_bias, item_bias, sigma,
+            train.user_codes[order], train.item_codes[order],
+        ))
+    user_codes = pm.Data("user_codes", train.user_codes, dims="obs")
+    item_codes = pm.Data("item_codes", train.item_codes, dims="obs")
+    expected = mu + pair_dot(U, V, user_codes, item_codes)
+    if user_bias is not None:
+        expected = expected + user_bias[user_codes] + item_bias[item_codes]
+    return pm.Normal("rating", expected, sigma, observed=train.values, dims="obs")

@@ -13,8 +13,7 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from bpmf._config import resolve_progressbar
-from bpmf.models._bilinear import pair_dot
-from bpmf.models._likelihood import cache_friendly_order, gaussian_pair_logp
+from bpmf.models._likelihood import rating_likelihood
 from bpmf.models._posterior import POSTERIOR_DIMS, PosteriorModel, make_datatree
 from bpmf.models.pmf import PMF, _check_n_factors, merge_config
 
@@ -244,8 +243,6 @@ class BPMF(PosteriorModel):
             "obs": np.arange(train.n_ratings),
         }
         with pm.Model(coords=coords) as model:
-            user_codes = pm.Data("user_codes", train.user_codes, dims="obs")
-            item_codes = pm.Data("item_codes", train.item_codes, dims="obs")
             mu = pm.Normal("mu", float(train.values.mean()), config["mu_sd"])
             factors = {}
             for side, dim in (("U", "user"), ("V", "item")):
@@ -272,22 +269,10 @@ class BPMF(PosteriorModel):
                 sigma = pm.HalfNormal("sigma", config["sigma_sd"])
             else:
                 sigma = float(config["sigma"])
-            if config["fused_likelihood"]:
-                # one Op computes the log-likelihood and all its gradients in one pass
-                order = cache_friendly_order(train.user_codes, train.item_codes, train.n_users)
-                pm.Potential("rating", gaussian_pair_logp(
-                    train.values[order], mu, factors["U"], factors["V"],
-                    biases.get("user_bias"), biases.get("item_bias"), sigma,
-                    train.user_codes[order], train.item_codes[order],
-                ))
-            else:
-                expected = mu + pair_dot(factors["U"], factors["V"], user_codes, item_codes)
-                if biases:
-                    expected = (
-                        expected + biases["user_bias"][user_codes]
-                        + biases["item_bias"][item_codes]
-                    )
-                pm.Normal("rating", expected, sigma, observed=train.values, dims="obs")
+            rating_likelihood(
+                train, mu, factors["U"], factors["V"], biases.get("user_bias"),
+                biases.get("item_bias"), sigma, fused=config["fused_likelihood"],
+            )
         return model
 
     # ------------------------------------------------------------------ fitting
@@ -317,7 +302,7 @@ class BPMF(PosteriorModel):
         rng = np.random.default_rng(seeds[1])
         if self.method == "nuts":
             posterior, sample_stats = self._sample_nuts(
-                train, model_config, sampler_config, rng, int(seeds[2]), progressbar
+                train, model_config, sampler_config, int(seeds[2]), progressbar
             )
         else:
             posterior, sample_stats = self._sample_gibbs(
@@ -352,15 +337,15 @@ class BPMF(PosteriorModel):
         noncentered = model_config["parameterization"] == "noncentered"
         for side in ("U", "V"):
             factors = point[side]
-            mean = factors.mean(0)
-            cov = np.atleast_2d(np.cov(factors, rowvar=False)) + 1e-3 * np.eye(n_factors)
-            chol = np.linalg.cholesky(cov)
             if _factor_means(model_config):
+                mean = factors.mean(0)
                 init[f"mu_{side}"] = mean
-            else:
+                cov = np.atleast_2d(np.cov(factors, rowvar=False))
+            else:  # second moments about the model's fixed zero mean
                 mean = np.zeros(n_factors)
-                cov = factors.T @ factors / len(factors) + 1e-3 * np.eye(n_factors)
-                chol = np.linalg.cholesky(cov)
+                cov = factors.T @ factors / len(factors)
+            cov = cov + 1e-3 * np.eye(n_factors)
+            chol = np.linalg.cholesky(cov)
             init[f"chol_{side}"] = (
                 np.sqrt(cov[0, 0:1]) if n_factors == 1 else chol[np.tril_indices(n_factors)]
             )
@@ -397,8 +382,8 @@ class BPMF(PosteriorModel):
         its own draw near the posterior; ``init="map"`` starts from the MAP itself.
         """
         if sampler_config["init"] == "map" or int(sampler_config["init_sweeps"]) == 0:
-            rng = np.random.default_rng(seed)
-            return self._initial_point(train, model_config, rng, float(sampler_config["init_jitter"]))
+            jitter = float(sampler_config["init_jitter"])
+            return self._initial_point(train, model_config, np.random.default_rng(seed), jitter)
         from bpmf.models._gibbs import DEFAULT_GIBBS_CONFIG, sample_gibbs
 
         state = sample_gibbs(
@@ -413,7 +398,7 @@ class BPMF(PosteriorModel):
             point["sigma"] = self.map_["sigma"]
         return self._initial_point(train, model_config, point=point)
 
-    def _sample_nuts(self, train, model_config, sampler_config, rng, seed, progressbar):
+    def _sample_nuts(self, train, model_config, sampler_config, seed, progressbar):
         model = self.build_model(train)
         backend = sampler_config["nuts_sampler"]
         chains = int(sampler_config["chains"])
@@ -424,7 +409,11 @@ class BPMF(PosteriorModel):
             return self._chain_start(train, model_config, sampler_config, int(chain_seed))
 
         if backend == "nutpie":
-            tree = _sample_nutpie(model, start, sampler_config, var_names, seed, progressbar)
+            # the MAP point fixes the layout nutpie compiles for; each chain then asks start()
+            template = self._initial_point(train, model_config)
+            tree = _sample_nutpie(
+                model, template, start, sampler_config, var_names, seed, progressbar
+            )
         else:
             kwargs = {"nuts": {"max_treedepth": int(sampler_config["max_treedepth"])}}
             if backend == "pymc":
@@ -640,13 +629,14 @@ def _cholesky_prior(name, n_factors, config):
     return chol
 
 
-def _sample_nutpie(model, start, sampler_config, var_names, seed, progressbar):
+def _sample_nutpie(model, template, start, sampler_config, var_names, seed, progressbar):
     """``pm.sample(nuts_sampler="nutpie")`` with a start of its own for every chain.
 
     ``pm.sample`` hands nutpie one initial point for all chains. nutpie asks for each chain's
     start through ``initial_point_func(chain_seed)`` (the seeds are a fixed function of
     ``seed``), so replacing that function with ``start(chain_seed)`` gives every chain its own
-    reproducible start.
+    reproducible start. ``template`` is any initial point of the model (it only fixes the
+    variables' shapes for compilation).
     """
     import dataclasses
     import threading
@@ -657,13 +647,12 @@ def _sample_nutpie(model, start, sampler_config, var_names, seed, progressbar):
     from pymc.initial_point import make_initial_point_fn
     from pymc.progress_bar import NutpieProgressBarManager
 
-    first = start(seed)
     shared = {name: pytensor.shared(np.asarray(value, dtype=np.float64))
-              for name, value in first.items()}
+              for name, value in template.items()}
     point_fn = make_initial_point_fn(
         model=model, overrides=shared, jitter_rvs=set(), return_transformed=True
     )
-    compiled = nutpie.compile_pymc_model(model, var_names=var_names, initial_points=first,
+    compiled = nutpie.compile_pymc_model(model, var_names=var_names, initial_points=template,
                                          jitter_rvs=set())
     values = [model.rvs_to_values[rv] for rv in model.free_RVs]
     ip = point_fn(0)

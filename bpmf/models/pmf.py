@@ -11,8 +11,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
-from bpmf.models._bilinear import pair_dot
-from bpmf.models._likelihood import cache_friendly_order, gaussian_pair_logp
+from bpmf.models._likelihood import rating_likelihood
 from bpmf.models._posterior import PosteriorModel, make_datatree
 
 # numba compiles in seconds (the C backend takes ~10 s) and is what nutpie uses too.
@@ -117,8 +116,6 @@ class PMF(PosteriorModel):
             "obs": np.arange(train.n_ratings),
         }
         with pm.Model(coords=coords) as model:
-            user_codes = pm.Data("user_codes", train.user_codes, dims="obs")
-            item_codes = pm.Data("item_codes", train.item_codes, dims="obs")
             mu = pm.Normal("mu", float(train.values.mean()), config["mu_sd"])
             U = pm.Normal("U", 0.0, config["factor_sd"], dims=("user", "factor"))
             V = pm.Normal("V", 0.0, config["factor_sd"], dims=("item", "factor"))
@@ -132,18 +129,9 @@ class PMF(PosteriorModel):
                 if not config["sigma"] > 0:
                     raise ValueError(f"model_config['sigma'] must be > 0, got {config['sigma']!r}.")
                 sigma = float(config["sigma"])
-            if config["fused_likelihood"]:
-                # log-likelihood and all its gradients in one pass (bpmf.models._likelihood)
-                order = cache_friendly_order(train.user_codes, train.item_codes, train.n_users)
-                pm.Potential("rating", gaussian_pair_logp(
-                    train.values[order], mu, U, V, user_bias, item_bias, sigma,
-                    train.user_codes[order], train.item_codes[order],
-                ))
-            else:
-                expected = mu + pair_dot(U, V, user_codes, item_codes)
-                if config["biases"]:
-                    expected = expected + user_bias[user_codes] + item_bias[item_codes]
-                pm.Normal("rating", expected, sigma, observed=train.values, dims="obs")
+            rating_likelihood(
+                train, mu, U, V, user_bias, item_bias, sigma, fused=config["fused_likelihood"]
+            )
         return model
 
     # ------------------------------------------------------------------ fitting

@@ -8,9 +8,9 @@ import zipfile
 import arviz as az
 import numpy as np
 import pandas as pd
-import pytest
 import pytensor
 import pytensor.tensor as pt
+import pytest
 from scipy import special
 
 from bpmf import DataError, ModelFileError, NotFittedError
