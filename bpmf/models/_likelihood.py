@@ -44,7 +44,6 @@ A scale ``sigma <= 0`` gives ``logp = -inf`` with zero gradients, like PyMC's bo
 log-density.
 """
 
-import importlib.util
 import math
 
 import numpy as np
@@ -53,7 +52,7 @@ from pytensor.gradient import DisconnectedType, disconnected_type
 from pytensor.graph.basic import Apply, Constant
 from pytensor.link.c.op import COp
 
-from bpmf.models._ops import PairDot
+from bpmf.models._ops import PairDot, register_once
 
 __all__ = [
     "GaussianPairLogp", "cache_friendly_order", "gaussian_pair_logp", "rating_likelihood",
@@ -446,19 +445,6 @@ def gaussian_pair_logp(ratings, mu, U, V, user_bias, item_bias, sigma, user_code
 # numba and JAX backends, registered on first use
 # --------------------------------------------------------------------------------------------
 
-_registered = False
-
-
-def _register_backends():
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    _register_numba()
-    if importlib.util.find_spec("jax") is not None:
-        _register_jax()
-
-
 def _register_numba():
     from pytensor.link.numba.dispatch.basic import (
         numba_njit,
@@ -661,3 +647,7 @@ def rating_likelihood(train, mu, U, V, user_bias, item_bias, sigma, fused=True):
     if user_bias is not None:
         expected = expected + user_bias[user_codes] + item_bias[item_codes]
     return pm.Normal("rating", expected, sigma, observed=train.values, dims="obs")
+
+
+# the Ops call this from make_node (first use)
+_register_backends = register_once(_register_numba, _register_jax)

@@ -322,17 +322,22 @@ def pair_dot_fused(U, V, user_codes, item_codes):
 # numba and JAX backends, registered on first use
 # --------------------------------------------------------------------------------------------
 
-_registered = False
+def register_once(register_numba, register_jax):
+    """A function that runs ``register_numba()`` and, when JAX is installed, ``register_jax()``
+    the first time it is called and does nothing afterwards (Ops call it from ``make_node``, so
+    importing :mod:`bpmf` imports neither numba's dispatch nor JAX)."""
+    done = False
 
+    def register():
+        nonlocal done
+        if done:
+            return
+        done = True
+        register_numba()
+        if importlib.util.find_spec("jax") is not None:
+            register_jax()
 
-def _register_backends():
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    _register_numba()
-    if importlib.util.find_spec("jax") is not None:
-        _register_jax()
+    return register
 
 
 def _register_numba():
@@ -418,3 +423,7 @@ def _register_jax():
             return gU, gV
 
         return pair_dot_grad
+
+
+# the Ops call this from make_node (first use)
+_register_backends = register_once(_register_numba, _register_jax)
