@@ -75,7 +75,7 @@ def worker(n_ratings, seed=0):
 
     from bpmf.datasets import make_synthetic_ratings
     from bpmf.models._gibbs import sample_gibbs
-    from bpmf.models._likelihood import cache_friendly_order
+    from bpmf.models._order import cache_friendly_order
 
     n_users, n_items = max(20, n_ratings // 50), max(10, n_ratings // 100)
     start = time.perf_counter()

@@ -53,6 +53,7 @@ from pytensor.graph.basic import Apply, Constant
 from pytensor.link.c.op import COp
 
 from bpmf.models._ops import PairDot, register_once
+from bpmf.models._order import cache_friendly_order
 
 __all__ = [
     "GaussianPairLogp", "cache_friendly_order", "gaussian_pair_logp", "rating_likelihood",
@@ -602,25 +603,6 @@ def _register_jax():
             return _logp_and_grads(ratings, mu, U, V, None, None, sigma, user_codes, item_codes)
 
         return without_biases
-
-
-def cache_friendly_order(user_codes, item_codes, n_users, n_blocks=64):
-    """A row order for the pairs that keeps the factor rows they touch in the caches.
-
-    The likelihood is a sum over pairs, so its value does not depend on their order, but its
-    speed does once ``U`` and ``V`` outgrow the CPU caches: in random order every pair reads
-    a random row of each. This order visits the users in ``n_blocks`` contiguous blocks and,
-    within a block, the pairs by item, so consecutive pairs share rows of ``U`` (one block's
-    rows stay cached) and walk ``V`` in order (``bench/scaling.py``).
-
-    Returns
-    -------
-    ndarray of int
-        A permutation of ``range(len(user_codes))``.
-    """
-    user_codes = np.asarray(user_codes)
-    block = user_codes // max(1, int(n_users) // int(n_blocks))
-    return np.lexsort((np.asarray(item_codes), block))
 
 
 def rating_likelihood(train, mu, U, V, user_bias, item_bias, sigma, fused=True):
