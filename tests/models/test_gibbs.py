@@ -6,7 +6,9 @@ import pytest
 
 from bpmf.datasets import make_synthetic_ratings
 from bpmf.models._gibbs import (
+    _CHUNK,
     DEFAULT_GIBBS_CONFIG,
+    _csr_pair,
     _sample_normal_wishart,
     _sample_rows,
     sample_gibbs,
@@ -65,32 +67,67 @@ def _posterior_mean_prediction(draws, user_codes, item_codes, biases=True):
     return pred.mean(axis=(0, 1))
 
 
-def test_row_update_is_the_exact_gaussian_conditional():
-    """Draws are P^-1 h + L^-T z with P = L L^T: check mean and covariance in closed form."""
+@pytest.mark.parametrize("n_ratings", [9, 2 * _CHUNK + 37])
+def test_row_update_is_the_exact_gaussian_conditional(n_ratings):
+    """Draws are P^-1 h + L^-T z with P = L L^T: check mean and covariance in closed form.
+
+    The kernel works on chunks of ``_CHUNK`` ratings; the longer row spans three of them.
+    """
     rng = np.random.default_rng(0)
-    dim, n_other, n_ratings = 3, 6, 9
+    dim, n_other = 3, 6
     X = rng.normal(size=(n_other, dim))
+    offsets = rng.normal(size=n_other)  # the other side's biases, last column of the kernel's X
     other = rng.integers(0, n_other, n_ratings).astype(np.int64)
     targets = rng.normal(size=n_ratings)
+    shift = 0.8
+    ratings = targets + shift + offsets[other]
     A = rng.normal(size=(dim, dim))
     prior_prec = A @ A.T + dim * np.eye(dim)
     prior_h = rng.normal(size=dim)
-    tau = 1.7
+    tau = 1.7 / max(1, n_ratings // 9)
     indptr = np.array([0, n_ratings], dtype=np.int64)  # one row holding every rating
+    X_offsets = np.column_stack([X, offsets])
 
     def draw(z):
         out = np.empty((1, dim))
-        _sample_rows(indptr, other, targets, X, prior_prec, prior_h, tau, z[None, :], out)
-        return out[0]
+        sums = _sample_rows(
+            indptr, other, ratings, X_offsets, shift, prior_prec, prior_h, tau, z[None, :], out,
+            True,
+        )
+        return out[0], sums
 
     Xn = X[other]
     P = prior_prec + tau * Xn.T @ Xn
     h = prior_h + tau * Xn.T @ targets
     mean = np.linalg.solve(P, h)
-    np.testing.assert_allclose(draw(np.zeros(dim)), mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(draw(np.zeros(dim))[0], mean, rtol=1e-12, atol=1e-12)
     # the map z -> draw - mean is linear, M; then cov = M M^T must equal P^-1
-    M = np.column_stack([draw(e) - mean for e in np.eye(dim)])
+    M = np.column_stack([draw(e)[0] - mean for e in np.eye(dim)])
     np.testing.assert_allclose(M @ M.T, np.linalg.inv(P), rtol=1e-10, atol=1e-12)
+    # the residual sums under the drawn row, which the intercept and noise updates use
+    row, (sum_errors, sum_squares) = draw(rng.normal(size=dim))
+    errors = targets - Xn @ row
+    np.testing.assert_allclose([sum_errors, sum_squares], [errors.sum(), errors @ errors])
+
+
+def test_csr_matches_lexsort_and_keeps_ties_in_input_order():
+    """The radix sort groups ratings exactly as np.lexsort, duplicates and empty rows included."""
+    rng = np.random.default_rng(2)
+    n_users, n_items, n_ratings = 37, 1100, 3000  # item codes need 11 bits: two radix passes
+    users = rng.integers(0, n_users - 2, n_ratings)  # the last two users have no ratings
+    items = rng.integers(0, n_items, n_ratings)
+    users[:40], items[:40] = 5, 7  # a pair rated 40 times: ties must keep the input order
+    ratings = rng.normal(size=n_ratings)
+    by_user, by_item = _csr_pair(users, items, ratings, n_users, n_items)
+    for (indptr, partners, values), rows, others, n_rows in (
+        (by_user, users, items, n_users),
+        (by_item, items, users, n_items),
+    ):
+        order = np.lexsort((others, rows))
+        np.testing.assert_array_equal(partners, others[order])
+        np.testing.assert_array_equal(values, ratings[order])
+        counts = np.bincount(rows, minlength=n_rows)
+        np.testing.assert_array_equal(indptr, np.concatenate([[0], np.cumsum(counts)]))
 
 
 def test_normal_wishart_conditional_moments():
