@@ -2,13 +2,19 @@
 
 The model is representative of ``BPMF`` with NUTS: LKJ-Cholesky priors on the user and item
 factor covariances, non-centred factors, user and item biases, a Normal likelihood. Three
-variants of the same model are compiled for the C backend (``FAST_RUN``) and the numba backend
-(``NUMBA``, what nutpie uses) and timed side by side in one run at the same random points:
+variants of the same model are compiled for the C backend (``C``: ``FAST_RUN`` rewrites with
+the ``cvm`` linker, what ``pm.sample``'s own NUTS used before PyTensor 3) and the numba backend
+(``NUMBA``, what nutpie uses, and PyTensor 3's ``FAST_RUN`` default) and timed side by side
+in one run at the same random points:
 
 * ``naive``: plain PyTensor indexing for the bilinear term, ``pm.Normal(observed=...)``;
 * ``fused``: the bilinear term through the fused ``PairDot`` Op, ``pm.Normal(observed=...)``;
 * ``fused-lik``: the whole likelihood (value and every gradient in one pass over the ratings)
-  through ``GaussianPairLogp`` in a ``pm.Potential``.
+  through ``GaussianPairLogp`` in a ``pm.Potential``;
+* ``bpmf``: the model ``BPMF`` itself samples (``BPMF(n_factors).build_model(train)`` with the
+  default ``model_config``: fused likelihood, partially centred biases, Cholesky factors
+  unpacked by a constant matrix). Its parameterisation differs from the three above, so its
+  value is checked against the same model with ``fused_likelihood=False`` instead.
 
 Each timing is the minimum over batches of calls, the variants taking turns batch by batch
 (least disturbed by other load, and disturbed alike).
@@ -28,6 +34,7 @@ import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 
+from bpmf.models import BPMF
 from bpmf.models._bilinear import pair_dot, pair_dot_naive
 from bpmf.models._likelihood import gaussian_pair_logp
 
@@ -35,7 +42,7 @@ VARIANTS = ("naive", "fused", "fused-lik")
 
 
 def load_codes(args):
-    """(user_codes, item_codes, ratings, n_users, n_items, label)."""
+    """(user_codes, item_codes, ratings, n_users, n_items, train, label)."""
     if args.synthetic:
         from bpmf.datasets import make_synthetic_ratings
 
@@ -57,7 +64,9 @@ def load_codes(args):
             "u1"
         ].train
         label = f"ML-100K u1 train ({train.n_ratings} ratings)"
-    return (train.user_codes, train.item_codes, train.values, train.n_users, train.n_items, label)
+    return (
+        train.user_codes, train.item_codes, train.values, train.n_users, train.n_items, train, label
+    )
 
 
 def build_model(
@@ -133,23 +142,27 @@ def compile_logp_dlogp(model, mode):
     outputs = pytensor.graph.graph_replace(
         [logp, pt.concatenate([g.ravel() for g in grads])], replacements
     )
+    if mode == "C":
+        mode = pytensor.compile.mode.Mode(linker="cvm", optimizer="fast_run")
     fn = pytensor.function([flat], outputs, mode=mode)
     return fn, offset
 
 
-def time_calls(fns, points, repeats, batches=10):
+def time_calls(fns, at, repeats, batches=10):
     """Per function: minimum over ``batches`` of the mean ms per call in a batch.
 
-    The functions take turns batch by batch, so a burst of load from other processes hits
-    them alike instead of whichever happened to be timed at that moment.
+    ``at[name]`` lists the points function ``name`` is called at. The functions take turns
+    batch by batch, so a burst of load from other processes hits them alike instead of
+    whichever happened to be timed at that moment.
     """
-    for fn in fns.values():
-        fn(points[0])  # warm up
+    for name, fn in fns.items():
+        fn(at[name][0])  # warm up
     per_batch = max(1, repeats // batches)
     best = dict.fromkeys(fns, np.inf)
     for _ in range(batches):
         for name, fn in fns.items():
             start = time.perf_counter()
+            points = at[name]
             for r in range(per_batch):
                 fn(points[r % len(points)])
             best[name] = min(best[name], (time.perf_counter() - start) / per_batch * 1e3)
@@ -162,7 +175,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--synthetic", type=int, default=0, help="synthetic ratings (0: ML-100K)")
     parser.add_argument("--data-home", default=None)
-    parser.add_argument("--modes", default="FAST_RUN,NUMBA")
+    parser.add_argument("--modes", default="C,NUMBA", help="C and/or NUMBA")
     args = parser.parse_args(argv)
 
     codes = load_codes(args)
@@ -176,31 +189,45 @@ def main(argv=None):
         for name in VARIANTS:
             bilinear = pair_dot_naive if name == "naive" else pair_dot
             model = build_model(
-                *codes[:-1], args.factors, bilinear, fused_likelihood=name == "fused-lik"
+                *codes[:-2], args.factors, bilinear, fused_likelihood=name == "fused-lik"
             )
             fn, size = compile_logp_dlogp(model, mode)
             if points is None:
                 points = [rng.normal(scale=0.3, size=size) for _ in range(5)]
             values[name] = fn(points[0])
             fns[name] = fn
-        timings = time_calls(fns, points, args.repeats)
+        train = codes[-2]
+        fns["bpmf"], size = compile_logp_dlogp(BPMF(args.factors).build_model(train), mode)
+        textbook = BPMF(args.factors, model_config={"fused_likelihood": False})
+        fn_textbook, _ = compile_logp_dlogp(textbook.build_model(train), mode)
+        bpmf_points = [rng.normal(scale=0.3, size=size) for _ in range(5)]
+        bpmf_value, textbook_value = fns["bpmf"](bpmf_points[0]), fn_textbook(bpmf_points[0])
+        bpmf_diff = (
+            abs(float(bpmf_value[0]) - float(textbook_value[0])),
+            float(np.max(np.abs(bpmf_value[1] - textbook_value[1]))),
+        )
+        at = dict.fromkeys(VARIANTS, points) | {"bpmf": bpmf_points}  # its own parameter vector
+        timings = time_calls(fns, at, args.repeats)
         logp_diff = max(
             abs(float(values["naive"][0]) - float(values[name][0])) for name in VARIANTS[1:]
         )
         grad_diff = max(
             float(np.max(np.abs(values["naive"][1] - values[name][1]))) for name in VARIANTS[1:]
         )
-        rows.append((mode, timings, logp_diff, grad_diff))
+        rows.append((mode, timings, logp_diff, grad_diff, bpmf_diff))
     print(
-        f"{'backend':<10}{'naive ms':>10}{'fused ms':>10}{'fused-lik ms':>14}"
-        f"{'fused x':>9}{'lik x':>8}{'|dlogp|':>11}{'max|dgrad|':>12}"
+        f"{'backend':<10}{'naive ms':>10}{'fused ms':>10}{'fused-lik ms':>14}{'bpmf ms':>9}"
+        f"{'fused x':>9}{'lik x':>8}{'bpmf x':>8}{'|dlogp|':>11}{'max|dgrad|':>12}"
+        f"{'bpmf |dlogp|':>14}{'bpmf max|dgrad|':>17}"
     )
-    for mode, timings, logp_diff, grad_diff in rows:
+    for mode, timings, logp_diff, grad_diff, bpmf_diff in rows:
         naive = timings["naive"]
         print(
             f"{mode:<10}{naive:>10.3f}{timings['fused']:>10.3f}{timings['fused-lik']:>14.3f}"
+            f"{timings['bpmf']:>9.3f}"
             f"{naive / timings['fused']:>8.1f}x{naive / timings['fused-lik']:>7.1f}x"
-            f"{logp_diff:>11.1e}{grad_diff:>12.1e}"
+            f"{naive / timings['bpmf']:>7.1f}x"
+            f"{logp_diff:>11.1e}{grad_diff:>12.1e}{bpmf_diff[0]:>14.1e}{bpmf_diff[1]:>17.1e}"
         )
 
 

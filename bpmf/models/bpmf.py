@@ -619,14 +619,29 @@ def _cholesky_prior(name, n_factors, config):
     if n_factors == 1:  # LKJ needs two dimensions; a 1 x 1 covariance is just a variance
         scale = pm.HalfNormal(name, config["factor_scale_sd"], shape=1)
         return pt.reshape(scale, (1, 1))
-    chol, _, _ = pm.LKJCholeskyCov(
+    packed = pm.LKJCholeskyCov(
         name,
         n=n_factors,
         eta=config["lkj_eta"],
         sd_dist=pm.HalfNormal.dist(config["factor_scale_sd"], shape=n_factors),
-        compute_corr=True,
+        compute_corr=False,
     )
-    return chol
+    return _unpack_lower(packed, n_factors)
+
+
+def _unpack_lower(packed, n):
+    """The ``n x n`` lower-triangular matrix whose row-major lower triangle is ``packed``.
+
+    Built as a product with a constant 0/1 matrix rather than PyMC's ``set_subtensor``
+    unpacking: the gradient is then a matrix-vector product. Through the index, PyTensor's
+    ``local_advanced_subtensor_of_dot`` rewrites the gradient of ``z @ chol.T`` into
+    gathers of ``n (n + 1) / 2`` transposed columns of ``z`` and of its cotangent (0.5 ms of
+    a 2.4 ms log-density + gradient on ML-100K u1).
+    """
+    rows, cols = np.tril_indices(n)
+    selector = np.zeros((n * n, rows.size))
+    selector[rows * n + cols, np.arange(rows.size)] = 1.0
+    return pt.dot(pt.constant(selector), packed).reshape((n, n))
 
 
 def _sample_nutpie(model, template, start, sampler_config, var_names, seed, progressbar):
