@@ -633,10 +633,11 @@ def _unpack_lower(packed, n):
     """The ``n x n`` lower-triangular matrix whose row-major lower triangle is ``packed``.
 
     Built as a product with a constant 0/1 matrix rather than PyMC's ``set_subtensor``
-    unpacking: the gradient is then a matrix-vector product. Through the index, PyTensor's
-    ``local_advanced_subtensor_of_dot`` rewrites the gradient of ``z @ chol.T`` into
-    gathers of ``n (n + 1) / 2`` transposed columns of ``z`` and of its cotangent (0.5 ms of
-    a 2.4 ms log-density + gradient on ML-100K u1).
+    unpacking, so the gradient is a matrix-vector product. Through the index, PyTensor's
+    ``local_advanced_subtensor_of_dot`` rewrites the gradient of ``z @ chol.T`` into gathers
+    of ``n (n + 1) / 2`` transposed columns of ``z`` and of its cotangent: on ML-100K u1 the
+    log-density + gradient took 1.65 ms (numba) and 3.39 ms (C) that way, 1.48 and 2.60 ms
+    this way, measured side by side.
     """
     rows, cols = np.tril_indices(n)
     selector = np.zeros((n * n, rows.size))
