@@ -8,9 +8,12 @@ fresh subprocess draws synthetic ratings and measures
   with the numba backend, data
   passed as function inputs, with the ratings in the cache-friendly order that ``PMF`` and
   ``BPMF`` impose when they build their graphs (``cache_friendly_order``: blocks of users,
-  items sorted within a block); ``grad ms (random)`` is the same with the ratings in
+  their number chosen from the sizes, items sorted within a block); ``grad ms (random)`` is the same with the ratings in
   random order, where every pair touches a random row of ``U`` and of ``V``;
-* ``gibbs s``: one sweep of the conjugate Gibbs sampler;
+* ``gibbs s``: one sweep of the conjugate Gibbs sampler: the time of ``1 + k`` sweeps minus that
+  of one sweep, divided by ``k``, which leaves out the once-per-fit setup (input checks,
+  grouping the ratings by user and by item, the starting point); the setup is printed after
+  the table;
 * ``map ms/it``: one L-BFGS-B iteration on that log-density (scipy, as ``PMF`` does);
 * ``peak MiB``: the subprocess's peak resident memory (data + compiled functions + draws).
 
@@ -90,6 +93,9 @@ def worker(n_ratings, seed=0):
     n_users, n_items = train.n_users, train.n_items
     random_order = np.random.default_rng(seed).permutation(train.n_ratings)
     tiled = cache_friendly_order(train.user_codes, train.item_codes, n_users)  # as the models
+    start = time.perf_counter()
+    cache_friendly_order(train.user_codes, train.item_codes, n_users)
+    order_seconds = time.perf_counter() - start
     user_codes = train.user_codes.astype(np.int64)[tiled]
     item_codes = train.item_codes.astype(np.int64)[tiled]
     ratings = train.values[tiled]
@@ -133,9 +139,14 @@ def worker(n_ratings, seed=0):
         user_codes[:100], item_codes[:100], ratings[:100], n_users, n_items, draws=1, **gibbs_args
     )  # load the numba kernels
     sweeps = 2 if n_ratings >= 1_000_000 else 5
+    args = (user_codes, item_codes, ratings, n_users, n_items)
     start = time.perf_counter()
-    sample_gibbs(user_codes, item_codes, ratings, n_users, n_items, draws=sweeps, **gibbs_args)
-    gibbs_s = (time.perf_counter() - start) / sweeps
+    sample_gibbs(*args, draws=1, **gibbs_args)
+    one_sweep_s = time.perf_counter() - start
+    start = time.perf_counter()
+    sample_gibbs(*args, draws=1 + sweeps, **gibbs_args)
+    gibbs_s = (time.perf_counter() - start - one_sweep_s) / sweeps
+    gibbs_setup_s = one_sweep_s - gibbs_s
 
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
@@ -145,6 +156,8 @@ def worker(n_ratings, seed=0):
         "grad_ms": grad_ms,
         "grad_random_ms": grad_random_ms,
         "gibbs_s": gibbs_s,
+        "gibbs_setup_s": gibbs_setup_s,
+        "order_s": order_seconds,
         "map_ms_per_it": map_ms,
         "peak_mib": peak_mib,
         "data_s": data_seconds,
@@ -193,6 +206,11 @@ def main(argv=None):
             f"map x{row['map_ms_per_it'] / previous['map_ms_per_it']:.1f}, "
             f"memory x{row['peak_mib'] / previous['peak_mib']:.1f}"
         )
+    print("\nonce per fit, seconds (growth per 10x):")
+    for key, label in (("gibbs_setup_s", "Gibbs setup"), ("order_s", "cache_friendly_order")):
+        cells = [f"{row[key]:.3f}" for row in rows]
+        growth = [f"x{b[key] / a[key]:.1f}" for a, b in zip(rows, rows[1:], strict=False)]
+        print(f"{label:>22}: {' '.join(cells)} ({' '.join(growth)})")
 
 
 if __name__ == "__main__":

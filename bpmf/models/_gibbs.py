@@ -8,7 +8,11 @@ user's factor vector (jointly with the user's bias), every item's factor vector 
 the item's bias), the intercept, the noise precision and the bias precisions.
 
 The per-row updates are numba-compiled loops over the ratings grouped by user and by item (a
-CSR layout computed once); each row costs one ``(D+1) x (D+1)`` Cholesky factorisation. All
+CSR layout computed once, by a radix sort); each row costs one ``(D+1) x (D+1)`` Cholesky
+factorisation. The cost of a sweep is linear in the number of ratings also once the factor
+matrices outgrow the CPU caches: the kernel prefetches the partner rows it is about to read
+(see the comment above :func:`_gather`), and the residual sums that the intercept and the
+noise precision need come out of the item pass rather than an extra pass over the ratings. All
 random numbers come from a :class:`numpy.random.Generator` seeded by ``random_state``, so equal
 seeds give equal draws.
 
@@ -24,6 +28,7 @@ from numba.extending import intrinsic
 from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
+from bpmf.models._order import _bit_length, _radix_sort
 
 __all__ = ["DEFAULT_GIBBS_CONFIG", "sample_gibbs"]
 
@@ -57,14 +62,16 @@ DEFAULT_GIBBS_CONFIG = {
 # random row from memory, and the kernel would wait on each read in turn. So it works on chunks
 # of a row's ratings: a gather loop copies the chunk's partner rows into a small transposed
 # buffer, issuing a software prefetch for the partner row ``_PREFETCH_DISTANCE`` ratings ahead
-# (the reads overlap instead of queueing; 3.5x fewer nanoseconds per random row on the
-# development machine); the precision and the shift are then sums of products over that
-# buffer, which vectorise. ``reassoc`` lets LLVM vectorise those sums (it reorders additions:
-# results change at the rounding level only); ``contract`` allows fused multiply-adds.
+# (the reads overlap instead of queueing: 77 ns -> 21 ns per random row of a 19 MB matrix on
+# the development machine); the precision and the shift are then sums of products over that
+# buffer, which vectorise, and while they compute, the prefetches run on to ``_LOOKAHEAD``
+# ratings past the chunk, so the next row's reads overlap this row's arithmetic.
+# ``reassoc`` lets LLVM vectorise those sums (it reorders additions: results change at the
+# rounding level only); ``contract`` allows fused multiply-adds.
 _FASTMATH = {"reassoc", "contract"}
 _CHUNK = 256  # ratings gathered at a time: a (D+1) x 256 buffer stays in the L1/L2 cache
-_PREFETCH_DISTANCE = 16  # ratings ahead; 8 and 32 were slower at 10^6 and 10^7 ratings
-_LOOKAHEAD = 64
+_PREFETCH_DISTANCE = 16  # ratings ahead; 8 was slower at 10^7 ratings
+_LOOKAHEAD = 32  # 16, 48 and 64 were 5-10% slower at 10^7 ratings (noisy, shared machine)
 
 
 @intrinsic
@@ -223,45 +230,6 @@ def _sample_rows(
                     sum_errors += errors[k]
                     sum_squares += errors[k] * errors[k]
     return sum_errors, sum_squares
-
-
-_RADIX_BITS = 9  # at most 512 buckets per pass: wider digits were slower at 10^7 ratings
-
-
-@njit(cache=True)
-def _bit_length(value):
-    bits = 0
-    while value >> bits:
-        bits += 1
-    return bits
-
-
-@njit(cache=True)
-def _radix_sort(keys, values, spare_keys, spare_values, low_bit, n_bits):
-    """Stable sort of ``(keys, values)`` by bits ``low_bit:low_bit + n_bits`` of ``keys``.
-
-    Least-significant digit first; each pass is a counting sort into at most
-    ``2**_RADIX_BITS`` buckets, whose write positions stay cached. Returns the sorted pair
-    and the spare pair (the four buffers swap roles from pass to pass).
-    """
-    n_passes = -(-n_bits // _RADIX_BITS)
-    width = -(-n_bits // n_passes) if n_passes else 0
-    for radix_pass in range(n_passes):
-        shift = low_bit + radix_pass * width
-        mask = (1 << min(width, low_bit + n_bits - shift)) - 1
-        position = np.zeros(mask + 2, dtype=np.int64)
-        for n in range(keys.shape[0]):
-            position[((keys[n] >> shift) & mask) + 1] += 1
-        for digit in range(mask + 1):
-            position[digit + 1] += position[digit]
-        for n in range(keys.shape[0]):
-            digit = (keys[n] >> shift) & mask
-            spare_keys[position[digit]] = keys[n]
-            spare_values[position[digit]] = values[n]
-            position[digit] += 1
-        keys, spare_keys = spare_keys, keys
-        values, spare_values = spare_values, values
-    return keys, values, spare_keys, spare_values
 
 
 @njit(cache=True)
