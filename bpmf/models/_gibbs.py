@@ -554,6 +554,7 @@ def sample_gibbs(
     user_csr, item_csr = _csr_pair(user_codes, item_codes, ratings, int(n_users), int(n_items))
     D = n_factors
     dim = D + 1 if biases else D
+    work = _workspace(n_users, n_items, D, dim, biases)
     out = {
         "U": np.empty((chains, draws, n_users, D)),
         "V": np.empty((chains, draws, n_items, D)),
@@ -587,7 +588,7 @@ def sample_gibbs(
             state["user_bias_precision"] = 1.0 / max(float(state["user_bias"].var()), 1e-2)
             state["item_bias_precision"] = 1.0 / max(float(state["item_bias"].var()), 1e-2)
             for sweep in range(tune + draws):
-                _sweep(state, user_csr, item_csr, config, biases, dim, rng)
+                _sweep(state, user_csr, item_csr, config, biases, work, rng)
                 bar.update()
                 if sweep >= tune:
                     _record(out, chain, sweep - tune, state, biases)
@@ -608,34 +609,47 @@ def _prior(Lambda, mu, bias_precision, biases):
     return prec, prec @ mean
 
 
+def _workspace(n_users, n_items, D, dim, biases):
+    """Buffers the sweeps reuse, so that no sweep allocates (and page-faults) fresh memory.
+
+    Per side: ``X``, the other side's rows with a column of ones for the bias and a last
+    column with the other side's biases (zero without biases), aligned to cache lines;
+    ``rows`` for the drawn (factor, bias) rows and ``z`` for their standard normals.
+    """
+    work = {}
+    for side, n_rows, n_other in (("U", n_users, n_items), ("V", n_items, n_users)):
+        X = _aligned_zeros((n_other, dim + 1))
+        if biases:
+            X[:, D] = 1.0
+        work[side] = {"X": X, "rows": np.empty((n_rows, dim)), "z": np.empty((n_rows, dim))}
+    return work
+
+
 def _sample_side(
-    state, side, other, bias, other_bias, csr, mean, Lambda, tau, biases, dim, rng, residuals
+    state, side, other, bias, other_bias, csr, mean, Lambda, tau, biases, work, rng, residuals
 ):
     """Draw every row of ``state[side]`` (and its bias) jointly, given the ``other`` side.
 
     With ``residuals``, returns the sum and the sum of squares of the residuals
-    ``r - mu - b - c - U.V`` under the new rows (and the current ``mu``).
+    ``r - mu - b - c - U.V`` under the new rows (and the current ``mu``). The new rows are
+    views into ``work["rows"]``, which the next draw of this side overwrites.
     """
     indptr, partners, ratings = csr
-    n_rows = len(indptr) - 1
     D = state[other].shape[1]
-    # the other side's rows, a column of ones for the bias, and the other side's biases
-    X = _aligned_zeros((state[other].shape[0], dim + 1))
+    X, rows, z = work["X"], work["rows"], work["z"]
     X[:, :D] = state[other]
     if biases:
-        X[:, D] = 1.0
-        X[:, dim] = state[other_bias]
+        X[:, -1] = state[other_bias]
     prec, h = _prior(Lambda, mean, state[f"{bias}_precision"], biases)
-    rows = np.empty((n_rows, dim))
-    z = rng.standard_normal((n_rows, dim))
+    rng.standard_normal(out=z)
     sums = _sample_rows(indptr, partners, ratings, X, state["mu"], prec, h, tau, z, rows, residuals)
-    state[side] = np.ascontiguousarray(rows[:, :D])
+    state[side] = rows[:, :D]
     if biases:
-        state[bias] = rows[:, D].copy()
+        state[bias] = rows[:, D]
     return sums
 
 
-def _sweep(state, user_csr, item_csr, config, biases, dim, rng):
+def _sweep(state, user_csr, item_csr, config, biases, work, rng):
     n_users = state["U"].shape[0]
     n_items = state["V"].shape[0]
     beta0, nu0, W0_inv, mu0 = config["beta0"], config["nu0"], config["W0_inv"], config["mu0"]
@@ -647,12 +661,12 @@ def _sweep(state, user_csr, item_csr, config, biases, dim, rng):
     # users (jointly with their biases) given the items, then items given the users; the item
     # pass also sums the residuals under the new rows, which the intercept and noise need
     _sample_side(
-        state, "U", "V", "user_bias", "item_bias", user_csr, mu_U, Lambda_U, tau, biases, dim, rng,
-        residuals=False,
+        state, "U", "V", "user_bias", "item_bias", user_csr, mu_U, Lambda_U, tau, biases,
+        work["U"], rng, residuals=False,
     )
     sum_errors, sum_squares = _sample_side(
-        state, "V", "U", "item_bias", "user_bias", item_csr, mu_V, Lambda_V, tau, biases, dim, rng,
-        residuals=True,
+        state, "V", "U", "item_bias", "user_bias", item_csr, mu_V, Lambda_V, tau, biases,
+        work["V"], rng, residuals=True,
     )
 
     # intercept: e_n = r_n - mu_old - fitted_n, so sum(r - fitted) = sum(e) + N mu_old
