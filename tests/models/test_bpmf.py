@@ -452,3 +452,26 @@ def test_fused_likelihood_matches_the_textbook_graph(data, biases):
         }
         np.testing.assert_allclose(logps[0](point), logps[1](point), rtol=1e-10)
         np.testing.assert_allclose(dlogps[0](point), dlogps[1](point), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_unpack_lower_matches_pymc_packed_layout(n):
+    """BPMF's matrix-product unpacking reads PyMC's packed Cholesky layout, value and gradient."""
+    import pymc as pm
+
+    from bpmf.models.bpmf import _unpack_lower
+
+    packed = pt.vector("packed")
+    ours, theirs = _unpack_lower(packed, n), pm.expand_packed_triangular(n, packed, lower=True)
+    weights = np.random.default_rng(n).normal(size=(n, n))
+    fn = pytensor.function(
+        [packed],
+        [ours, theirs, pt.grad((ours * weights).sum(), packed),
+         pt.grad((theirs * weights).sum(), packed)],
+    )
+    value = np.random.default_rng(0).normal(size=n * (n + 1) // 2)
+    ours_v, theirs_v, ours_g, theirs_g = fn(value)
+    np.testing.assert_array_equal(ours_v, theirs_v)
+    np.testing.assert_array_equal(np.triu(ours_v, 1), 0.0)
+    np.testing.assert_allclose(ours_g, theirs_g, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(ours_g, weights[np.tril_indices(n)], rtol=0, atol=1e-14)
