@@ -9,10 +9,11 @@ the item's bias), the intercept, the noise precision and the bias precisions.
 
 The per-row updates are numba-compiled loops over the ratings grouped by user and by item (a
 CSR layout computed once, by a radix sort); each row costs one ``(D+1) x (D+1)`` Cholesky
-factorisation. The cost of a sweep is linear in the number of ratings also once the factor
-matrices outgrow the CPU caches: the kernel prefetches the partner rows it is about to read
-(see the comment above :func:`_gather`), and the residual sums that the intercept and the
-noise precision need come out of the item pass rather than an extra pass over the ratings. All
+factorisation. The cost of a sweep stays close to linear in the number of ratings once the
+factor matrices outgrow the CPU caches (``bench/scaling.py``): the kernel prefetches the
+partner rows it is about to read (see the comment above :func:`_gather`), the residual sums
+that the intercept and the noise precision need come out of the item pass rather than an
+extra pass over the ratings, and sweeps reuse their buffers. All
 random numbers come from a :class:`numpy.random.Generator` seeded by ``random_state``, so equal
 seeds give equal draws.
 
