@@ -22,14 +22,11 @@ names and shapes as the NUTS model so that one ``predict`` / save / load serves 
 """
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
-from bpmf.models._order import _bit_length, _radix_sort
+from bpmf.models._order import _bit_length, _radix_sort, prefetch_row
 
 __all__ = ["DEFAULT_GIBBS_CONFIG", "sample_gibbs"]
 
@@ -75,40 +72,12 @@ _PREFETCH_DISTANCE = 16  # ratings ahead; 8 was slower at 10^7 ratings
 _LOOKAHEAD = 32  # 16, 48 and 64 were 5-10% slower at 10^7 ratings (noisy, shared machine)
 
 
-@intrinsic
-def _prefetch_row(typingctx, matrix, row):
-    """Hint the CPU to fetch the first two cache lines of ``matrix[row]`` (no bounds check)."""
-
-    def codegen(context, builder, signature, args):
-        matrix_type = signature.args[0]
-        array = context.make_array(matrix_type)(context, builder, args[0])
-        zero = context.get_constant(types.intp, 0)
-        pointer = cgutils.get_item_pointer(
-            context, builder, matrix_type, array, [args[1], zero], wraparound=False
-        )
-        byte_pointer_type = ir.IntType(8).as_pointer()
-        int32 = ir.IntType(32)
-        function_type = ir.FunctionType(ir.VoidType(), [byte_pointer_type, int32, int32, int32])
-        prefetch = builder.module.declare_intrinsic(
-            "llvm.prefetch", [byte_pointer_type], function_type
-        )
-        byte_pointer = builder.bitcast(pointer, byte_pointer_type)
-        # read access, keep in all cache levels, data cache
-        flags = [ir.Constant(int32, 0), ir.Constant(int32, 3), ir.Constant(int32, 1)]
-        builder.call(prefetch, [byte_pointer, *flags])
-        second_line = builder.gep(byte_pointer, [ir.Constant(ir.IntType(64), 64)])
-        builder.call(prefetch, [second_line, *flags])
-        return context.get_dummy_value()
-
-    return types.void(matrix, row), codegen
-
-
 @njit(cache=True)
 def _prefetch_until(other_sorted, X, issued, stop):
     """Prefetch the partner rows of ratings ``issued:stop``; returns the new ``issued``."""
     stop = min(stop, other_sorted.shape[0])
     while issued < stop:
-        _prefetch_row(X, other_sorted[issued])
+        prefetch_row(X, other_sorted[issued])
         issued += 1
     return issued
 

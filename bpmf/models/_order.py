@@ -1,16 +1,53 @@
 """Orders of the observed pairs that keep the factor rows they touch in the CPU caches.
 
 Also home of the linear-time radix sort behind them, which the Gibbs sampler uses to group
-the ratings by user and by item.
+the ratings by user and by item, and of :func:`prefetch_row`, a software prefetch for numba
+loops that read rows of a matrix in an order the hardware cannot guess.
 """
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-__all__ = ["cache_friendly_order", "default_n_blocks"]
+__all__ = ["cache_friendly_order", "default_n_blocks", "prefetch_row"]
 
 _RADIX_BITS = 9  # at most 512 buckets per pass: wider digits were slower at 10^7 ratings
 _CACHE_BYTES = 1 << 19  # the L2 cache of one core of the development machine (AMD znver3)
+
+
+@intrinsic
+def prefetch_row(typingctx, matrix, row):
+    """In numba code: hint the CPU to fetch the first two cache lines of ``matrix[row]``.
+
+    ``matrix`` is a C-contiguous 2-d array; there is no bounds check, and none is needed: a
+    prefetch never faults. Issued some iterations before a loop reads a random row, it lets
+    the reads of several rows overlap instead of queueing (``bpmf/models/_gibbs.py``).
+    """
+
+    def codegen(context, builder, signature, args):
+        matrix_type = signature.args[0]
+        array = context.make_array(matrix_type)(context, builder, args[0])
+        zero = context.get_constant(types.intp, 0)
+        pointer = cgutils.get_item_pointer(
+            context, builder, matrix_type, array, [args[1], zero], wraparound=False
+        )
+        byte_pointer_type = ir.IntType(8).as_pointer()
+        int32 = ir.IntType(32)
+        function_type = ir.FunctionType(ir.VoidType(), [byte_pointer_type, int32, int32, int32])
+        prefetch = builder.module.declare_intrinsic(
+            "llvm.prefetch", [byte_pointer_type], function_type
+        )
+        byte_pointer = builder.bitcast(pointer, byte_pointer_type)
+        # read access, keep in all cache levels, data cache
+        flags = [ir.Constant(int32, 0), ir.Constant(int32, 3), ir.Constant(int32, 1)]
+        builder.call(prefetch, [byte_pointer, *flags])
+        second_line = builder.gep(byte_pointer, [ir.Constant(ir.IntType(64), 64)])
+        builder.call(prefetch, [second_line, *flags])
+        return context.get_dummy_value()
+
+    return types.void(matrix, row), codegen
 
 
 @njit(cache=True)

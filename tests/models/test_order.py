@@ -10,7 +10,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from bpmf.models._order import cache_friendly_order, default_n_blocks
+from bpmf.models._order import cache_friendly_order, default_n_blocks, prefetch_row
 
 
 def _pairs(n_users, n_items, n_pairs, seed):
@@ -111,3 +111,26 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="n_blocks"):
         cache_friendly_order(users, items, 3, 0)
     assert cache_friendly_order(users[:0], items[:0], 3).shape == (0,)
+
+
+def test_prefetch_row_is_only_a_hint():
+    """Prefetching rows (the last one included, whose second line lies past the array) changes
+    nothing a loop computes."""
+    from numba import njit
+
+    @njit
+    def gathered_sum(matrix, rows):
+        total = 0.0
+        for n in range(rows.shape[0]):
+            if n + 2 < rows.shape[0]:
+                prefetch_row(matrix, rows[n + 2])
+            prefetch_row(matrix, matrix.shape[0] - 1)
+            for k in range(matrix.shape[1]):
+                total += matrix[rows[n], k] * (k + 1)
+        return total
+
+    rng = np.random.default_rng(3)
+    matrix = rng.normal(size=(50, 3))
+    rows = rng.integers(0, 50, 200)
+    expected = sum(matrix[r, k] * (k + 1) for r in rows for k in range(3))
+    np.testing.assert_allclose(gathered_sum(matrix, rows), expected, rtol=1e-12)
