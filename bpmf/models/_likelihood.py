@@ -63,6 +63,10 @@ _C_VERSION = (1,)
 _LOG_2PI = math.log(2.0 * math.pi)
 # numba kernels are compiled for a fixed number of factors up to this, when it is static
 _MAX_FIXED_FACTORS = 64
+# pairs ahead of the current one whose factor rows the numba loop prefetches
+_PREFETCH_AHEAD = 8
+# ... when U and V together take more bytes than this (the L2 cache of one znver3 core)
+_PREFETCH_MIN_BYTES = 1 << 19
 
 # positions of the inputs of the two variants of the Op
 _FLOAT_INPUTS = {
@@ -452,6 +456,8 @@ def _register_numba():
         register_funcify_default_op_cache_key,
     )
 
+    from bpmf.models._order import prefetch_row
+
     log_2pi = _LOG_2PI
 
     def make_kernel(biases, fixed_factors):
@@ -484,7 +490,18 @@ def _register_numba():
             inv_var = 1.0 / (sigma * sigma) if sigma > 0 else 0.0
             sse = 0.0
             g_mu = 0.0
+            # prefetching pays once the factor rows spill out of the L2 cache; below, its
+            # extra instructions cost ~10% (ML-100K u1: 1.27 -> 1.39 ms for the loop)
+            prefetch = (n_rows_U + n_rows_V) * n_factors * 8 > _PREFETCH_MIN_BYTES
             for n in range(n_pairs):
+                if prefetch and n + _PREFETCH_AHEAD < n_pairs:
+                    # rows of large factor matrices come from memory: ask for them early
+                    ahead_p = user_codes[n + _PREFETCH_AHEAD]
+                    ahead_q = item_codes[n + _PREFETCH_AHEAD]
+                    prefetch_row(U, ahead_p)
+                    prefetch_row(g_U, ahead_p)
+                    prefetch_row(V, ahead_q)
+                    prefetch_row(g_V, ahead_q)
                 p = user_codes[n]
                 q = item_codes[n]
                 if p < 0 or p >= n_rows_U or q < 0 or q >= n_rows_V:
@@ -546,8 +563,8 @@ def _register_numba():
         fixed_factors = static if static is not None and 0 < static <= _MAX_FIXED_FACTORS else 0
         if fixed_factors not in functions:
             functions[fixed_factors] = make_functions(fixed_factors)
-        # the integer enters numba's cache key: version 2, then the specialisation
-        return functions[fixed_factors][op.biases], 2 + 1000 * fixed_factors
+        # the integer enters numba's cache key: version 3, then the specialisation
+        return functions[fixed_factors][op.biases], 3 + 1000 * fixed_factors
 
 
 def _register_jax():
