@@ -353,3 +353,27 @@ def test_infer_shape_gives_the_gradient_shapes_without_running_the_op(problem):
     values = [problem[name] for name in PARAMS]
     got = [tuple(shape) for shape in fn(*values)]
     assert got == [(), *(np.shape(value) for value in values)]
+
+
+def test_numba_prefetching_loop_for_large_factor_matrices():
+    """Factor matrices beyond the L2 cache take the numba loop's prefetching branch."""
+    from bpmf.models import _likelihood
+
+    rng = np.random.default_rng(3)
+    n_users, n_items, n_factors, n_pairs = 5000, 3000, 10, 20000
+    assert (n_users + n_items) * n_factors * 8 > _likelihood._PREFETCH_MIN_BYTES
+    large = {
+        "ratings": rng.normal(3.0, 1.0, n_pairs),
+        "mu": 3.1,
+        "U": rng.normal(0, 0.3, (n_users, n_factors)),
+        "V": rng.normal(0, 0.3, (n_items, n_factors)),
+        "user_bias": rng.normal(0, 0.2, n_users),
+        "item_bias": rng.normal(0, 0.2, n_items),
+        "sigma": 0.9,
+        "u": rng.integers(0, n_users, n_pairs),
+        "i": rng.integers(0, n_items, n_pairs),
+    }
+    fused = _value_and_grads(_fused_logp, large, True, "NUMBA")
+    reference = _value_and_grads(_fused_logp, large, True, "FAST_COMPILE")  # numpy perform
+    for got, expected in zip(fused, reference, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
