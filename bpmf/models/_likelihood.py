@@ -635,7 +635,10 @@ def rating_likelihood(train, mu, U, V, user_bias, item_bias, sigma, fused=True):
     from bpmf.models._bilinear import pair_dot
 
     if fused:
-        order = cache_friendly_order(train.user_codes, train.item_codes, train.n_users)
+        order = cache_friendly_order(
+            train.user_codes, train.item_codes, train.n_users, n_items=train.n_items,
+            n_factors=U.type.shape[1] or 10,
+        )
         return pm.Potential("rating", gaussian_pair_logp(
             train.values[order], mu, U, V, user_bias, item_bias, sigma,
             train.user_codes[order], train.item_codes[order],
