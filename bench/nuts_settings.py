@@ -19,6 +19,7 @@ BPMF's other defaults::
     lowrank        sampler_config={"adaptation": "low_rank"} (nutpie low-rank mass matrix)
     drawdiag       sampler_config={"adaptation": "draw_diag"} (diagonal from draw variances)
     tuneN drawsN   tune / draws per chain, e.g. tune150
+    fmsdX          model_config={"factor_mean_sd": X}, e.g. fmsd0.2
     sweepsN        init_sweeps: Gibbs sweeps from the MAP to each chain's start, e.g. sweeps300
     taNN           target_accept 0.NN, e.g. ta90
     depthN         max_treedepth N
@@ -92,6 +93,8 @@ def parse_setting(spec, draws, tune):
         elif match := re.fullmatch(r"(tune|draws|chains|depth|sweeps)(\d+)", token):
             key = {"depth": "max_treedepth", "sweeps": "init_sweeps"}.get(match[1], match[1])
             sampler_config[key] = int(match[2])
+        elif match := re.fullmatch(r"fmsd([\d.]+)", token):
+            model_config["factor_mean_sd"] = float(match[1])
         elif match := re.fullmatch(r"ta(\d+)", token):
             sampler_config["target_accept"] = float("0." + match[1])
         else:
