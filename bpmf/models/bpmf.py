@@ -27,6 +27,7 @@ NUTS_BACKENDS = {
     "blackjax": (("blackjax", "jax"), "blackjax"),
 }
 _METHODS = ("nuts", "gibbs")
+_RHAT_WARN = 1.01  # R-hat of sigma above which fit() logs a warning
 
 
 def _default_backend():
@@ -522,6 +523,13 @@ class BPMF(PosteriorModel):
             _log.warning(
                 "%d draws hit the maximum tree depth; consider more tuning or max_treedepth.",
                 diagnostics["max_treedepth_hits"],
+            )
+        if diagnostics.get("rhat_sigma", 1.0) > _RHAT_WARN:
+            # on ML-100K the 2 x 500 default draws gave R-hat(sigma) 1.000-1.034 by seed
+            _log.warning(
+                "R-hat of sigma is %.3f (> %.2f): the chains disagree; sample more draws or "
+                "chains (sampler_config) before trusting intervals.",
+                diagnostics["rhat_sigma"], _RHAT_WARN,
             )
         return diagnostics
 

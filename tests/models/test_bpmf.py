@@ -352,6 +352,25 @@ def test_divergences_are_logged(fitted, caplog):
     assert "divergent" in caplog.text
 
 
+def test_disagreeing_chains_are_logged(fitted, caplog):
+    """Chains whose sigma draws sit apart give R-hat > 1.01 and a logged warning."""
+    copy = BPMF(2)
+    copy.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
+    posterior = fitted.idata_["posterior"].to_dataset()
+    sigma = posterior["sigma"].values.copy()
+    sigma[0] += 5 * sigma.std()  # chain 0 five sds above the others
+    copy.idata_ = fitted.idata_.copy()
+    copy.idata_["posterior"] = posterior.assign(sigma=posterior["sigma"].copy(data=sigma))
+    with caplog.at_level(logging.WARNING, logger="bpmf.models"):
+        diagnostics = copy._diagnose()
+    assert diagnostics["rhat_sigma"] > 1.01
+    assert "R-hat of sigma" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bpmf.models"):
+        fitted._diagnose()
+    assert ("R-hat of sigma" in caplog.text) == (fitted.diagnostics_["rhat_sigma"] > 1.01)
+
+
 # ---------------------------------------------------------------------- Gibbs dispatch
 def test_gibbs_method_gives_the_same_tree(data):
     train, truth = data
