@@ -104,7 +104,9 @@ class BPMF(PosteriorModel):
     map_ : dict of str -> ndarray
         The PMF MAP the chains started from.
     diagnostics_ : dict
-        Divergences, max-treedepth hits, R-hat and bulk ESS of ``sigma`` after sampling.
+        Divergences, max-treedepth hits, R-hat and bulk ESS of ``sigma`` after sampling;
+        ``fit`` logs a warning (logger ``bpmf.models``) for divergences, max-depth hits and
+        R-hat above 1.01.
 
     Notes
     -----
