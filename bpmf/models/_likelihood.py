@@ -53,7 +53,7 @@ from pytensor.graph.basic import Apply, Constant
 from pytensor.link.c.op import COp
 
 from bpmf.models._ops import PairDot, register_once
-from bpmf.models._order import cache_friendly_order
+from bpmf.models._order import _CACHE_BYTES, cache_friendly_order
 
 __all__ = [
     "GaussianPairLogp", "cache_friendly_order", "gaussian_pair_logp", "rating_likelihood",
@@ -63,10 +63,9 @@ _C_VERSION = (1,)
 _LOG_2PI = math.log(2.0 * math.pi)
 # numba kernels are compiled for a fixed number of factors up to this, when it is static
 _MAX_FIXED_FACTORS = 64
-# pairs ahead of the current one whose factor rows the numba loop prefetches
+# pairs ahead of the current one whose factor rows the numba loop prefetches, once U and V
+# together outgrow the L2 cache (``_order._CACHE_BYTES``, shared with the pair order)
 _PREFETCH_AHEAD = 8
-# ... when U and V together take more bytes than this (the L2 cache of one znver3 core)
-_PREFETCH_MIN_BYTES = 1 << 19
 
 # positions of the inputs of the two variants of the Op
 _FLOAT_INPUTS = {
@@ -492,7 +491,7 @@ def _register_numba():
             g_mu = 0.0
             # prefetching pays once the factor rows spill out of the L2 cache; below, its
             # extra instructions cost ~10% (ML-100K u1: 1.27 -> 1.39 ms for the loop)
-            prefetch = (n_rows_U + n_rows_V) * n_factors * 8 > _PREFETCH_MIN_BYTES
+            prefetch = (n_rows_U + n_rows_V) * n_factors * 8 > _CACHE_BYTES
             for n in range(n_pairs):
                 if prefetch and n + _PREFETCH_AHEAD < n_pairs:
                     # rows of large factor matrices come from memory: ask for them early

@@ -357,11 +357,11 @@ def test_infer_shape_gives_the_gradient_shapes_without_running_the_op(problem):
 
 def test_numba_prefetching_loop_for_large_factor_matrices():
     """Factor matrices beyond the L2 cache take the numba loop's prefetching branch."""
-    from bpmf.models import _likelihood
+    from bpmf.models._order import _CACHE_BYTES
 
     rng = np.random.default_rng(3)
     n_users, n_items, n_factors, n_pairs = 5000, 3000, 10, 20000
-    assert (n_users + n_items) * n_factors * 8 > _likelihood._PREFETCH_MIN_BYTES
+    assert (n_users + n_items) * n_factors * 8 > _CACHE_BYTES
     large = {
         "ratings": rng.normal(3.0, 1.0, n_pairs),
         "mu": 3.1,
