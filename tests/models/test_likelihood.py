@@ -377,3 +377,71 @@ def test_numba_prefetching_loop_for_large_factor_matrices():
     reference = _value_and_grads(_fused_logp, large, True, "FAST_COMPILE")  # numpy perform
     for got, expected in zip(fused, reference, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def _static_value_and_grads(problem, biases, mode):
+    """Value and gradients with factor matrices whose type knows the number of columns."""
+    n_factors = problem["U"].shape[1]
+    s = _symbols()
+    s["U"] = pt.tensor("U", shape=(None, n_factors), dtype="float64")
+    s["V"] = pt.tensor("V", shape=(None, n_factors), dtype="float64")
+    wrt = [s[name] for name in PARAMS if biases or "bias" not in name]
+    logp = _fused_logp(problem, s, biases)
+    fn = pytensor.function(wrt, [logp, *pytensor.grad(logp, wrt)], mode=mode)
+    return fn(*(problem[name] for name in PARAMS if biases or "bias" not in name))
+
+
+def _random_problem(seed, n_users, n_items, n_factors, n_pairs, runs):
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, n_users, n_pairs)
+    i = rng.integers(0, n_items, n_pairs)
+    if runs:  # the order rating_likelihood uses: runs of one user
+        from bpmf.models._order import user_run_order
+
+        order = user_run_order(u, i, n_users, n_items, n_factors=n_factors)
+        u, i = u[order], i[order]
+    return {
+        "ratings": rng.normal(3.0, 1.0, n_pairs),
+        "mu": 3.1,
+        "U": rng.normal(0, 0.3, (n_users, n_factors)),
+        "V": rng.normal(0, 0.3, (n_items, n_factors)),
+        "user_bias": rng.normal(0, 0.2, n_users),
+        "item_bias": rng.normal(0, 0.2, n_items),
+        "sigma": 0.9,
+        "u": u,
+        "i": i,
+    }
+
+
+@pytest.mark.parametrize("biases", [True, False])
+@pytest.mark.parametrize("n_factors", [1, 2, 10, 13])
+@pytest.mark.parametrize("runs", [True, False], ids=["user-runs", "random-order"])
+def test_numba_row_kernel_any_width_and_order(n_factors, biases, runs):
+    """The SIMD row kernel (static factor count, padded rows, user runs in registers) equals
+    the numpy perform for widths that pad to 4, 8 and 16 columns, in any pair order."""
+    problem = _random_problem(11 + n_factors, 40, 30, n_factors, 600, runs)
+    got = _static_value_and_grads(problem, biases, "NUMBA")
+    reference = _value_and_grads(_fused_logp, problem, biases, "FAST_COMPILE")
+    for value, expected in zip(got, reference, strict=True):
+        np.testing.assert_allclose(value, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_numba_row_kernel_prefetching_branch():
+    """Padded factor rows beyond the L2 cache take the row kernel's prefetching branch."""
+    from bpmf.models._order import _CACHE_BYTES
+
+    problem = _random_problem(5, 5000, 3000, 10, 20000, runs=True)
+    assert (5000 + 3000) * 12 * 8 > _CACHE_BYTES
+    got = _static_value_and_grads(problem, True, "NUMBA")
+    reference = _value_and_grads(_fused_logp, problem, True, "FAST_COMPILE")
+    for value, expected in zip(got, reference, strict=True):
+        np.testing.assert_allclose(value, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("side", ["u", "i"])
+def test_numba_row_kernel_rejects_out_of_range_codes(side):
+    problem = _random_problem(2, 6, 5, 4, 30, runs=False)
+    problem[side] = problem[side].copy()
+    problem[side][17] = 6 if side == "u" else -1
+    with pytest.raises(IndexError, match="out of range"):
+        _static_value_and_grads(problem, True, "NUMBA")

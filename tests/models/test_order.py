@@ -134,3 +134,21 @@ def test_prefetch_row_is_only_a_hint():
     rows = rng.integers(0, 50, 200)
     expected = sum(matrix[r, k] * (k + 1) for r in rows for k in range(3))
     np.testing.assert_allclose(gathered_sum(matrix, rows), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cache_bytes", [1 << 19, 2000])
+def test_user_run_order_groups_each_item_block_by_user_then_item(cache_bytes):
+    from bpmf.models._order import user_run_order
+
+    rng = np.random.default_rng(4)
+    n_users, n_items, n_pairs = 50, 80, 1500
+    pairs = rng.choice(n_users * n_items, n_pairs, replace=False)
+    users, items = pairs // n_items, pairs % n_items
+    order = user_run_order(users, items, n_users, n_items, n_factors=3, cache_bytes=cache_bytes)
+    assert np.array_equal(np.sort(order), np.arange(n_pairs))
+    n_blocks = max(1, -(-n_items * 16 * 5 // cache_bytes))
+    assert (n_blocks == 1) == (cache_bytes == 1 << 19)
+    block = items[order] * n_blocks // n_items
+    # blocks in increasing order; within a block (user, item) strictly increasing
+    key = (block * n_users + users[order]) * n_items + items[order]
+    assert np.all(np.diff(key) > 0)
