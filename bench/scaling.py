@@ -5,15 +5,16 @@ fresh subprocess draws synthetic ratings and measures
 
 * ``grad ms``: one log-density + gradient evaluation of the biased matrix-factorisation model
   (Normal priors, the fused Gaussian likelihood ``GaussianPairLogp`` of the models) compiled
-  with the numba backend, data passed as function inputs, with the ratings in the
-  cache-friendly order that ``PMF`` and ``BPMF`` impose when they build their graphs
-  (``cache_friendly_order``: blocks of users, their number chosen from the sizes, items
-  sorted within a block); ``grad ms (random)`` is the same with the ratings in random order,
-  where every pair touches a random row of ``U`` and of ``V``;
+  with the numba backend, data passed as function inputs, with the ratings in the order
+  that ``PMF`` and ``BPMF`` impose when they build their graphs (``user_run_order``: blocks
+  of items whose rows fit the L2 cache, pairs sorted by user and item within a block, so
+  the SIMD row kernel keeps each user's row in registers for the run); ``grad ms (random)``
+  is the same with the ratings in random order, where every pair touches a random row of
+  ``U`` and of ``V``;
 * ``gibbs s``: one sweep of the conjugate Gibbs sampler: the time of ``1 + k`` sweeps minus
   that of one sweep (each the faster of two runs), divided by ``k``, which leaves out the
   once-per-fit setup (input checks, grouping the ratings by user and by item, the starting
-  point); the setup, and the time to compute the cache-friendly order, are printed after
+  point); the setup, and the time to compute the pair order, are printed after
   the table;
 * ``map ms/it``: one L-BFGS-B iteration on that log-density (scipy, as ``PMF`` does);
 * ``peak MiB``: the subprocess's peak resident memory (data + compiled functions + draws).
@@ -79,7 +80,7 @@ def worker(n_ratings, seed=0):
 
     from bpmf.datasets import make_synthetic_ratings
     from bpmf.models._gibbs import sample_gibbs
-    from bpmf.models._order import cache_friendly_order
+    from bpmf.models._order import user_run_order
 
     n_users, n_items = max(20, n_ratings // 50), max(10, n_ratings // 100)
     start = time.perf_counter()
@@ -94,9 +95,9 @@ def worker(n_ratings, seed=0):
     n_users, n_items = train.n_users, train.n_items
     random_order = np.random.default_rng(seed).permutation(train.n_ratings)
     # as the models; the first call also loads the compiled sort, so the second one is timed
-    tiled = cache_friendly_order(train.user_codes, train.item_codes, n_users)
+    tiled = user_run_order(train.user_codes, train.item_codes, n_users, n_items)
     start = time.perf_counter()
-    cache_friendly_order(train.user_codes, train.item_codes, n_users)
+    user_run_order(train.user_codes, train.item_codes, n_users, n_items)
     order_seconds = time.perf_counter() - start
     user_codes = train.user_codes.astype(np.int64)[tiled]
     item_codes = train.item_codes.astype(np.int64)[tiled]
@@ -214,7 +215,7 @@ def main(argv=None):
             f"memory x{row['peak_mib'] / previous['peak_mib']:.1f}"
         )
     print("\nonce per fit, seconds (growth per 10x):")
-    for key, label in (("gibbs_setup_s", "Gibbs setup"), ("order_s", "cache_friendly_order")):
+    for key, label in (("gibbs_setup_s", "Gibbs setup"), ("order_s", "user_run_order")):
         cells = [f"{row[key]:.3f}" for row in rows]
         growth = [f"x{b[key] / a[key]:.1f}" for a, b in zip(rows, rows[1:], strict=False)]
         print(f"{label:>22}: {' '.join(cells)} ({' '.join(growth)})")

@@ -591,9 +591,13 @@ def _register_numba():
                     g_row[k] = 0.0
                 while n < n_pairs and user_codes[n] == p:
                     if prefetch and n + _PREFETCH_AHEAD < n_pairs:
-                        ahead = item_codes[n + _PREFETCH_AHEAD]
-                        prefetch_row(B, ahead)
-                        prefetch_row(g_B, ahead)
+                        ahead_q = item_codes[n + _PREFETCH_AHEAD]
+                        prefetch_row(B, ahead_q)
+                        prefetch_row(g_B, ahead_q)
+                        # short runs (many item blocks) start from a random user row too
+                        ahead_p = user_codes[n + _PREFETCH_AHEAD]
+                        prefetch_row(A, ahead_p)
+                        prefetch_row(g_A, ahead_p)
                     q = item_codes[n]
                     if q < 0 or q >= n_rows_V:
                         raise IndexError("GaussianPairLogp: user or item code out of range")
