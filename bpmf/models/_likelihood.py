@@ -667,8 +667,8 @@ def _register_numba():
         fixed_factors = static if static is not None and 0 < static <= _MAX_FIXED_FACTORS else 0
         if fixed_factors not in functions:
             functions[fixed_factors] = make_functions(fixed_factors)
-        # the integer enters numba's cache key: version 4, then the specialisation
-        return functions[fixed_factors][op.biases], 4 + 1000 * fixed_factors
+        # the integer enters numba's cache key: version 5, then the specialisation
+        return functions[fixed_factors][op.biases], 5 + 1000 * fixed_factors
 
 
 def _register_jax():
