@@ -564,15 +564,21 @@ def _register_numba():
                 raise ValueError(
                     "GaussianPairLogp: user_bias (item_bias) length differs from the rows of U (V)"
                 )
+            # plain loops rather than slice assignments: numba took 3x longer to compile those
             A = np.zeros((n_rows_U, W), dtype=np.float64)
+            for r in range(n_rows_U):
+                for k in range(K):
+                    A[r, k] = U[r, k]
+                if biases:
+                    A[r, K] = user_bias[r]
+                    A[r, K + 1] = 1.0
             B = np.zeros((n_rows_V, W), dtype=np.float64)
-            A[:, :K] = U
-            B[:, :K] = V
-            if biases:
-                A[:, K] = user_bias
-                A[:, K + 1] = 1.0
-                B[:, K] = 1.0
-                B[:, K + 1] = item_bias
+            for r in range(n_rows_V):
+                for k in range(K):
+                    B[r, k] = V[r, k]
+                if biases:
+                    B[r, K] = 1.0
+                    B[r, K + 1] = item_bias[r]
             g_A = np.zeros((n_rows_U, W), dtype=np.float64)
             g_B = np.zeros((n_rows_V, W), dtype=np.float64)
             row = carray(stack_buffer(W), W)
@@ -615,14 +621,20 @@ def _register_numba():
                     n += 1
                 for k in range(W):
                     g_A[p, k] += g_row[k]
-            g_U = np.ascontiguousarray(g_A[:, :K])
-            g_V = np.ascontiguousarray(g_B[:, :K])
-            if biases:
-                g_b = np.ascontiguousarray(g_A[:, K])
-                g_c = np.ascontiguousarray(g_B[:, K + 1])
-            else:
-                g_b = np.zeros(0, dtype=np.float64)
-                g_c = np.zeros(0, dtype=np.float64)
+            g_U = np.empty((n_rows_U, K), dtype=np.float64)
+            g_b = np.empty(n_rows_U if biases else 0, dtype=np.float64)
+            for r in range(n_rows_U):
+                for k in range(K):
+                    g_U[r, k] = g_A[r, k]
+                if biases:
+                    g_b[r] = g_A[r, K]
+            g_V = np.empty((n_rows_V, K), dtype=np.float64)
+            g_c = np.empty(n_rows_V if biases else 0, dtype=np.float64)
+            for r in range(n_rows_V):
+                for k in range(K):
+                    g_V[r, k] = g_B[r, k]
+                if biases:
+                    g_c[r] = g_B[r, K + 1]
             if sigma > 0:
                 logp = -n_pairs * np.log(sigma) - 0.5 * n_pairs * log_2pi - 0.5 * sse * inv_var
                 g_sigma = -n_pairs / sigma + sse * inv_var / sigma
