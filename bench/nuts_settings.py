@@ -15,11 +15,13 @@ BPMF's other defaults::
     centered       model_config={"parameterization": "centered"}
     biasnc         model_config={"bias_parameterization": "noncentered"}
     nomeans        model_config={"factor_means": False}
+    nobias         model_config={"biases": False} (factor means carry the user and item effects)
     mapstart       sampler_config={"init": "map"} (chains start at the jittered MAP)
     lowrank        sampler_config={"adaptation": "low_rank"} (nutpie low-rank mass matrix)
     drawdiag       sampler_config={"adaptation": "draw_diag"} (diagonal from draw variances)
     tuneN drawsN   tune / draws per chain, e.g. tune150
     fmsdX          model_config={"factor_mean_sd": X}, e.g. fmsd0.2
+    etaX           model_config={"lkj_eta": X}, e.g. eta50
     sweepsN        init_sweeps: Gibbs sweeps from the MAP to each chain's start, e.g. sweeps300
     taNN           target_accept 0.NN, e.g. ta90
     depthN         max_treedepth N
@@ -88,11 +90,15 @@ def parse_setting(spec, draws, tune):
             sampler_config["init"] = "map"
         elif token == "nomeans":
             model_config["factor_means"] = False
+        elif token == "nobias":
+            model_config["biases"] = False
         elif token == "biasnc":
             model_config["bias_parameterization"] = "noncentered"
         elif match := re.fullmatch(r"(tune|draws|chains|depth|sweeps)(\d+)", token):
             key = {"depth": "max_treedepth", "sweeps": "init_sweeps"}.get(match[1], match[1])
             sampler_config[key] = int(match[2])
+        elif match := re.fullmatch(r"eta([\d.]+)", token):
+            model_config["lkj_eta"] = float(match[1])
         elif match := re.fullmatch(r"fmsd([\d.]+)", token):
             model_config["factor_mean_sd"] = float(match[1])
         elif match := re.fullmatch(r"ta(\d+)", token):
