@@ -3,7 +3,7 @@
 numba leaves LLVM's SLP (superword-level parallelism) vectoriser off by default, and its loop
 vectoriser only vectorises across iterations of the pair loop, with gathers, which costs more
 than it saves for rows of ten factors. :func:`slp_njit` compiles one function with the SLP
-vectoriser on, without touching numba's settings for anything else, and :func:`stack_array`
+vectoriser on, without touching numba's settings for anything else, and :func:`stack_buffer`
 gives it a small fixed-length scratch array that LLVM can keep in registers (a numpy array
 lives on the heap, and every update of it goes through memory).
 """
@@ -22,8 +22,8 @@ class _SLPDispatcher(CPUDispatcher):
 
     Calls from other jitted functions compile through :meth:`compile` too, so the setting
     holds however the function is reached. The code stays vectorised when it is linked into
-    a caller compiled with the default settings: the loop vectoriser skips loops that already
-    hold vector instructions.
+    a caller compiled with the default settings (PyTensor's numba function around the
+    likelihood kernel ran as fast as the kernel called on its own, 0.55-0.62 ms on u1).
     """
 
     def compile(self, sig):
