@@ -48,6 +48,8 @@ A scale ``sigma <= 0`` gives ``logp = -inf`` with zero gradients, like PyMC's bo
 log-density.
 """
 
+import functools
+import hashlib
 import math
 
 import numpy as np
@@ -680,8 +682,28 @@ def _register_numba():
         fixed_factors = static if static is not None and 0 < static <= _MAX_FIXED_FACTORS else 0
         if fixed_factors not in functions:
             functions[fixed_factors] = make_functions(fixed_factors)
-        # the integer enters numba's cache key: version 5, then the specialisation
-        return functions[fixed_factors][op.biases], 5 + 1000 * fixed_factors
+        # the integer enters PyTensor's numba cache key, which ignores the function's code:
+        # a hash of the kernels' source, then the specialisation
+        return functions[fixed_factors][op.biases], _kernel_source_key() * 1000 + fixed_factors
+
+
+@functools.cache
+def _kernel_source_key():
+    """An integer that changes whenever the numba kernels' source does.
+
+    PyTensor's numba cache finds a compiled function by the Op and this integer only, and
+    serves the old code after an edit unless the integer changes; hashing the source of
+    :func:`_register_numba` and of the modules it compiles from makes that automatic.
+    """
+    import inspect
+
+    from bpmf.models import _order, _simd
+
+    try:
+        text = "".join(inspect.getsource(obj) for obj in (_register_numba, _order, _simd))
+    except (OSError, TypeError):  # no source files (a frozen install): a fixed version
+        return 6
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
 
 
 def _register_jax():

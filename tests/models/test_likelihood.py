@@ -445,3 +445,21 @@ def test_numba_row_kernel_rejects_out_of_range_codes(side):
     problem[side][17] = 6 if side == "u" else -1
     with pytest.raises(IndexError, match="out of range"):
         _static_value_and_grads(problem, True, "NUMBA")
+
+
+def test_numba_cache_key_follows_the_kernel_source(monkeypatch):
+    """PyTensor's numba cache keys on the Op and our integer only: an edit of the kernels'
+    source must change the integer, or the old compiled code would be served."""
+    import inspect
+
+    from bpmf.models import _likelihood
+
+    key = _likelihood._kernel_source_key()
+    assert key == _likelihood._kernel_source_key() and key > 6
+    real_getsource = inspect.getsource
+    monkeypatch.setattr(inspect, "getsource", lambda obj: real_getsource(obj) + "# edited\n")
+    _likelihood._kernel_source_key.cache_clear()
+    try:
+        assert _likelihood._kernel_source_key() != key
+    finally:
+        _likelihood._kernel_source_key.cache_clear()
