@@ -49,7 +49,6 @@ log-density.
 """
 
 import functools
-import hashlib
 import math
 
 import numpy as np
@@ -58,7 +57,7 @@ from pytensor.gradient import DisconnectedType, disconnected_type
 from pytensor.graph.basic import Apply, Constant
 from pytensor.link.c.op import COp
 
-from bpmf.models._ops import PairDot, register_once
+from bpmf.models._ops import PairDot, register_once, source_key
 from bpmf.models._order import _CACHE_BYTES, cache_friendly_order, user_run_order
 
 __all__ = [
@@ -689,21 +688,10 @@ def _register_numba():
 
 @functools.cache
 def _kernel_source_key():
-    """An integer that changes whenever the numba kernels' source does.
-
-    PyTensor's numba cache finds a compiled function by the Op and this integer only, and
-    serves the old code after an edit unless the integer changes; hashing the source of
-    :func:`_register_numba` and of the modules it compiles from makes that automatic.
-    """
-    import inspect
-
+    """A hash of the numba kernels' source: PyTensor's numba cache key (see ``source_key``)."""
     from bpmf.models import _order, _simd
 
-    try:
-        text = "".join(inspect.getsource(obj) for obj in (_register_numba, _order, _simd))
-    except (OSError, TypeError):  # no source files (a frozen install): a fixed version
-        return 6
-    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
+    return source_key(_register_numba, _order, _simd)
 
 
 def _register_jax():

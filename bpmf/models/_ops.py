@@ -22,7 +22,9 @@ Index arrays must hold valid row positions: ``0 <= u[n] < U.shape[0]`` and
 wrap-around, which in a rating model would silently mean a different user).
 """
 
+import hashlib
 import importlib.util
+import inspect
 
 import numpy as np
 import pytensor.tensor as pt
@@ -340,6 +342,21 @@ def register_once(register_numba, register_jax):
     return register
 
 
+def source_key(*objects):
+    """An integer that changes whenever the source of ``objects`` (functions, modules) does.
+
+    PyTensor's numba cache finds a compiled Op by the Op and the integer its funcify returns
+    only, and serves the old compiled code after an edit of the kernel unless that integer
+    changes; a hash of the kernels' source makes that automatic. Falls back to 0 when the
+    source files are not available.
+    """
+    try:
+        text = "".join(inspect.getsource(obj) for obj in objects)
+    except (OSError, TypeError):
+        return 0
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16)
+
+
 def _register_numba():
     from pytensor.link.numba.dispatch.basic import (
         numba_njit,
@@ -395,13 +412,15 @@ def _register_numba():
                 gV[c, k] += w * U[r, k]
         return gU, gV
 
+    key = source_key(_register_numba)  # the integer enters PyTensor's numba cache key
+
     @register_funcify_default_op_cache_key(PairDot)
     def _funcify_pair_dot(op, node=None, **kwargs):
-        return _pair_dot, 1
+        return _pair_dot, key
 
     @register_funcify_default_op_cache_key(PairDotGrad)
     def _funcify_pair_dot_grad(op, node=None, **kwargs):
-        return _pair_dot_grad, 1
+        return _pair_dot_grad, key
 
 
 def _register_jax():
