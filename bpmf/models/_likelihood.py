@@ -467,6 +467,15 @@ def _register_numba():
 
     log_2pi = _LOG_2PI
 
+    @numba_njit
+    def finish(n_pairs, sse, sigma):
+        """The log-likelihood and its sigma-derivative from the sum of squared residuals."""
+        if sigma > 0:
+            inv_var = 1.0 / (sigma * sigma)
+            logp = -n_pairs * np.log(sigma) - 0.5 * n_pairs * log_2pi - 0.5 * sse * inv_var
+            return logp, -n_pairs / sigma + sse * inv_var / sigma
+        return -np.inf, 0.0
+
     def make_kernel(biases):
         # For a number of factors known only when called. ``biases`` is a closure constant:
         # numba compiles the bias-free loop without branches.
@@ -527,12 +536,7 @@ def _register_numba():
                     g_U[p, k] += w * V[q, k]
                 for k in range(n_factors):
                     g_V[q, k] += w * U[p, k]
-            if sigma > 0:
-                logp = -n_pairs * np.log(sigma) - 0.5 * n_pairs * log_2pi - 0.5 * sse * inv_var
-                g_sigma = -n_pairs / sigma + sse * inv_var / sigma
-            else:
-                logp = -np.inf
-                g_sigma = 0.0
+            logp, g_sigma = finish(n_pairs, sse, sigma)
             return logp, g_mu, g_U, g_V, g_b, g_c, g_sigma
 
         return kernel
@@ -637,12 +641,7 @@ def _register_numba():
                     g_V[r, k] = g_B[r, k]
                 if biases:
                     g_c[r] = g_B[r, K + 1]
-            if sigma > 0:
-                logp = -n_pairs * np.log(sigma) - 0.5 * n_pairs * log_2pi - 0.5 * sse * inv_var
-                g_sigma = -n_pairs / sigma + sse * inv_var / sigma
-            else:
-                logp = -np.inf
-                g_sigma = 0.0
+            logp, g_sigma = finish(n_pairs, sse, sigma)
             return logp, g_mu, g_U, g_V, g_b, g_c, g_sigma
 
         return kernel

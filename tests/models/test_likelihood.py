@@ -329,15 +329,8 @@ def test_nutpie_samples_the_potential_and_recovers_the_noise():
 
 @pytest.mark.parametrize("biases", [True, False])
 def test_numba_kernel_for_a_static_number_of_factors(problem, biases):
-    """Factor matrices whose type knows the number of columns get an unrolled numba kernel."""
-    n_factors = problem["U"].shape[1]
-    s = _symbols()
-    s["U"] = pt.tensor("U", shape=(None, n_factors), dtype="float64")
-    s["V"] = pt.tensor("V", shape=(None, n_factors), dtype="float64")
-    wrt = [s[name] for name in PARAMS if biases or "bias" not in name]
-    logp = _fused_logp(problem, s, biases)
-    fn = pytensor.function(wrt, [logp, *pytensor.grad(logp, wrt)], mode="NUMBA")
-    got = fn(*(problem[name] for name in PARAMS if biases or "bias" not in name))
+    """Factor matrices whose type knows the number of columns get the numba row kernel."""
+    got = _static_value_and_grads(problem, biases, "NUMBA")
     plain = _value_and_grads(_plain_logp, problem, biases, "FAST_COMPILE")
     for value, expected in zip(got, plain, strict=True):
         np.testing.assert_allclose(value, expected, rtol=1e-10, atol=1e-10)
@@ -359,20 +352,8 @@ def test_numba_prefetching_loop_for_large_factor_matrices():
     """Factor matrices beyond the L2 cache take the numba loop's prefetching branch."""
     from bpmf.models._order import _CACHE_BYTES
 
-    rng = np.random.default_rng(3)
-    n_users, n_items, n_factors, n_pairs = 5000, 3000, 10, 20000
-    assert (n_users + n_items) * n_factors * 8 > _CACHE_BYTES
-    large = {
-        "ratings": rng.normal(3.0, 1.0, n_pairs),
-        "mu": 3.1,
-        "U": rng.normal(0, 0.3, (n_users, n_factors)),
-        "V": rng.normal(0, 0.3, (n_items, n_factors)),
-        "user_bias": rng.normal(0, 0.2, n_users),
-        "item_bias": rng.normal(0, 0.2, n_items),
-        "sigma": 0.9,
-        "u": rng.integers(0, n_users, n_pairs),
-        "i": rng.integers(0, n_items, n_pairs),
-    }
+    large = _random_problem(3, 5000, 3000, 10, 20000, runs=False)
+    assert (5000 + 3000) * 10 * 8 > _CACHE_BYTES
     fused = _value_and_grads(_fused_logp, large, True, "NUMBA")
     reference = _value_and_grads(_fused_logp, large, True, "FAST_COMPILE")  # numpy perform
     for got, expected in zip(fused, reference, strict=True):
