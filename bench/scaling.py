@@ -7,10 +7,10 @@ fresh subprocess draws synthetic ratings and measures
   (Normal priors, the fused Gaussian likelihood ``GaussianPairLogp`` of the models) compiled
   with the numba backend, data passed as function inputs, with the ratings in the order
   that ``PMF`` and ``BPMF`` impose when they build their graphs (``user_run_order``: blocks
-  of items whose rows fit the L2 cache, pairs sorted by user and item within a block, so
-  the SIMD row kernel keeps each user's row in registers for the run); ``grad ms (random)``
-  is the same with the ratings in random order, where every pair touches a random row of
-  ``U`` and of ``V``;
+  of items whose rows fit a 4 MiB share of the L3 cache, pairs sorted by user and item
+  within a block, so the SIMD row kernel keeps each user's row in registers for the run);
+  ``grad ms (random)`` is the same with the ratings in random order, where every pair
+  touches a random row of ``U`` and of ``V``;
 * ``gibbs s``: one sweep of the conjugate Gibbs sampler: the time of ``1 + k`` sweeps minus
   that of one sweep (each the faster of two runs), divided by ``k``, which leaves out the
   once-per-fit setup (input checks, grouping the ratings by user and by item, the starting

@@ -58,11 +58,9 @@ from pytensor.graph.basic import Apply, Constant
 from pytensor.link.c.op import COp
 
 from bpmf.models._ops import PairDot, register_once, source_key
-from bpmf.models._order import _CACHE_BYTES, cache_friendly_order, user_run_order
+from bpmf.models._order import _CACHE_BYTES, user_run_order
 
-__all__ = [
-    "GaussianPairLogp", "cache_friendly_order", "gaussian_pair_logp", "rating_likelihood",
-]
+__all__ = ["GaussianPairLogp", "gaussian_pair_logp", "rating_likelihood"]
 
 _C_VERSION = (1,)
 _LOG_2PI = math.log(2.0 * math.pi)
