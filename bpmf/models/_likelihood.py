@@ -552,6 +552,31 @@ def _register_numba():
         K = n_factors
         W = -(-(K + 2 if biases else K) // 4) * 4
 
+        # plain loops rather than slice assignments: numba took 3x longer to compile those
+        @numba_njit
+        def padded(M, bias, bias_col, one_col):
+            """``M`` in ``W`` columns, with its bias and a column of ones when ``biases``."""
+            out = np.zeros((M.shape[0], W), dtype=np.float64)
+            for r in range(M.shape[0]):
+                for k in range(K):
+                    out[r, k] = M[r, k]
+                if biases:
+                    out[r, bias_col] = bias[r]
+                    out[r, one_col] = 1.0
+            return out
+
+        @numba_njit
+        def unpadded(G, bias_col):
+            """The factor columns of padded gradient rows ``G``, and their bias column."""
+            g = np.empty((G.shape[0], K), dtype=np.float64)
+            g_bias = np.empty(G.shape[0] if biases else 0, dtype=np.float64)
+            for r in range(G.shape[0]):
+                for k in range(K):
+                    g[r, k] = G[r, k]
+                if biases:
+                    g_bias[r] = G[r, bias_col]
+            return g, g_bias
+
         @slp_njit
         def kernel(ratings, mu, U, V, user_bias, item_bias, sigma, user_codes, item_codes):
             n_pairs = ratings.shape[0]
@@ -568,21 +593,8 @@ def _register_numba():
                 raise ValueError(
                     "GaussianPairLogp: user_bias (item_bias) length differs from the rows of U (V)"
                 )
-            # plain loops rather than slice assignments: numba took 3x longer to compile those
-            A = np.zeros((n_rows_U, W), dtype=np.float64)
-            for r in range(n_rows_U):
-                for k in range(K):
-                    A[r, k] = U[r, k]
-                if biases:
-                    A[r, K] = user_bias[r]
-                    A[r, K + 1] = 1.0
-            B = np.zeros((n_rows_V, W), dtype=np.float64)
-            for r in range(n_rows_V):
-                for k in range(K):
-                    B[r, k] = V[r, k]
-                if biases:
-                    B[r, K] = 1.0
-                    B[r, K + 1] = item_bias[r]
+            A = padded(U, user_bias, K, K + 1)  # [U, b, 1, 0...]
+            B = padded(V, item_bias, K + 1, K)  # [V, 1, c, 0...]
             g_A = np.zeros((n_rows_U, W), dtype=np.float64)
             g_B = np.zeros((n_rows_V, W), dtype=np.float64)
             row = carray(stack_buffer(W), W)
@@ -625,20 +637,8 @@ def _register_numba():
                     n += 1
                 for k in range(W):
                     g_A[p, k] += g_row[k]
-            g_U = np.empty((n_rows_U, K), dtype=np.float64)
-            g_b = np.empty(n_rows_U if biases else 0, dtype=np.float64)
-            for r in range(n_rows_U):
-                for k in range(K):
-                    g_U[r, k] = g_A[r, k]
-                if biases:
-                    g_b[r] = g_A[r, K]
-            g_V = np.empty((n_rows_V, K), dtype=np.float64)
-            g_c = np.empty(n_rows_V if biases else 0, dtype=np.float64)
-            for r in range(n_rows_V):
-                for k in range(K):
-                    g_V[r, k] = g_B[r, k]
-                if biases:
-                    g_c[r] = g_B[r, K + 1]
+            g_U, g_b = unpadded(g_A, K)
+            g_V, g_c = unpadded(g_B, K + 1)
             logp, g_sigma = finish(n_pairs, sse, sigma)
             return logp, g_mu, g_U, g_V, g_b, g_c, g_sigma
 
