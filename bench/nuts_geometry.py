@@ -8,9 +8,9 @@ length by the widest one. This script measures both at a posterior draw:
 1. fits :class:`bpmf.BPMF` on fold u1 with nutpie (the settings tokens of
    ``bench/nuts_settings.py``), keeping the adapted mass matrix ``M^-1`` (the last one of the
    warm-up) and the unconstrained draws;
-2. builds the model's log-density and gradient over nutpie's flat unconstrained vector (the
-   same layout: ``model.free_RVs`` in order) and checks the gradient against the one nutpie
-   stored for the draw;
+2. builds the model's log-density and gradient over nutpie's flat unconstrained vector
+   (``logp_speed.compile_logp_dlogp``: the same layout, ``model.free_RVs`` in order) and
+   checks the gradient against the one nutpie stored for the draw;
 3. with ``scipy.sparse.linalg.eigsh`` (Lanczos) on central finite-difference Hessian-vector
    products finds the largest and smallest eigenvalues of ``-S H S`` at the last draw of
    chain 0, with ``S = diag(sqrt(M^-1))``: the curvature in whitened coordinates, where a
@@ -48,6 +48,7 @@ from bpmf.datasets import load_movielens_folds, make_synthetic_ratings, train_te
 from bpmf.models import BPMF
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from logp_speed import compile_logp_dlogp  # noqa: E402
 from nuts_settings import instrumented_sample, parse_setting  # noqa: E402
 
 
@@ -59,26 +60,20 @@ class _CapturingBPMF(BPMF):
         return self.model_
 
 
-def flat_logp_grad(model):
-    """``f(x) -> (logp, grad)`` over nutpie's flat unconstrained vector, and its layout."""
-    import pytensor
-    import pytensor.tensor as pt
-    from pytensor.graph import rewrite_graph
+def flat_layout(model):
+    """``(name, slice, shape)`` of each value variable in the flat unconstrained vector.
 
-    values = [model.rvs_to_values[rv] for rv in model.free_RVs]
+    ``model.value_vars`` follow ``model.free_RVs``: the layout of nutpie's flat vector and of
+    ``logp_speed.compile_logp_dlogp``'s input (checked against nutpie's gradient in ``main``).
+    """
     point = model.initial_point()
     layout, offset = [], 0
-    for value in values:
+    for value in model.value_vars:
         shape = np.shape(point[value.name])
         size = int(np.prod(shape))
         layout.append((value.name, slice(offset, offset + size), shape))
         offset += size
-    flat = pt.dvector("flat")
-    logp = rewrite_graph(model.logp(), include=["canonicalize", "stabilize"])
-    grad = pt.concatenate([g.ravel() for g in pt.grad(logp, values)])
-    replace = {v: flat[sl].reshape(shape) for v, (_, sl, shape) in zip(values, layout, strict=True)}
-    logp, grad = pytensor.graph.clone_replace([logp, grad], replace)
-    return pytensor.function([flat], [logp, grad], mode="NUMBA"), layout
+    return layout
 
 
 def whitened_hessian(fn, x0, scale, step=1e-4):
@@ -169,7 +164,8 @@ def main(argv=None):
           f"{stats['step_size'].values.mean():.4f}, {stats['n_steps'].values.mean():.1f} "
           f"leapfrog steps per draw")
 
-    fn, layout = flat_logp_grad(bpmf.model_)
+    fn, _ = compile_logp_dlogp(bpmf.model_, "NUMBA")
+    layout = flat_layout(bpmf.model_)
     stored = stats["gradient"].values[0, -1]
     mismatch = float(np.max(np.abs(fn(x0)[1] - stored)))
     print(f"gradient vs nutpie's at the draw: max abs difference {mismatch:.2e}")
