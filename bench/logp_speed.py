@@ -34,9 +34,9 @@ import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 
+from bpmf.kernels.likelihood import gaussian_pair_logp
+from bpmf.kernels.pair_dot import pair_dot, pair_dot_naive
 from bpmf.models import BPMF
-from bpmf.models._bilinear import pair_dot, pair_dot_naive
-from bpmf.models._likelihood import gaussian_pair_logp
 
 VARIANTS = ("naive", "fused", "fused-lik")
 

@@ -101,7 +101,7 @@ def gibbs_predictions(draws, train, test):
 
 
 def run_gibbs_kernel(train, test, seed):
-    from bpmf.models._gibbs import sample_gibbs
+    from bpmf.inference.wishart_gibbs import sample_gibbs
 
     # load (or, on the very first run, compile) the numba kernels outside the timing: they are
     # cached on disk, as myFM's C++ is compiled at install time

@@ -45,7 +45,7 @@ def build_logp_grad(n_users, n_items, n_factors):
     import pytensor
     import pytensor.tensor as pt
 
-    from bpmf.models._likelihood import gaussian_pair_logp
+    from bpmf.kernels.likelihood import gaussian_pair_logp
 
     flat = pt.vector("flat", dtype="float64")
     user_codes = pt.vector("user_codes", dtype="int64")
@@ -80,8 +80,8 @@ def worker(n_ratings, seed=0):
     from scipy.optimize import minimize
 
     from bpmf.datasets import make_synthetic_ratings
-    from bpmf.models._gibbs import sample_gibbs
-    from bpmf.models._order import user_run_order
+    from bpmf.inference.wishart_gibbs import sample_gibbs
+    from bpmf.kernels.order import user_run_order
 
     n_users, n_items = max(20, n_ratings // 50), max(10, n_ratings // 100)
     start = time.perf_counter()

@@ -13,7 +13,7 @@ import xarray as xr
 from threadpoolctl import threadpool_limits
 
 from bpmf._config import resolve_progressbar
-from bpmf.models._likelihood import rating_likelihood
+from bpmf.kernels.likelihood import rating_likelihood
 from bpmf.models._posterior import POSTERIOR_DIMS, PosteriorModel, make_datatree
 from bpmf.models.pmf import PMF, _check_n_factors, merge_config
 
@@ -205,7 +205,7 @@ class BPMF(PosteriorModel):
         defaults = dict(self.default_model_config)
         if self.method == "gibbs":
             # The Gibbs sampler has its own conjugate hyperpriors (Normal-Wishart, Gamma).
-            from bpmf.models._gibbs import DEFAULT_GIBBS_CONFIG
+            from bpmf.inference.wishart_gibbs import DEFAULT_GIBBS_CONFIG
 
             defaults = {**DEFAULT_GIBBS_CONFIG, **defaults}
         config = merge_config(defaults, self.model_config, "model_config")
@@ -389,7 +389,7 @@ class BPMF(PosteriorModel):
         if sampler_config["init"] == "map" or int(sampler_config["init_sweeps"]) == 0:
             jitter = float(sampler_config["init_jitter"])
             return self._initial_point(train, model_config, np.random.default_rng(seed), jitter)
-        from bpmf.models._gibbs import DEFAULT_GIBBS_CONFIG, sample_gibbs
+        from bpmf.inference.wishart_gibbs import DEFAULT_GIBBS_CONFIG, sample_gibbs
 
         state = sample_gibbs(
             train.user_codes, train.item_codes, train.values, train.n_users, train.n_items,
@@ -457,7 +457,7 @@ class BPMF(PosteriorModel):
         return posterior, stats
 
     def _sample_gibbs(self, train, model_config, sampler_config, seed, progressbar):
-        from bpmf.models._gibbs import sample_gibbs
+        from bpmf.inference.wishart_gibbs import sample_gibbs
 
         posterior = sample_gibbs(
             train.user_codes,

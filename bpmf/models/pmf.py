@@ -11,7 +11,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
-from bpmf.models._likelihood import rating_likelihood
+from bpmf.kernels.likelihood import rating_likelihood
 from bpmf.models._posterior import PosteriorModel, make_datatree
 
 # numba compiles in seconds (the C backend takes ~10 s) and is what nutpie uses too.

@@ -10,7 +10,7 @@ import pytest
 from pytensor.gradient import verify_grad
 from scipy import stats
 
-from bpmf.models._likelihood import GaussianPairLogp, gaussian_pair_logp
+from bpmf.kernels.likelihood import GaussianPairLogp, gaussian_pair_logp
 
 HAS_JAX = importlib.util.find_spec("jax") is not None
 JAX = pytest.param("JAX", marks=pytest.mark.skipif(not HAS_JAX, reason="no jax"))
@@ -350,7 +350,7 @@ def test_infer_shape_gives_the_gradient_shapes_without_running_the_op(problem):
 
 def test_numba_prefetching_loop_for_large_factor_matrices():
     """Factor matrices beyond the L2 cache take the numba loop's prefetching branch."""
-    from bpmf.models._order import _CACHE_BYTES
+    from bpmf.kernels.order import CACHE_BYTES as _CACHE_BYTES
 
     large = _random_problem(3, 5000, 3000, 10, 20000, runs=False)
     assert (5000 + 3000) * 10 * 8 > _CACHE_BYTES
@@ -377,7 +377,7 @@ def _random_problem(seed, n_users, n_items, n_factors, n_pairs, runs):
     u = rng.integers(0, n_users, n_pairs)
     i = rng.integers(0, n_items, n_pairs)
     if runs:  # the order rating_likelihood uses: runs of one user
-        from bpmf.models._order import user_run_order
+        from bpmf.kernels.order import user_run_order
 
         order = user_run_order(u, i, n_users, n_items, n_factors=n_factors)
         u, i = u[order], i[order]
@@ -409,7 +409,7 @@ def test_numba_row_kernel_any_width_and_order(n_factors, biases, runs):
 
 def test_numba_row_kernel_prefetching_branch():
     """Padded factor rows beyond the L2 cache take the row kernel's prefetching branch."""
-    from bpmf.models._order import _CACHE_BYTES
+    from bpmf.kernels.order import CACHE_BYTES as _CACHE_BYTES
 
     problem = _random_problem(5, 5000, 3000, 10, 20000, runs=True)
     assert (5000 + 3000) * 12 * 8 > _CACHE_BYTES
@@ -433,7 +433,7 @@ def test_numba_cache_key_follows_the_kernel_source(monkeypatch):
     source must change the integer, or the old compiled code would be served."""
     import inspect
 
-    from bpmf.models import _likelihood
+    from bpmf.kernels import likelihood as _likelihood
 
     key = _likelihood._kernel_source_key()
     assert key == _likelihood._kernel_source_key() and key > 0

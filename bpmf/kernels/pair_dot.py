@@ -1,7 +1,9 @@
 """Fused PyTensor Ops for the sparse bilinear term of matrix factorisation.
 
 The term ``y[n] = sum_k U[u[n], k] * V[i[n], k]`` over the ``N`` observed (user, item) pairs is
-the hot spot of every model in :mod:`bpmf.models`. Built from plain PyTensor indexing it
+the hot spot of every model in :mod:`bpmf.models`; :func:`pair_dot` builds it for the
+textbook likelihood and :func:`pair_dot_naive` keeps the plain-indexing graph for tests and
+benchmarks. Built from plain PyTensor indexing it
 materialises two ``(N, D)`` gathers, an ``(N, D)`` product and, in the gradient, two ``(N, D)``
 scatter-adds through ``AdvancedIncSubtensor``. The Ops here do the same work in one pass over
 the pairs without any ``(N, D)`` temporary:
@@ -33,7 +35,7 @@ from pytensor.graph.basic import Apply
 from pytensor.link.c.op import COp
 from pytensor.scalar import upcast
 
-__all__ = ["PairDot", "PairDotGrad", "pair_dot_fused"]
+__all__ = ["PairDot", "PairDotGrad", "connected", "pair_dot", "pair_dot_naive", "register_once", "source_key"]
 
 _C_VERSION = (2,)
 
@@ -52,7 +54,8 @@ def _check_indices(U, V, user_codes, item_codes):
             raise IndexError(f"item code out of range [0, {V.shape[0]})")
 
 
-def _connected(variable):
+def connected(variable):
+    """Whether a gradient input is a real tensor (not None, not disconnected)."""
     return variable is not None and not isinstance(variable.type, DisconnectedType)
 
 
@@ -148,9 +151,9 @@ class PairDot(COp):
         U, V, user_codes, item_codes = inputs
         tU, tV = tangents[:2]
         terms = []
-        if _connected(tU):
+        if connected(tU):
             terms.append(PairDot()(tU, V, user_codes, item_codes))
-        if _connected(tV):
+        if connected(tV):
             terms.append(PairDot()(U, tV, user_codes, item_codes))
         if not terms:
             return [disconnected_type()]
@@ -238,8 +241,8 @@ class PairDotGrad(COp):
         # <aU, gU> + <aV, gV> = sum_n g[n] (aU[u_n].V[i_n] + U[u_n].aV[i_n])
         U, V, user_codes, item_codes, g = inputs
         aU, aV = cotangents
-        has_aU = _connected(aU)
-        has_aV = _connected(aV)
+        has_aU = connected(aU)
+        has_aV = connected(aV)
         grad_U = grad_V = grad_g = None
         if has_aU:
             # d/dV of sum_n g_n aU[u_n].V[i_n]  is the item scatter of g * aU[u]
@@ -315,9 +318,41 @@ class PairDotGrad(COp):
         """
 
 
-def pair_dot_fused(U, V, user_codes, item_codes):
-    """The fused :class:`PairDot` applied to ``(U, V, user_codes, item_codes)``."""
-    return PairDot()(U, V, user_codes, item_codes)
+def pair_dot(U, V, user_codes, item_codes):
+    """``(U[user_codes] * V[item_codes]).sum(-1)`` as a PyTensor expression, fused.
+
+    Parameters
+    ----------
+    U : TensorLike, shape (n_users, n_factors)
+    V : TensorLike, shape (n_items, n_factors)
+    user_codes, item_codes : TensorLike of int, shape (n_pairs,)
+        Row positions in ``U`` and ``V``; must lie in ``[0, n_rows)``.
+
+    Returns
+    -------
+    TensorVariable, shape (n_pairs,)
+        The per-pair dot products. Its gradient is a fused scatter-add into the rows of ``U``
+        and ``V`` with no ``(n_pairs, n_factors)`` temporaries.
+
+    Notes
+    -----
+    Inputs that are not a matrix pair with code vectors (for example factor arrays with extra
+    leading batch dimensions) fall back to :func:`pair_dot_naive`.
+    """
+    U = pt.as_tensor_variable(U)
+    V = pt.as_tensor_variable(V)
+    user_codes = pt.as_tensor_variable(user_codes)
+    item_codes = pt.as_tensor_variable(item_codes)
+    if U.ndim == 2 and V.ndim == 2 and user_codes.ndim == 1 and item_codes.ndim == 1:
+        return PairDot()(U, V, user_codes, item_codes)
+    return pair_dot_naive(U, V, user_codes, item_codes)
+
+
+def pair_dot_naive(U, V, user_codes, item_codes):
+    """``(U[user_codes] * V[item_codes]).sum(-1)`` built from plain PyTensor indexing."""
+    U = pt.as_tensor_variable(U)
+    V = pt.as_tensor_variable(V)
+    return (U[..., user_codes, :] * V[..., item_codes, :]).sum(axis=-1)
 
 
 # --------------------------------------------------------------------------------------------

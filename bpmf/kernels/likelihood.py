@@ -8,7 +8,7 @@ The likelihood of every model in :mod:`bpmf.models` is
         \\mu + b_{u_n} + c_{i_n} + U_{u_n} \\cdot V_{i_n},\\ \\sigma\\right)
 
 over the ``N`` observed (user, item) pairs. Built from plain PyTensor nodes (even with the fused
-:class:`~bpmf.models._ops.PairDot`) the value and the gradient need several passes over the
+:class:`~bpmf.kernels.pair_dot.PairDot`) the value and the gradient need several passes over the
 pairs: gathers of the biases, the bilinear term, the residuals, then bias scatter-adds and the
 factor scatter-adds. :class:`GaussianPairLogp` computes the log-likelihood *and all its partial
 derivatives* in a single loop over the pairs. With residual :math:`e_n = r_n - \\hat r_n` and
@@ -32,10 +32,10 @@ the incoming cotangent, so a compiled log-density-plus-gradient function evaluat
 
 Backends: a numpy ``perform`` (reference, Python linker), C code (``FAST_RUN``, used by PyMC's
 own NUTS and ``find_MAP``), numba (the ``NUMBA`` mode, used by nutpie) and JAX (numpyro). As in
-:mod:`bpmf.models._ops`, the numba and JAX registrations happen on first use.
+:mod:`bpmf.kernels.pair_dot`, the numba and JAX registrations happen on first use.
 When the type of ``U`` knows its number of columns (PyMC models with dims), the numba backend
-uses a row kernel compiled with SIMD instructions (:mod:`bpmf.models._simd`), fastest on pairs
-in runs of one user (:func:`bpmf.models._order.user_run_order`, what :func:`rating_likelihood`
+uses a row kernel compiled with SIMD instructions (:mod:`bpmf.kernels.simd`), fastest on pairs
+in runs of one user (:func:`bpmf.kernels.order.user_run_order`, what :func:`rating_likelihood`
 passes).
 
 Codes must satisfy ``0 <= user_codes[n] < U.shape[0]`` and ``0 <= item_codes[n] < V.shape[0]``.
@@ -53,12 +53,12 @@ import math
 
 import numpy as np
 import pytensor.tensor as pt
-from pytensor.gradient import DisconnectedType, disconnected_type
+from pytensor.gradient import disconnected_type
 from pytensor.graph.basic import Apply, Constant
 from pytensor.link.c.op import COp
 
-from bpmf.models._ops import PairDot, register_once, source_key
-from bpmf.models._order import _CACHE_BYTES, user_run_order
+from bpmf.kernels.order import CACHE_BYTES, user_run_order
+from bpmf.kernels.pair_dot import PairDot, connected, register_once, source_key
 
 __all__ = ["GaussianPairLogp", "gaussian_pair_logp", "rating_likelihood"]
 
@@ -68,7 +68,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 # (beyond, the padded rows and their register copies outgrow the vector registers anyway)
 _MAX_FIXED_FACTORS = 64
 # pairs ahead of the current one whose factor rows the numba loop prefetches, once U and V
-# together outgrow the L2 cache (``_order._CACHE_BYTES``, shared with the pair order)
+# together outgrow the L2 cache (``order.CACHE_BYTES``, shared with the pair order)
 _PREFETCH_AHEAD = 8
 
 # positions of the inputs of the two variants of the Op
@@ -80,10 +80,6 @@ _OUTPUTS = {
     True: ("logp", "g_mu", "g_U", "g_V", "g_user_bias", "g_item_bias", "g_sigma"),
     False: ("logp", "g_mu", "g_U", "g_V", "g_sigma"),
 }
-
-
-def _connected(variable):
-    return variable is not None and not isinstance(variable.type, DisconnectedType)
 
 
 def _check_values(ratings, U, V, user_bias, item_bias, user_codes, item_codes):
@@ -236,7 +232,7 @@ class GaussianPairLogp(COp):
         return [[True] * n_outputs] * n_floats + [[False] * n_outputs] * 2
 
     def pullback(self, inputs, outputs, cotangents):
-        if any(_connected(c) for c in cotangents[1:]):
+        if any(connected(c) for c in cotangents[1:]):
             raise NotImplementedError(
                 "GaussianPairLogp does not implement second derivatives (the derivative of its "
                 "gradient outputs); build the likelihood with pm.Normal(..., observed=...) to get "
@@ -244,7 +240,7 @@ class GaussianPairLogp(COp):
             )
         ratings, mu, U, V, user_bias, item_bias, sigma, user_codes, item_codes = self._split(inputs)
         (cotangent, *_) = cotangents
-        if not _connected(cotangent):
+        if not connected(cotangent):
             return [disconnected_type() for _ in inputs]
         # the derivative with respect to the ratings is not an output (it would cost an (N,)
         # write per evaluation); it is built lazily and only computed when someone asks for it
@@ -460,8 +456,8 @@ def _register_numba():
         register_funcify_default_op_cache_key,
     )
 
-    from bpmf.models._order import prefetch_row
-    from bpmf.models._simd import slp_njit, stack_buffer
+    from bpmf.kernels.order import prefetch_row
+    from bpmf.kernels.simd import slp_njit, stack_buffer
 
     log_2pi = _LOG_2PI
 
@@ -503,7 +499,7 @@ def _register_numba():
             g_mu = 0.0
             # prefetching pays once the factor rows spill out of the L2 cache; below, its
             # extra instructions cost ~10% (ML-100K u1: 1.27 -> 1.39 ms for the loop)
-            prefetch = (n_rows_U + n_rows_V) * n_factors * 8 > _CACHE_BYTES
+            prefetch = (n_rows_U + n_rows_V) * n_factors * 8 > CACHE_BYTES
             for n in range(n_pairs):
                 if prefetch and n + _PREFETCH_AHEAD < n_pairs:
                     # rows of large factor matrices come from memory: ask for them early
@@ -602,7 +598,7 @@ def _register_numba():
             inv_var = 1.0 / (sigma * sigma) if sigma > 0 else 0.0
             sse = 0.0
             g_mu = 0.0
-            prefetch = (n_rows_U + n_rows_V) * W * 8 > _CACHE_BYTES
+            prefetch = (n_rows_U + n_rows_V) * W * 8 > CACHE_BYTES
             n = 0
             while n < n_pairs:
                 p = user_codes[n]
@@ -686,9 +682,9 @@ def _register_numba():
 @functools.cache
 def _kernel_source_key():
     """A hash of the numba kernels' source: PyTensor's numba cache key (see ``source_key``)."""
-    from bpmf.models import _order, _simd
+    from bpmf.kernels import order, simd
 
-    return source_key(_register_numba, _order, _simd)
+    return source_key(_register_numba, order, simd)
 
 
 def _register_jax():
@@ -756,7 +752,7 @@ def rating_likelihood(train, mu, U, V, user_bias, item_bias, sigma, fused=True):
     """
     import pymc as pm
 
-    from bpmf.models._bilinear import pair_dot
+    from bpmf.kernels.pair_dot import pair_dot
 
     if fused:
         order = user_run_order(

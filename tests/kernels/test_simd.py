@@ -3,7 +3,7 @@
 import numpy as np
 from numba import carray, config, njit
 
-from bpmf.models._simd import slp_njit, stack_buffer
+from bpmf.kernels.simd import slp_njit, stack_buffer
 
 WIDTH = 4
 

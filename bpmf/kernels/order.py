@@ -11,10 +11,14 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["cache_friendly_order", "default_n_blocks", "prefetch_row", "user_run_order"]
+__all__ = [
+    "CACHE_BYTES",
+    "bit_length",
+    "radix_sort",
+    "cache_friendly_order", "default_n_blocks", "prefetch_row", "user_run_order"]
 
 _RADIX_BITS = 9  # at most 512 buckets per pass: wider digits were slower at 10^7 ratings
-_CACHE_BYTES = 1 << 19  # the L2 cache of one core of the development machine (AMD znver3)
+CACHE_BYTES = 1 << 19  # the L2 cache of one core of the development machine (AMD znver3)
 # item rows + gradients per block of user_run_order: a share of the L3 cache, not the L2. At
 # 10^7 ratings (100,000 items, 19 MB of padded rows) 3-8 blocks took 155-164 ms per gradient,
 # 16 blocks 191 ms, the L2-sized 37 blocks 248 ms (user runs too short), one block 311 ms
@@ -27,7 +31,7 @@ def prefetch_row(typingctx, matrix, row):
 
     ``matrix`` is a C-contiguous 2-d array; there is no bounds check, and none is needed: a
     prefetch never faults. Issued some iterations before a loop reads a random row, it lets
-    the reads of several rows overlap instead of queueing (``bpmf/models/_gibbs.py``).
+    the reads of several rows overlap instead of queueing (:mod:`bpmf.kernels.rows`).
     """
 
     def codegen(context, builder, signature, args):
@@ -55,7 +59,7 @@ def prefetch_row(typingctx, matrix, row):
 
 
 @njit(cache=True)
-def _bit_length(value):
+def bit_length(value):
     bits = 0
     while value >> bits:
         bits += 1
@@ -63,7 +67,7 @@ def _bit_length(value):
 
 
 @njit(cache=True)
-def _radix_sort(keys, values, spare_keys, spare_values, low_bit, n_bits):
+def radix_sort(keys, values, spare_keys, spare_values, low_bit, n_bits):
     """Stable sort of ``(keys, values)`` by bits ``low_bit:low_bit + n_bits`` of ``keys``.
 
     Least-significant digit first; each pass is a counting sort into at most
@@ -96,22 +100,22 @@ def _radix_sort(keys, values, spare_keys, spare_values, low_bit, n_bits):
 def _block_item_order(user_codes, item_codes, n_users, n_items, n_blocks):
     """The permutation that sorts the pairs by (user block, item), ties in input order."""
     n_pairs = user_codes.shape[0]
-    item_bits = _bit_length(n_items - 1)
+    item_bits = bit_length(n_items - 1)
     keys = np.empty(n_pairs, dtype=np.int64)
     for n in range(n_pairs):
         keys[n] = ((user_codes[n] * n_blocks // n_users) << item_bits) | item_codes[n]
-    _, order, _, _ = _radix_sort(
+    _, order, _, _ = radix_sort(
         keys,
         np.arange(n_pairs, dtype=np.int64),
         np.empty(n_pairs, dtype=np.int64),
         np.empty(n_pairs, dtype=np.int64),
         0,
-        _bit_length(n_blocks - 1) + item_bits,
+        bit_length(n_blocks - 1) + item_bits,
     )
     return order
 
 
-def default_n_blocks(n_pairs, n_users, n_items, n_factors=10, cache_bytes=_CACHE_BYTES):
+def default_n_blocks(n_pairs, n_users, n_items, n_factors=10, cache_bytes=CACHE_BYTES):
     """The number of user blocks :func:`cache_friendly_order` uses, chosen from the sizes.
 
     Within a block the loop walks the items in increasing order, which reads the rows of
@@ -134,7 +138,7 @@ def default_n_blocks(n_pairs, n_users, n_items, n_factors=10, cache_bytes=_CACHE
 
 def cache_friendly_order(
     user_codes, item_codes, n_users, n_blocks=None, *, n_items=None, n_factors=10,
-    cache_bytes=_CACHE_BYTES,
+    cache_bytes=CACHE_BYTES,
 ):
     """A row order for the pairs that keeps the factor rows they touch in the caches.
 

@@ -10,7 +10,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from bpmf.models._order import cache_friendly_order, default_n_blocks, prefetch_row
+from bpmf.kernels.order import cache_friendly_order, default_n_blocks, prefetch_row
 
 
 def _pairs(n_users, n_items, n_pairs, seed):
@@ -138,7 +138,7 @@ def test_prefetch_row_is_only_a_hint():
 
 @pytest.mark.parametrize("cache_bytes", [1 << 19, 2000])
 def test_user_run_order_groups_each_item_block_by_user_then_item(cache_bytes):
-    from bpmf.models._order import user_run_order
+    from bpmf.kernels.order import user_run_order
 
     rng = np.random.default_rng(4)
     n_users, n_items, n_pairs = 50, 80, 1500

@@ -5,14 +5,12 @@ import pandas as pd
 import pytest
 
 from bpmf.datasets import make_synthetic_ratings
-from bpmf.models._gibbs import (
-    _CHUNK,
+from bpmf.inference.wishart_gibbs import (
     DEFAULT_GIBBS_CONFIG,
-    _csr_pair,
-    _sample_normal_wishart,
-    _sample_rows,
     sample_gibbs,
+    sample_normal_wishart,
 )
+from bpmf.kernels.rows import CHUNK, csr_pair, sample_rows
 
 N_FACTORS = 2
 
@@ -67,11 +65,11 @@ def _posterior_mean_prediction(draws, user_codes, item_codes, biases=True):
     return pred.mean(axis=(0, 1))
 
 
-@pytest.mark.parametrize("n_ratings", [9, 2 * _CHUNK + 37])
+@pytest.mark.parametrize("n_ratings", [9, 2 * CHUNK + 37])
 def test_row_update_is_the_exact_gaussian_conditional(n_ratings):
     """Draws are P^-1 h + L^-T z with P = L L^T: check mean and covariance in closed form.
 
-    The kernel works on chunks of ``_CHUNK`` ratings; the longer row spans three of them.
+    The kernel works on chunks of ``CHUNK`` ratings; the longer row spans three of them.
     """
     rng = np.random.default_rng(0)
     dim, n_other = 3, 6
@@ -90,7 +88,7 @@ def test_row_update_is_the_exact_gaussian_conditional(n_ratings):
 
     def draw(z):
         out = np.empty((1, dim))
-        sums = _sample_rows(
+        sums = sample_rows(
             indptr, other, ratings, X_offsets, shift, prior_prec, prior_h, tau, z[None, :], out,
             True,
         )
@@ -118,7 +116,7 @@ def test_csr_matches_lexsort_and_keeps_ties_in_input_order():
     items = rng.integers(0, n_items, n_ratings)
     users[:40], items[:40] = 5, 7  # a pair rated 40 times: ties must keep the input order
     ratings = rng.normal(size=n_ratings)
-    by_user, by_item = _csr_pair(users, items, ratings, n_users, n_items)
+    by_user, by_item = csr_pair(users, items, ratings, n_users, n_items)
     for (indptr, partners, values), rows, others, n_rows in (
         (by_user, users, items, n_users),
         (by_item, items, users, n_items),
@@ -139,7 +137,7 @@ def test_normal_wishart_conditional_moments():
     mean = factors.mean(0)
     scatter = (factors - mean).T @ (factors - mean)
     W_n = np.linalg.inv(W0_inv + scatter + beta0 * n / (beta0 + n) * np.outer(mean, mean))
-    draws = [_sample_normal_wishart(factors, beta0, nu0, W0_inv, mu0, rng) for _ in range(4000)]
+    draws = [sample_normal_wishart(factors, beta0, nu0, W0_inv, mu0, rng) for _ in range(4000)]
     Lambda_mean = np.mean([d[1] for d in draws], axis=0)
     mu_mean = np.mean([d[0] for d in draws], axis=0)
     np.testing.assert_allclose(Lambda_mean, (nu0 + n) * W_n, rtol=0.05, atol=0.03)

@@ -8,8 +8,7 @@ import pytensor.tensor as pt
 import pytest
 from pytensor.gradient import verify_grad
 
-from bpmf.models._bilinear import pair_dot, pair_dot_naive
-from bpmf.models._ops import PairDot, PairDotGrad
+from bpmf.kernels.pair_dot import PairDot, PairDotGrad, pair_dot, pair_dot_naive
 
 MODES = [
     "FAST_COMPILE",  # Python linker: the numpy perform
