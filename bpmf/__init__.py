@@ -4,7 +4,7 @@ import importlib
 
 from bpmf import datasets, metrics
 from bpmf._config import config_context, get_config, set_config
-from bpmf._exceptions import DataError, ModelFileError, NotFittedError
+from bpmf._exceptions import ConvergenceWarning, DataError, ModelFileError, NotFittedError
 from bpmf._version import __version__
 from bpmf.compare import compare
 
@@ -14,6 +14,7 @@ _LAZY = {"PMF": "bpmf.models", "BPMF": "bpmf.models", "baselines": "bpmf", "mode
 __all__ = [
     "BPMF",
     "PMF",
+    "ConvergenceWarning",
     "DataError",
     "ModelFileError",
     "NotFittedError",

@@ -11,3 +11,7 @@ class NotFittedError(RuntimeError, AttributeError):
 
 class ModelFileError(ValueError):
     """A saved model file is corrupted, truncated or of another model type."""
+
+
+class ConvergenceWarning(UserWarning):
+    """The sampler's diagnostics (divergences, R-hat, ESS) say its draws may not be trusted."""

@@ -14,8 +14,12 @@ from numba.extending import intrinsic
 __all__ = [
     "CACHE_BYTES",
     "bit_length",
+    "cache_friendly_order",
+    "default_n_blocks",
+    "prefetch_row",
     "radix_sort",
-    "cache_friendly_order", "default_n_blocks", "prefetch_row", "user_run_order"]
+    "user_run_order",
+]
 
 _RADIX_BITS = 9  # at most 512 buckets per pass: wider digits were slower at 10^7 ratings
 CACHE_BYTES = 1 << 19  # the L2 cache of one core of the development machine (AMD znver3)

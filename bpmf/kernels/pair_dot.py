@@ -35,7 +35,15 @@ from pytensor.graph.basic import Apply
 from pytensor.link.c.op import COp
 from pytensor.scalar import upcast
 
-__all__ = ["PairDot", "PairDotGrad", "connected", "pair_dot", "pair_dot_naive", "register_once", "source_key"]
+__all__ = [
+    "PairDot",
+    "PairDotGrad",
+    "connected",
+    "pair_dot",
+    "pair_dot_naive",
+    "register_once",
+    "source_key",
+]
 
 _C_VERSION = (2,)
 

@@ -35,7 +35,7 @@ _PREFETCH_DISTANCE = 16  # ratings ahead; 8 was slower at 10^7 ratings
 _LOOKAHEAD = 32  # 16, 48 and 64 were 5-10% slower at 10^7 ratings (noisy, shared machine)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _prefetch_until(other_sorted, X, issued, stop):
     """Prefetch the partner rows of ratings ``issued:stop``; returns the new ``issued``."""
     stop = min(stop, other_sorted.shape[0])
@@ -45,7 +45,7 @@ def _prefetch_until(other_sorted, X, issued, stop):
     return issued
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _gather(start, count, other_sorted, ratings_sorted, X, shift, Xt, targets, issued):
     """Copy partner rows ``start:start+count`` into ``Xt`` (transposed) and their targets.
 
@@ -69,7 +69,7 @@ def aligned_zeros(shape):
     return buffer[offset : offset + size].reshape(shape)
 
 
-@njit(cache=True, fastmath=_FASTMATH)
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def sample_rows(
     indptr, other_sorted, ratings_sorted, X, shift, prior_prec, prior_h, tau, z, out, residuals
 ):
@@ -165,7 +165,7 @@ def sample_rows(
     return sum_errors, sum_squares
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _split_keys(keys, low_bits, n_rows):
     """In place: ``keys`` sorted by ``row << low_bits | other`` become the other codes."""
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
@@ -178,7 +178,7 @@ def _split_keys(keys, low_bits, n_rows):
     return indptr
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def csr_pair(user_codes, item_codes, ratings, n_users, n_items):
     """The ratings grouped by user and by item, in the order of ``np.lexsort``.
 

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pymc as pm
-import pytensor
-import xarray as xr
-from scipy import optimize
-from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
+from bpmf.inference.map import fit_map
 from bpmf.kernels.likelihood import rating_likelihood
 from bpmf.models._posterior import PosteriorModel, make_datatree
-
-# numba compiles in seconds (the C backend takes ~10 s) and is what nutpie uses too.
-_MODE = "NUMBA"
 
 
 def _check_n_factors(n_factors):
@@ -160,76 +153,3 @@ class PMF(PosteriorModel):
     def _restore_state(self, state):
         posterior = self.idata_["posterior"].ds
         self.map_ = {name: posterior[name].values[0, 0] for name in posterior.data_vars}
-
-
-def fit_map(model, train, *, n_factors, config, random_state, progressbar):
-    """L-BFGS MAP of a PMF ``model`` from a small random start; returns (point, result dataset).
-
-    The log posterior (without Jacobian terms, as ``pm.find_MAP``) and its gradient are
-    compiled once with the numba backend and handed to ``scipy.optimize.minimize`` over the
-    unconstrained value variables.
-    """
-    rng = np.random.default_rng(random_state)
-    init_sd = config["init_sd"]
-    start = model.initial_point()
-    start["U"] = rng.normal(0.0, init_sd, (train.n_users, n_factors))
-    start["V"] = rng.normal(0.0, init_sd, (train.n_items, n_factors))
-    start["mu"] = np.asarray(float(train.values.mean()))
-    if "sigma" in model.named_vars:
-        sigma_value = model.rvs_to_values[model["sigma"]].name
-        start[sigma_value] = np.asarray(np.log(max(float(train.values.std()), 1e-3)))
-    value_vars = model.value_vars
-    shapes = [np.shape(start[v.name]) for v in value_vars]
-    sizes = [int(np.prod(shape)) for shape in shapes]
-    logp = model.logp(jacobian=False)
-    logp_grad = pytensor.function(
-        value_vars, [logp, *pytensor.grad(logp, value_vars)], mode=_MODE
-    )
-
-    def unpack(x):
-        parts = np.split(x, np.cumsum(sizes)[:-1])
-        return [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]
-
-    def objective(x):
-        value, *grads = logp_grad(*unpack(x))
-        return -float(value), -np.concatenate([np.ravel(g) for g in grads])
-
-    x0 = np.concatenate([np.ravel(start[v.name]) for v in value_vars]).astype(np.float64)
-    maxiter = int(config["maxiter"])
-    # Multithreaded BLAS inside L-BFGS-B's small dense updates is ~30x slower on a busy machine.
-    with (
-        threadpool_limits(limits=1, user_api="blas"),
-        tqdm(total=maxiter, desc="PMF MAP", disable=not progressbar, leave=False) as bar,
-    ):
-        result = optimize.minimize(
-            objective,
-            x0,
-            jac=True,
-            method="L-BFGS-B",
-            callback=lambda *_: bar.update(),
-            options={"maxiter": maxiter, "maxfun": 2 * maxiter},
-        )
-    names = ("U", "V", "mu", "sigma", "user_bias", "item_bias")
-    wanted = [n for n in names if n in model.named_vars]
-    to_point = pytensor.function(
-        value_vars,
-        model.replace_rvs_by_values([model[n] for n in wanted]),
-        on_unused_input="ignore",
-        mode=_MODE,
-    )
-    point = {
-        name: np.asarray(value, dtype=np.float64)
-        for name, value in zip(wanted, to_point(*unpack(result.x)), strict=True)
-    }
-    if "sigma" not in point:
-        point["sigma"] = np.asarray(float(config["sigma"]))
-    summary = xr.Dataset(
-        {
-            "neg_log_posterior": float(result.fun),
-            "n_iterations": int(result.nit),
-            "n_evaluations": int(result.nfev),
-            "converged": bool(result.success),
-            "message": str(result.message),
-        }
-    )
-    return point, summary

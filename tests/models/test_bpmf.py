@@ -478,7 +478,7 @@ def test_unpack_lower_matches_pymc_packed_layout(n):
     """BPMF's matrix-product unpacking reads PyMC's packed Cholesky layout, value and gradient."""
     import pymc as pm
 
-    from bpmf.models.bpmf import _unpack_lower
+    from bpmf.models._graph import unpack_lower as _unpack_lower
 
     packed = pt.vector("packed")
     ours, theirs = _unpack_lower(packed, n), pm.expand_packed_triangular(n, packed, lower=True)

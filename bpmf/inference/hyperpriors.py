@@ -1,0 +1,313 @@
+r"""The hyperparameter steps of the blocked Gibbs sampler, one class per covariance prior.
+
+Both classes give the sweep in :mod:`bpmf.inference.gibbs` the same four things: a draw of a
+side's factor mean and precision given its rows, a draw of the noise precision given the sum
+of squared residuals, a draw of a bias precision given the biases, and the Gaussian prior
+term of a side's factor mean that the sampler's translation moves need.
+
+:class:`LKJHyperpriors` is the mission's model, the one that joint NUTS samples:
+``mu_U ~ N(0, s_m^2 I)``, ``chol_U ~ LKJCholeskyCov(eta, HalfNormal(s_f))``, half-normal
+bias scales and noise. Its steps are exact: the factor mean given the covariance is
+Gaussian; the Cholesky factor given the mean takes one NUTS transition on its full
+conditional, which depends on the rows only through their number and scatter
+(:mod:`bpmf.kernels.lkj`); a scale ``s`` with a half-normal prior over ``n`` zero-mean
+Gaussians with sum of squares ``Q`` has a precision ``1 / s^2`` that is generalised inverse
+Gaussian, ``GIG(lambda=(n - 1) / 2, chi=1 / prior_sd^2, psi=Q)``, drawn exactly.
+
+:class:`WishartHyperpriors` is the conjugate model of Salakhutdinov & Mnih (2008):
+Normal-Wishart factor hyperpriors and Gamma precisions.
+"""
+
+import numpy as np
+from scipy import stats
+
+from bpmf.kernels.lkj import pack_cholesky, unpack_cholesky
+from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
+from bpmf.kernels.slice import slice_log_scales
+
+__all__ = [
+    "WISHART_WARMUP",
+    "LKJHyperpriors",
+    "WishartHyperpriors",
+    "draw_halfnormal_scale",
+    "sample_normal_wishart",
+]
+
+_MAX_REJECTIONS = 50
+
+#: The Normal-Wishart / Gamma settings of the conjugate warm-up sweeps of LKJ chains.
+WISHART_WARMUP = {
+    "beta0": 2.0,
+    "nu0": None,
+    "W0": None,
+    "mu0": 0.0,
+    "noise_shape": 1.0,
+    "noise_rate": 1.0,
+    "bias_precision_shape": 1.0,
+    "bias_precision_rate": 0.1,
+}
+
+
+def draw_halfnormal_scale(n, sum_squares, prior_sd, rng):
+    """A draw of ``s`` with density proportional to ``s^-n exp(-Q / 2 s^2) HalfNormal(s; sd)``.
+
+    The precision ``tau = 1 / s^2`` is ``GIG(lambda=(n - 1) / 2, chi=1 / sd^2, psi=Q)``. For
+    ``n >= 2`` a ``Gamma((n - 1) / 2, rate=Q / 2)`` proposal accepted with probability
+    ``exp(-1 / (2 sd^2 tau))`` is exact and cheap (acceptance ``E exp(-s^2 / 2 sd^2)``, above
+    0.6 for ``s <= sd``); otherwise, or after many rejections, scipy's GIG sampler.
+    """
+    sum_squares = max(float(sum_squares), 1e-300)
+    chi = 1.0 / float(prior_sd) ** 2
+    shape = 0.5 * (n - 1)
+    if shape > 0:
+        for _ in range(_MAX_REJECTIONS):
+            tau = rng.gamma(shape, 2.0 / sum_squares)
+            if rng.random() < np.exp(-0.5 * chi / tau):
+                return 1.0 / np.sqrt(tau)
+    # GIG(p, chi, psi) = sqrt(chi / psi) * geninvgauss(p, sqrt(chi * psi))
+    tau = np.sqrt(chi / sum_squares) * stats.geninvgauss.rvs(
+        shape, np.sqrt(chi * sum_squares), random_state=rng
+    )
+    return 1.0 / np.sqrt(tau)
+
+
+def _draw_gaussian(precision, linear, rng):
+    """A draw from ``N(P^-1 h, P^-1)`` through the Cholesky factor of ``P``."""
+    chol = np.linalg.cholesky(precision)
+    mean = np.linalg.solve(chol.T, np.linalg.solve(chol, linear))
+    return mean + np.linalg.solve(chol.T, rng.standard_normal(linear.shape[0]))
+
+
+class LKJHyperpriors:
+    """LKJ covariance, Normal factor means, half-normal bias scales and noise.
+
+    Parameters
+    ----------
+    config : dict
+        ``factor_means``, ``factor_mean_sd``, ``lkj_eta``, ``factor_scale_sd``,
+        ``bias_scale_sd``, ``sigma_sd`` as in :class:`bpmf.models.BPMF`.
+    n_factors : int
+    n_tune : int
+        Warm-up sweeps; the NUTS step of each side adapts during them.
+    tune_transitions : int
+        NUTS transitions per side per warm-up sweep (more data for the adaptation); one per
+        sweep after the warm-up.
+    target_accept, max_treedepth : float, int
+        NUTS settings of the Cholesky block.
+    """
+
+    name = "lkj"
+
+    def __init__(
+        self, config, n_factors, n_tune, *, tune_transitions=3, target_accept=0.8, max_treedepth=8
+    ):
+        self.config = config
+        self.dim = int(n_factors)
+        self.free_means = bool(config["factor_means"])
+        self.eta = float(config["lkj_eta"])
+        self.scale_sd = float(config["factor_scale_sd"])
+        self.mean_precision = 1.0 / float(config["factor_mean_sd"]) ** 2
+        self.n_tune = int(n_tune)
+        self.tune_transitions = int(tune_transitions)
+        self.target_accept = float(target_accept)
+        self.max_treedepth = int(max_treedepth)
+
+    def start(self, state, rng):
+        """Per-chain hyperparameter state from the chain's starting rows."""
+        for side in ("U", "V"):
+            rows = state[side]
+            mean = rows.mean(axis=0) if self.free_means else np.zeros(self.dim)
+            args = self._conditional(rows, mean)
+            cov = args[1] / max(rows.shape[0], 1) + 1e-2 * np.eye(self.dim)
+            chol = np.linalg.cholesky(cov)
+            x = pack_cholesky(np.linalg.solve(args[0], chol))
+            chol_cov = laplace_chol_cov(x, *args)
+            if chol_cov is None:  # far from the mode: a small isotropic metric to begin with
+                chol_cov = 0.05 * np.eye(x.shape[0])
+            state[f"mu_{side}"] = mean
+            state[f"chol_{side}"] = chol
+            state[f"Lambda_{side}"] = np.linalg.inv(cov)
+            state[f"adapter_{side}"] = StepAdapter(
+                chol_cov, self.n_tune * self.tune_transitions, self.target_accept
+            )
+
+    def _conditional(self, rows, mean):
+        """Arguments of the Cholesky factor's conditional: base, scatter, n, eta, s_f.
+
+        ``base`` is the Cholesky factor of the rows' covariance about ``mean`` (identity with
+        too few rows), a function of the conditioning values only, so the kernel stays exact.
+        """
+        centred = rows - mean
+        scatter = centred.T @ centred
+        n_rows = rows.shape[0]
+        base = np.eye(self.dim)
+        if n_rows > self.dim:
+            try:
+                base = np.linalg.cholesky(scatter / n_rows)
+            except np.linalg.LinAlgError:
+                pass
+        return base, scatter, float(n_rows), self.eta, self.scale_sd
+
+    def factor_step(self, side, state, rng):
+        """Draw ``chol_side`` given the rows and mean (NUTS), then the mean given both."""
+        rows = state[side]
+        n_rows = rows.shape[0]
+        adapter = state[f"adapter_{side}"]
+        args = self._conditional(rows, state[f"mu_{side}"])
+        x = pack_cholesky(np.linalg.solve(args[0], state[f"chol_{side}"]))
+        transitions = self.tune_transitions if adapter.tuning else 1
+        n_steps = 0
+        diverging = False
+        for _ in range(transitions):
+            z = rng.standard_normal(x.shape[0])
+            u = rng.random(3 * self.max_treedepth)
+            tuning = adapter.tuning
+            x, accept, steps, div = nuts_transition(
+                x, adapter.chol_cov, *args, adapter.step_size, self.max_treedepth, z, u
+            )
+            adapter.update(accept, lambda x=x: laplace_chol_cov(x, *args))
+            n_steps += steps
+            diverging = diverging or (div and not tuning)
+        chol = args[0] @ unpack_cholesky(x, self.dim)
+        state[f"chol_{side}"] = chol
+        Lambda = np.linalg.inv(chol @ chol.T)
+        Lambda = 0.5 * (Lambda + Lambda.T)
+        if self.free_means:
+            precision = self.mean_precision * np.eye(self.dim) + n_rows * Lambda
+            state[f"mu_{side}"] = _draw_gaussian(precision, Lambda @ rows.sum(axis=0), rng)
+        state[f"Lambda_{side}"] = Lambda
+        state[f"Sigma_{side}"] = chol @ chol.T
+        state[f"steps_{side}"] = n_steps
+        state[f"diverging_{side}"] = diverging
+
+    def noise_precision(self, n_ratings, sse, rng):
+        return 1.0 / draw_halfnormal_scale(n_ratings, sse, self.config["sigma_sd"], rng) ** 2
+
+    def rescale(self, state, rng):
+        """Move each factor's scale between the sides, keeping ``U_k V_k`` (a generalised
+        Gibbs step on the multiplicative group).
+
+        ``U[:, k], mu_U[k], L_U[k, :]`` times ``g_k`` and the same of ``V`` divided by it
+        leave the likelihood unchanged; with the Jacobian and the Haar measure ``dg / g``,
+        ``t = log g_k`` has density ``exp(-a e^{2t} - b e^{-2t})`` with ``a`` (``b``) the
+        prior terms of ``U``'s (``V``'s) factor ``k``: ``mu[k]^2 / 2 s_m^2 + s_k^2 / 2 s_f^2``.
+        Without it the per-factor balance between the sides, which only the priors fix,
+        moves by small steps, and a chain started with one side's factor shrunk stays
+        near that state for hundreds of sweeps.
+        """
+        terms = []
+        for side in ("U", "V"):
+            chol = state[f"chol_{side}"]
+            term = (chol**2).sum(axis=1) / (2.0 * self.scale_sd**2)
+            if self.free_means:
+                term = term + 0.5 * self.mean_precision * state[f"mu_{side}"] ** 2
+            terms.append(term)
+        g = np.exp(slice_log_scales(terms[0], terms[1], rng.random((self.dim, 32))))
+        for side, factor in (("U", g), ("V", 1.0 / g)):
+            state[side] = state[side] * factor
+            state[f"mu_{side}"] = state[f"mu_{side}"] * factor
+            chol = state[f"chol_{side}"] * factor[:, None]
+            state[f"chol_{side}"] = chol
+            state[f"Sigma_{side}"] = chol @ chol.T
+            Lambda = np.linalg.inv(state[f"Sigma_{side}"])
+            state[f"Lambda_{side}"] = 0.5 * (Lambda + Lambda.T)
+
+    def bias_precision(self, biases, rng):
+        scale = draw_halfnormal_scale(
+            biases.shape[0], float(biases @ biases), self.config["bias_scale_sd"], rng
+        )
+        return 1.0 / scale**2
+
+    def mean_prior(self, side, state):
+        """``(A, a)`` with the factor mean's prior term ``-e^T A e / 2 + a^T e`` in a shift
+        ``e`` of the whole side (rows and mean together); rows alone when the mean is fixed."""
+        if self.free_means:
+            precision = self.mean_precision * np.eye(self.dim)
+            return precision, -precision @ state[f"mu_{side}"]
+        Lambda = state[f"Lambda_{side}"]
+        return state[side].shape[0] * Lambda, -Lambda @ state[side].sum(axis=0)
+
+
+def _sample_wishart(scale_chol, dof, rng):
+    """Wishart(scale = L L^T, dof) by the Bartlett decomposition."""
+    dim = scale_chol.shape[0]
+    A = np.tril(rng.standard_normal((dim, dim)), -1)
+    A[np.diag_indices(dim)] = np.sqrt(rng.chisquare(dof - np.arange(dim)))
+    LA = scale_chol @ A
+    return LA @ LA.T
+
+
+def sample_normal_wishart(factors, beta0, nu0, W0_inv, mu0, rng):
+    """Draw (mu, Lambda) from the Normal-Wishart posterior given the factor rows."""
+    n_rows, dim = factors.shape
+    mean = factors.mean(axis=0)
+    centred = factors - mean
+    scatter = centred.T @ centred
+    beta_n = beta0 + n_rows
+    nu_n = nu0 + n_rows
+    mu_n = (beta0 * mu0 + n_rows * mean) / beta_n
+    diff = mean - mu0
+    W_n_inv = W0_inv + scatter + (beta0 * n_rows / beta_n) * np.outer(diff, diff)
+    W_n_inv = 0.5 * (W_n_inv + W_n_inv.T)
+    # W_n = inv(W_n_inv); its Cholesky factor from that of W_n_inv without forming the inverse
+    chol_inv = np.linalg.cholesky(W_n_inv)
+    eye = np.eye(dim)
+    W_n_chol = np.linalg.cholesky(np.linalg.solve(chol_inv.T, np.linalg.solve(chol_inv, eye)))
+    Lambda = _sample_wishart(W_n_chol, nu_n, rng)
+    Lambda = 0.5 * (Lambda + Lambda.T)
+    chol_lambda = np.linalg.cholesky(beta_n * Lambda)
+    mu = mu_n + np.linalg.solve(chol_lambda.T, rng.standard_normal(dim))
+    return mu, Lambda
+
+
+class WishartHyperpriors:
+    """Normal-Wishart factor hyperpriors and Gamma precisions (the paper's conjugate model).
+
+    ``Lambda ~ Wishart(W0, nu0)``, ``mu | Lambda ~ N(mu0, (beta0 Lambda)^-1)``; the noise and
+    bias precisions are ``Gamma(shape, rate)``.
+    """
+
+    name = "wishart"
+
+    def __init__(self, config, n_factors):
+        self.config = config
+        self.dim = int(n_factors)
+        self.beta0 = float(config["beta0"])
+        self.nu0 = self.dim if config["nu0"] is None else float(config["nu0"])
+        W0 = config["W0"]
+        W0 = np.eye(self.dim) if W0 is None else W0
+        W0 = float(W0) * np.eye(self.dim) if np.ndim(W0) == 0 else np.asarray(W0, dtype=float)
+        self.W0_inv = np.linalg.inv(W0)
+        self.mu0 = np.broadcast_to(np.asarray(config["mu0"], dtype=float), (self.dim,)).copy()
+
+    def start(self, state, rng):
+        for side in ("U", "V"):
+            rows = state[side]
+            cov = np.atleast_2d(np.cov(rows, rowvar=False)) if rows.shape[0] > 1 else None
+            cov = np.eye(self.dim) if cov is None else cov + 1e-2 * np.eye(self.dim)
+            state[f"mu_{side}"] = rows.mean(axis=0)
+            state[f"Lambda_{side}"] = np.linalg.inv(cov)
+
+    def factor_step(self, side, state, rng):
+        mean, Lambda = sample_normal_wishart(
+            state[side], self.beta0, self.nu0, self.W0_inv, self.mu0, rng
+        )
+        state[f"mu_{side}"] = mean
+        state[f"Lambda_{side}"] = Lambda
+        state[f"Sigma_{side}"] = np.linalg.inv(Lambda)
+
+    def rescale(self, state, rng):
+        """No rescaling move: the Wishart prior ties the scales of the two sides."""
+
+    def noise_precision(self, n_ratings, sse, rng):
+        shape = self.config["noise_shape"] + 0.5 * n_ratings
+        return rng.gamma(shape, 1.0 / (self.config["noise_rate"] + 0.5 * sse))
+
+    def bias_precision(self, biases, rng):
+        shape = self.config["bias_precision_shape"] + 0.5 * biases.shape[0]
+        rate = self.config["bias_precision_rate"] + 0.5 * float(biases @ biases)
+        return rng.gamma(shape, 1.0 / rate)
+
+    def mean_prior(self, side, state):
+        precision = self.beta0 * state[f"Lambda_{side}"]
+        return precision, -precision @ (state[f"mu_{side}"] - self.mu0)

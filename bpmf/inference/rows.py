@@ -1,0 +1,75 @@
+"""Conditional draws (or conditional means) of every row of one side, shared by the Gibbs
+samplers and alternating least squares."""
+
+import numpy as np
+
+from bpmf.kernels.rows import aligned_zeros, sample_rows
+
+__all__ = ["sample_side", "workspace"]
+
+
+def workspace(n_users, n_items, D, biases):
+    """Buffers one chain's sweeps reuse, so that no sweep allocates fresh memory.
+
+    Per side: ``X``, the other side's rows with a column of ones for the bias and a last
+    column with the other side's biases (zero without biases), aligned to cache lines;
+    ``rows`` for the drawn (factor, bias) rows and ``z`` for their standard normals.
+    """
+    dim = D + 1 if biases else D
+    work = {}
+    for side, n_rows, n_other in (("U", n_users, n_items), ("V", n_items, n_users)):
+        X = aligned_zeros((n_other, dim + 1))
+        if biases:
+            X[:, D] = 1.0
+        work[side] = {"X": X, "rows": np.empty((n_rows, dim)), "z": np.empty((n_rows, dim))}
+    return work
+
+
+_SIDES = {
+    "U": ("V", "user_bias", "item_bias"),
+    "V": ("U", "item_bias", "user_bias"),
+}
+
+
+def sample_side(state, side, csr, biases, work, rng, residuals, noise=True):
+    """Draw every row of ``state[side]`` (and its bias) jointly, given the other side.
+
+    With ``residuals``, returns the sum and the sum of squares of the residuals
+    ``r - mu - b - c - U.V`` under the new rows. ``noise=False`` gives the conditional means
+    instead of draws (a step of alternating least squares).
+    """
+    other, bias, other_bias = _SIDES[side]
+    indptr, partners, ratings = csr
+    D = state[other].shape[1]
+    X, rows, z = work["X"], work["rows"], work["z"]
+    X[:, :D] = state[other]
+    if biases:
+        X[:, -1] = state[other_bias]
+    dim = rows.shape[1]
+    prec = np.zeros((dim, dim))
+    prec[:D, :D] = state[f"Lambda_{side}"]
+    if biases:
+        prec[D, D] = state[f"{bias}_precision"]
+    mean = np.zeros(dim)
+    mean[:D] = state[f"mu_{side}"]
+    if noise:
+        rng.standard_normal(out=z)
+    else:
+        z[:] = 0.0
+    sums = sample_rows(
+        indptr,
+        partners,
+        ratings,
+        X,
+        state["mu"],
+        prec,
+        prec @ mean,
+        state["tau"],
+        z,
+        rows,
+        residuals,
+    )
+    state[side] = rows[:, :D].copy()
+    if biases:
+        state[bias] = rows[:, D].copy()
+    return sums

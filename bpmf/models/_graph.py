@@ -1,0 +1,179 @@
+"""The PyMC graph of BPMF with LKJ priors, and the map from a sampler state to its values."""
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from bpmf.kernels.likelihood import rating_likelihood
+
+__all__ = ["build_graph", "row_counts", "factor_means", "initial_point", "unpack_lower"]
+
+
+def build_graph(train, n_factors, config):
+    """The ``pm.Model`` of :class:`bpmf.models.BPMF` with LKJ priors (dims user, item,
+    factor, factor_, obs)."""
+    noncentered = config["parameterization"] == "noncentered"
+    coords = {
+        "user": np.arange(train.n_users),
+        "item": np.arange(train.n_items),
+        "factor": np.arange(n_factors),
+        "factor_": np.arange(n_factors),
+        "obs": np.arange(train.n_ratings),
+    }
+    with pm.Model(coords=coords) as model:
+        mu = pm.Normal("mu", float(train.values.mean()), config["mu_sd"])
+        factors = {}
+        for side, dim in (("U", "user"), ("V", "item")):
+            if factor_means(config):
+                mean = pm.Normal(f"mu_{side}", 0.0, config["factor_mean_sd"], dims="factor")
+            else:  # the biases carry the mean effects; a zero mean keeps the layout
+                mean = pm.Deterministic(f"mu_{side}", pt.zeros(n_factors), dims="factor")
+            chol = cholesky_prior(f"chol_{side}", n_factors, config)
+            pm.Deterministic(f"Sigma_{side}", chol @ chol.T, dims=("factor", "factor_"))
+            if noncentered:
+                z = pm.Normal(f"{side}_z", 0.0, 1.0, dims=(dim, "factor"))
+                factors[side] = pm.Deterministic(side, mean + z @ chol.T, dims=(dim, "factor"))
+            else:
+                factors[side] = pm.MvNormal(side, mean, chol=chol, dims=(dim, "factor"))
+        biases = {}
+        if config["biases"]:
+            for name, dim, counts in (
+                ("user_bias", "user", row_counts(train.user_codes, train.n_users)),
+                ("item_bias", "item", row_counts(train.item_codes, train.n_items)),
+            ):
+                scale = pm.HalfNormal(f"{name}_sd", config["bias_scale_sd"])
+                biases[name] = bias_block(name, dim, scale, centred_rows(counts, config))
+        if config["sigma"] is None:
+            sigma = pm.HalfNormal("sigma", config["sigma_sd"])
+        else:
+            sigma = float(config["sigma"])
+        rating_likelihood(
+            train,
+            mu,
+            factors["U"],
+            factors["V"],
+            biases.get("user_bias"),
+            biases.get("item_bias"),
+            sigma,
+            fused=config["fused_likelihood"],
+        )
+    return model
+
+
+def initial_point(point, train, model_config, rng=None, jitter=0.0):
+    """A state (e.g. the MAP) as an initial point of the graph (constrained values)."""
+    point = {name: np.array(value, dtype=np.float64) for name, value in point.items()}
+    if rng is not None and jitter > 0:
+        for name, value in point.items():
+            spread = float(np.std(value)) if value.size > 1 else float(np.abs(value).max()) * 0.1
+            point[name] = value + rng.normal(0.0, jitter * max(spread, 1e-3), value.shape)
+        point["sigma"] = np.abs(point["sigma"])
+    init = {"mu": point["mu"]}
+    if model_config["sigma"] is None:
+        init["sigma"] = point["sigma"]
+    n_factors = point["U"].shape[1]
+    noncentered = model_config["parameterization"] == "noncentered"
+    for side in ("U", "V"):
+        factors = point[side]
+        if factor_means(model_config):
+            mean = factors.mean(0)
+            init[f"mu_{side}"] = mean
+            cov = (factors - mean).T @ (factors - mean) / len(factors)
+        else:  # second moments about the model's fixed zero mean
+            mean = np.zeros(n_factors)
+            cov = factors.T @ factors / len(factors)
+        cov = cov + 1e-3 * np.eye(n_factors)
+        chol = np.linalg.cholesky(cov)
+        init[f"chol_{side}"] = (
+            np.sqrt(cov[0, 0:1]) if n_factors == 1 else chol[np.tril_indices(n_factors)]
+        )
+        if noncentered:
+            init[f"{side}_z"] = np.linalg.solve(chol, (factors - mean).T).T
+        else:
+            init[side] = factors
+    if model_config["biases"]:
+        for name, counts in (
+            ("user_bias", row_counts(train.user_codes, train.n_users)),
+            ("item_bias", row_counts(train.item_codes, train.n_items)),
+        ):
+            bias = point[name]
+            scale = max(float(np.sqrt(np.mean(bias**2))), 1e-2)
+            init[f"{name}_sd"] = np.asarray(scale)
+            centred = centred_rows(counts, model_config)
+            if centred.all():
+                init[name] = bias
+            elif not centred.any():
+                init[f"{name}_z"] = bias / scale
+            else:
+                init[f"{name}_c"] = bias[centred]
+                init[f"{name}_z"] = bias[~centred] / scale
+    return init
+
+
+def factor_means(config):
+    """Whether ``mu_U``, ``mu_V`` are free parameters (by default only without biases)."""
+    choice = config["factor_means"]
+    return (not config["biases"]) if choice == "auto" else bool(choice)
+
+
+def row_counts(codes, n):
+    return np.bincount(np.asarray(codes), minlength=n)
+
+
+def centred_rows(counts, config):
+    """Boolean mask of the rows (users or items) whose bias is sampled centred."""
+    choice = config["bias_parameterization"]
+    if choice == "centered":
+        return np.ones(counts.shape, dtype=bool)
+    if choice == "noncentered":
+        return np.zeros(counts.shape, dtype=bool)
+    return counts >= int(config["bias_center_min"])
+
+
+def bias_block(name, dim, scale, centred):
+    """Biases ``b ~ Normal(0, scale)``, centred on the rows in ``centred``, non-centred elsewhere.
+
+    A bias informed by many ratings is sampled directly (non-centring it would tie its
+    standard-normal coordinate to ``scale`` and slow ``scale`` down); one informed by a few is
+    sampled as ``scale * z`` (centring it would make a funnel with ``scale``).
+    """
+    if centred.all():
+        return pm.Normal(name, 0.0, scale, dims=dim)
+    if not centred.any():
+        return pm.Deterministic(name, scale * pm.Normal(f"{name}_z", 0.0, 1.0, dims=dim), dims=dim)
+    rich, poor = np.flatnonzero(centred), np.flatnonzero(~centred)
+    bias = pt.zeros(centred.size)
+    bias = pt.set_subtensor(bias[rich], pm.Normal(f"{name}_c", 0.0, scale, shape=rich.size))
+    bias = pt.set_subtensor(bias[poor], scale * pm.Normal(f"{name}_z", 0.0, 1.0, shape=poor.size))
+    return pm.Deterministic(name, bias, dims=dim)
+
+
+def cholesky_prior(name, n_factors, config):
+    """Cholesky factor of a covariance with an LKJ correlation and HalfNormal scales."""
+    if n_factors == 1:  # LKJ needs two dimensions; a 1 x 1 covariance is just a variance
+        scale = pm.HalfNormal(name, config["factor_scale_sd"], shape=1)
+        return pt.reshape(scale, (1, 1))
+    packed = pm.LKJCholeskyCov(
+        name,
+        n=n_factors,
+        eta=config["lkj_eta"],
+        sd_dist=pm.HalfNormal.dist(config["factor_scale_sd"], shape=n_factors),
+        compute_corr=False,
+    )
+    return unpack_lower(packed, n_factors)
+
+
+def unpack_lower(packed, n):
+    """The ``n x n`` lower-triangular matrix whose row-major lower triangle is ``packed``.
+
+    Built as a product with a constant 0/1 matrix rather than PyMC's ``set_subtensor``
+    unpacking, so the gradient is a matrix-vector product. Through the index, PyTensor's
+    ``local_advanced_subtensor_of_dot`` rewrites the gradient of ``z @ chol.T`` into gathers
+    of ``n (n + 1) / 2`` transposed columns of ``z`` and of its cotangent: on ML-100K u1 the
+    log-density + gradient took 1.65 ms (numba) and 3.39 ms (C) that way, 1.48 and 2.60 ms
+    this way, measured side by side.
+    """
+    rows, cols = np.tril_indices(n)
+    selector = np.zeros((n * n, rows.size))
+    selector[rows * n + cols, np.arange(rows.size)] = 1.0
+    return pt.dot(pt.constant(selector), packed).reshape((n, n))
