@@ -32,7 +32,7 @@ _PRIOR_KEYS = {
         "factor_scale_sd": 1.0,
         "bias_scale_sd": 1.0,
         "sigma_sd": 1.0,
-        "factor_means": True,
+        "factor_means": "auto",
         # how the joint NUTS graph is written (the model is the same whatever they are)
         "parameterization": "noncentered",
         "bias_parameterization": "auto",
