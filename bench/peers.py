@@ -2,10 +2,11 @@
 
 Fits myFM (Bayesian factorisation machine, C++ Gibbs, rank 10, 200 iterations), Surprise
 ``SVD`` and ``BaselineOnly``, bpmf's conjugate Gibbs sampler (called directly, so that only
-the sampler is timed, as myFM is), and, when importable, bpmf's ``PMF``, ``BPMF`` (NUTS), ``BPMF(method=
-"gibbs")`` and the gradient-descent baselines. Prints, per fold and averaged over folds, test
-RMSE, wall time, each wall time as a ratio to myFM's, and iterations per second for the Gibbs
-samplers. Every prediction is clipped to the rating scale [1, 5], peers included.
+the sampler is timed, as myFM is), and, when importable, bpmf's ``PMF``, ``BPMF`` (NUTS),
+``BPMF(method="gibbs")`` and the gradient-descent baselines. Prints, per fold and averaged
+over folds, test RMSE, wall time, each wall time as a ratio to myFM's, and iterations per
+second for the Gibbs samplers. Every prediction is clipped to the rating scale [1, 5], peers
+included.
 
 The peers come from the ``bench`` extra (``pip install "bpmf[bench]"``), never from the runtime
 dependencies.

@@ -55,7 +55,7 @@ def scipy_openblas_library():
     if not libs.is_dir():
         return None
     # the LP64 build (32-bit integers, as PyTensor's C code declares); not the ILP64 "64_" one
-    found = sorted(p for p in libs.glob("libscipy_openblas*.so*") if "64_" not in p.name)
+    found = sorted(p for p in libs.glob("libscipy_openblas*.so") if "64_" not in p.name)
     return found[0] if found else None
 
 
@@ -68,7 +68,11 @@ def scipy_openblas_ldflags(library=None):
     library = scipy_openblas_library() if library is None else Path(library)
     if library is None or re.search(r"[\s,'\"]", str(library)):
         return None
-    tokens = [f"-L{library.parent}", f"-l:{library.name}"]
+    # -lNAME (not -l:FILE): PyTensor matches NAME against the files of the -L folder
+    name = re.fullmatch(r"lib(.+)\.so", library.name)
+    if name is None:
+        return None
+    tokens = [f"-L{library.parent}", f"-l{name.group(1)}"]
     tokens += [f"-D{name}_={_PREFIX}{name}_" for name in BLAS_ROUTINES]
     return " ".join(tokens)
 

@@ -84,10 +84,9 @@ class ModelIO:
         """Write the fitted model to one file (use the extension ``.bpmf``).
 
         The file holds the posterior (``idata_``), every other fitted attribute, the
-        constructor arguments, the model class, the bpmf version and the format version (see
-        :mod:`bpmf.models` for the layout). It is written to a temporary file in the same
-        folder and renamed over ``path``, so an earlier file at ``path`` stays intact if the
-        save is interrupted.
+        constructor arguments, the model class, the bpmf version and the format version. It
+        is written to a temporary file in the same folder and renamed over ``path``, so an
+        earlier file at ``path`` stays intact if the save is interrupted.
 
         Parameters
         ----------

@@ -126,9 +126,8 @@ def test_round_trip_restores_every_fitted_attribute(name, fitted, pairs, tmp_pat
         np.testing.assert_array_equal(loaded.predict(pairs), expected)
     known = pairs.iloc[:-1]
     pd.testing.assert_frame_equal(loaded.predict_interval(known), model.predict_interval(known))
-    xr.testing.assert_identical(
-        loaded.predict_posterior(known, random_state=1), model.predict_posterior(known, random_state=1)
-    )
+    xr.testing.assert_identical(loaded.predict_posterior(known, random_state=1),
+                                model.predict_posterior(known, random_state=1))
     pd.testing.assert_frame_equal(loaded.recommend("u3", k=5), model.recommend("u3", k=5))
     # and saving the loaded model writes the same content again
     again = loaded.save(tmp_path / "again.bpmf")
