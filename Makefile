@@ -11,13 +11,17 @@ PYTHON ?= $(shell for p in python3.12 python3.13 python3 /root/.pyenv/versions/3
 OUT    ?= out
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast bench lint notebooks clean
+.PHONY: run test test-fast bench docs lint notebooks clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python >= 3.12 not found; install it or pass PYTHON=/path/to/python3.12" >&2; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $@
+
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e ".[test,docs]"
 	@touch $@
 
 $(VENV)/.installed-bench: $(VENV)/.installed
@@ -27,10 +31,11 @@ $(VENV)/.installed-bench: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(VENV)/bin/bpmf compare --data food-world-cup --folds 5 --preset quick --out $(OUT)
 
-test: $(VENV)/.installed
+# The docs extra too: tests/test_docs.py builds the documentation, so a broken docstring fails.
+test: $(VENV)/.installed-docs
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.installed
+test-fast: $(VENV)/.installed-docs
 	$(PY) -m pytest -n 2 --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 # Benchmarks need MovieLens in the data home ($$BPMF_DATA) and the bench extra (myFM, Surprise).
@@ -38,6 +43,12 @@ bench: $(VENV)/.installed-bench
 	$(PY) bench/baselines_simple.py --fold u1
 	$(PY) bench/baselines_movielens.py
 	$(PY) bench/peers.py
+
+# The documentation site (API reference from the docstrings, README, notebooks as committed),
+# warnings treated as errors; the test suite builds it too (tests/test_docs.py).
+docs: $(VENV)/.installed-docs
+	$(PY) -m sphinx -b html -c docs -W --keep-going -q -d docs/_build/doctrees . docs/_build/html
+	@echo "documentation: docs/_build/html/index.html"
 
 # Execute both notebooks top to bottom on small settings (outputs are not committed).
 notebooks: $(VENV)/.installed
@@ -48,4 +59,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bpmf tests bench
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache docs/_build

@@ -7,8 +7,7 @@ Usage::
 
 Prints one line per model with the test RMSE, the wall time, divergences, max-treedepth hits
 and R-hat / bulk ESS of sigma, then the RMSE ratio BPMF / PMF. Needs MovieLens 100K in the data
-home (``BPMF_DATA`` or ``--data-home``). Reference numbers on the development machine (2 shared
-cores) are in the README.
+home (``BPMF_DATA`` or ``--data-home``). Recorded results are in ``bench/README.md``.
 """
 
 import argparse

@@ -3,13 +3,24 @@
 import importlib
 
 from bpmf import datasets, metrics
+from bpmf._blas import configure_pytensor_blas
 from bpmf._config import config_context, get_config, set_config
 from bpmf._exceptions import ConvergenceWarning, DataError, ModelFileError, NotFittedError
 from bpmf._version import __version__
 from bpmf.compare import compare
 
+# Link PyTensor's C backend to the OpenBLAS that scipy ships (before PyTensor is imported, so
+# that it never warns that it found no BLAS).
+configure_pytensor_blas()
+
 # PyMC and the baselines load on first use, so `import bpmf` (and the CLI) stays fast.
-_LAZY = {"PMF": "bpmf.models", "BPMF": "bpmf.models", "baselines": "bpmf", "models": "bpmf"}
+_LAZY = {
+    "PMF": "bpmf.models",
+    "BPMF": "bpmf.models",
+    "load": "bpmf.models",
+    "baselines": "bpmf",
+    "models": "bpmf",
+}
 
 __all__ = [
     "BPMF",
@@ -24,6 +35,7 @@ __all__ = [
     "config_context",
     "datasets",
     "get_config",
+    "load",
     "metrics",
     "models",
     "set_config",

@@ -332,31 +332,10 @@ def _sampler_config(args):
 
 
 def _load_model(path):
-    """Read a saved model of any registered class that can be saved."""
-    from bpmf.registry import MODELS, model_class
+    """Read a saved model; its class is taken from the file's own metadata."""
+    from bpmf.models import load
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No model file at {str(path)!r}.")
-    classes = []
-    for name in MODELS:
-        try:
-            cls = model_class(name)
-        except ImportError:
-            continue
-        if hasattr(cls, "load") and cls not in classes:
-            classes.append(cls)
-    if not classes:
-        raise _Failure("No model class that can load files is available in this installation.")
-    mismatch = None
-    for cls in classes:
-        try:
-            return cls.load(path)
-        except ModelFileError as exc:
-            if "holds a" not in str(exc):
-                raise
-            mismatch = exc
-    raise mismatch
+    return load(path)
 
 
 def _match_ids(values, index):

@@ -18,21 +18,15 @@ The NUTS and Gibbs samplers of :class:`bpmf.models.BPMF` and the MAP of
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import zipfile
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy import special
 
 from bpmf._estimator import RatingEstimator
-from bpmf._exceptions import DataError, ModelFileError
-from bpmf._version import __version__
+from bpmf.models._io import ModelIO
+from bpmf.models._io import coord_values as _coord_values
+from bpmf.models._io import ids_like as _ids_like
 
 #: dims (after chain, draw) of every posterior variable the prediction code understands.
 POSTERIOR_DIMS = {
@@ -50,8 +44,6 @@ POSTERIOR_DIMS = {
     "item_bias_sd": (),
 }
 
-_FORMAT = "bpmf-model"
-_FORMAT_VERSION = 1
 # Pairs per block when averaging over draws: bounds memory at about draws x block floats.
 _BLOCK = 20_000
 #: Predictive intervals use at least this many draws per pair: with few posterior draws (PMF's
@@ -128,13 +120,8 @@ def observed_dataset(train):
     )
 
 
-def _coord_values(index):
-    values = np.asarray(index)
-    return values.astype(str) if values.dtype == object else values
-
-
 # ---------------------------------------------------------------------- the model base class
-class PosteriorModel(RatingEstimator):
+class PosteriorModel(ModelIO, RatingEstimator):
     """Predictions, intervals, recommendations and persistence from ``idata_``.
 
     Subclasses set ``idata_`` (and call ``_start_fit``) in ``fit``; everything here reads only
@@ -353,102 +340,6 @@ class PosteriorModel(RatingEstimator):
         items = observed["obs_item"].values[observed["obs_user"].values == user_id]
         return self.item_index_.get_indexer(_ids_like(items, self.item_index_))
 
-    # ------------------------------------------------------------------ persistence
-    def save(self, path):
-        """Write the fitted model to ``path`` (a zip of a zarr store of the DataTree).
-
-        The file holds the posterior (``idata_``), the constructor arguments (configs as JSON),
-        the bpmf version and the id maps. It is written to a temporary file in the same folder
-        and moved into place, so ``path`` is never left half-written.
-        """
-        self._check_is_fitted()
-        path = Path(path)
-        tree = self.idata_.copy()
-        tree.attrs = {
-            **{k: v for k, v in tree.attrs.items() if isinstance(v, (str, int, float))},
-            "bpmf_format": _FORMAT,
-            "bpmf_format_version": _FORMAT_VERSION,
-            "bpmf_version": __version__,
-            "bpmf_model": type(self).__name__,
-            "bpmf_params": json.dumps(_jsonable(self.get_params())),
-            "bpmf_state": json.dumps(_jsonable(self._extra_state())),
-            "bpmf_user_ids": _index_to_json(self.user_index_),
-            "bpmf_item_ids": _index_to_json(self.item_index_),
-            "bpmf_scale": json.dumps(self.scale_),
-            "bpmf_n_train": int(self.n_train_),
-        }
-        folder = path.parent if str(path.parent) else Path(".")
-        workdir = tempfile.mkdtemp(prefix=".bpmf-save-", dir=folder)
-        try:
-            store = os.path.join(workdir, "store.zarr")
-            tree.to_zarr(store, mode="w", consolidated=False)
-            archive = os.path.join(workdir, "model.zip")
-            with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
-                for root, _, files in os.walk(store):
-                    for name in sorted(files):
-                        full = os.path.join(root, name)
-                        zf.write(full, os.path.relpath(full, store))
-            os.replace(archive, path)
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        return path
-
-    @classmethod
-    def load(cls, path):
-        """Read a model written by :meth:`save`; it predicts exactly what the saved one did.
-
-        Raises
-        ------
-        FileNotFoundError
-            ``path`` does not exist.
-        ModelFileError
-            The file is not a bpmf model file, is corrupted, or holds another model type.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No model file at {str(path)!r}.")
-        tree = _read_tree(path)
-        attrs = tree.attrs
-        if attrs.get("bpmf_format") != _FORMAT:
-            raise ModelFileError(f"{str(path)!r} is not a bpmf model file (no bpmf format tag).")
-        saved = attrs.get("bpmf_model")
-        if saved != cls.__name__:
-            raise ModelFileError(
-                f"{str(path)!r} holds a {saved} model; load it with {saved}.load(...), "
-                f"not {cls.__name__}.load."
-            )
-        try:
-            params = json.loads(attrs["bpmf_params"])
-            state = json.loads(attrs["bpmf_state"])
-            model = cls(**params)
-            model.user_index_ = _index_from_json(attrs["bpmf_user_ids"])
-            model.item_index_ = _index_from_json(attrs["bpmf_item_ids"])
-            scale = json.loads(attrs["bpmf_scale"])
-            model.scale_ = None if scale is None else tuple(scale)
-            model.n_train_ = int(attrs["bpmf_n_train"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ModelFileError(f"{str(path)!r} has damaged metadata ({err}).") from err
-        for key in [k for k in attrs if k.startswith("bpmf_")]:
-            del tree.attrs[key]
-        posterior = tree["posterior"].ds
-        missing = [v for v in ("U", "V", "mu", "sigma") if v not in posterior]
-        if missing:
-            raise ModelFileError(f"{str(path)!r} lacks posterior variable(s) {missing}.")
-        if posterior.sizes.get("user") != len(model.user_index_) or posterior.sizes.get(
-            "item"
-        ) != len(model.item_index_):
-            raise ModelFileError(f"{str(path)!r}: the id maps do not match the posterior shape.")
-        model.idata_ = _restore_coords(tree, model.user_index_, model.item_index_)
-        model._restore_state(state)
-        return model
-
-    def _extra_state(self):
-        """Fitted state beyond ``idata_`` and the id maps to persist (JSON-able dict)."""
-        return {}
-
-    def _restore_state(self, state):
-        """Inverse of :meth:`_extra_state` on a loaded model."""
-
 
 # ---------------------------------------------------------------------- helpers
 def _rows(post, name, mean_name, cov_name, codes, rng):
@@ -483,82 +374,3 @@ def _pair_ids(pairs):
     from bpmf.datasets._ratings import as_pairs
 
     return as_pairs(pairs)
-
-
-def _ids_like(values, index):
-    """The ids of ``index`` whose coordinate form (see ``_coord_values``) is ``values``."""
-    positions = pd.Index(_coord_values(index)).get_indexer(np.asarray(values))
-    return index[positions].to_numpy()
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.random.Generator):
-        raise DataError(
-            "Cannot save a model whose random_state is a numpy Generator; use an int seed."
-        )
-    return value
-
-
-def _index_to_json(index):
-    values = [_jsonable(v) for v in np.asarray(index).tolist()]
-    return json.dumps({"dtype": str(index.dtype), "values": values})
-
-
-def _index_from_json(text):
-    spec = json.loads(text)
-    dtype = object if spec["dtype"] == "object" else spec["dtype"]
-    return pd.Index(spec["values"], dtype=dtype)
-
-
-def _read_tree(path):
-    try:
-        if not zipfile.is_zipfile(path):
-            raise ModelFileError(
-                f"{str(path)!r} is not a bpmf model file (not a zip archive); it may be "
-                "truncated or of another format."
-            )
-        with tempfile.TemporaryDirectory(prefix=".bpmf-load-") as workdir:
-            with zipfile.ZipFile(path) as zf:
-                bad = zf.testzip()
-                if bad is not None:
-                    raise ModelFileError(f"{str(path)!r} is corrupted (bad member {bad!r}).")
-                for member in zf.namelist():
-                    if member.startswith("/") or ".." in Path(member).parts:
-                        raise ModelFileError(f"{str(path)!r} has an unsafe member {member!r}.")
-                zf.extractall(workdir)
-            tree = xr.open_datatree(workdir, engine="zarr", consolidated=False)
-            return tree.load()
-    except ModelFileError:
-        raise
-    except Exception as err:  # zarr/json/zip errors all mean an unreadable file
-        raise ModelFileError(f"{str(path)!r} could not be read as a bpmf model ({err}).") from err
-
-
-def _restore_coords(tree, user_index, item_index):
-    """Give the ``user``/``item`` coords back their original dtype after a round trip."""
-    users = _coord_values(user_index)
-    items = _coord_values(item_index)
-    groups = {}
-    for node in tree.subtree:
-        if node is tree:
-            continue
-        ds = node.to_dataset()
-        if "user" in ds.dims:
-            ds = ds.assign_coords(user=users)
-        if "item" in ds.dims:
-            ds = ds.assign_coords(item=items)
-        for name in ("obs_user", "obs_item"):
-            if name in ds.coords:
-                index = user_index if name == "obs_user" else item_index
-                ds = ds.assign_coords({name: ("obs", _coord_values(index)[
-                    index.get_indexer(_ids_like(ds[name].values, index))])})
-        groups[node.path] = ds
-    restored = xr.DataTree.from_dict(groups)
-    restored.attrs = dict(tree.attrs)
-    return restored
