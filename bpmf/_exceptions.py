@@ -11,3 +11,7 @@ class NotFittedError(RuntimeError, AttributeError):
 
 class ModelFileError(ValueError):
     """A saved model file is corrupted, truncated or of another model type."""
+
+
+class RatingScaleWarning(UserWarning):
+    """The rating scale was inferred from ratings that do not span a plausible scale."""
