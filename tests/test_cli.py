@@ -229,7 +229,8 @@ def saved_pmf(ratings_csv, tmp_path_factory):
 @needs_pmf
 def test_predict_writes_mean_and_interval(saved_pmf, ratings_csv, tmp_path, capsys):
     pmf = model_class("pmf").load(saved_pmf)
-    pairs = pd.DataFrame({"user": [100, 101, 139], "item": ["item0", "item3", "item11"]})
+    # Id columns are read as text, so the model's user ids are the strings "100", ...
+    pairs = pd.DataFrame({"user": ["100", "101", "139"], "item": ["item0", "item3", "item11"]})
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
     out = tmp_path / "preds.csv"
     assert (
@@ -249,7 +250,8 @@ def test_predict_writes_mean_and_interval(saved_pmf, ratings_csv, tmp_path, caps
         == 0
     )
     predictions = pd.read_csv(out)
-    assert list(predictions.columns) == ["user", "item", "mean", "lower", "upper"]
+    assert list(predictions.columns) == ["user", "item", "mean", "lower", "upper", "unseen"]
+    assert (predictions["unseen"] == 0).all()
     np.testing.assert_allclose(predictions["mean"], pmf.predict(pairs), rtol=1e-10)
     expected = pmf.predict_interval(pairs, prob=0.8)
     np.testing.assert_allclose(predictions[["lower", "upper"]], expected[["lower", "upper"]])
@@ -275,7 +277,7 @@ def test_recommend_known_and_unknown_user(saved_pmf, ratings_csv, capsys):
     pmf = model_class("pmf").load(saved_pmf)
     assert main(["recommend", "--model", saved_pmf, "--user", "100", "-k", "3"]) == 0
     out = capsys.readouterr().out
-    expected = pmf.recommend(100, k=3)
+    expected = pmf.recommend("100", k=3)
     for item in expected["item"]:
         assert item in out
     assert main(["recommend", "--model", saved_pmf, "--user", "99999"]) == 1
@@ -414,6 +416,7 @@ def test_predict_and_recommend_as_a_subprocess(saved_pmf, tmp_path):
         "mean",
         "lower",
         "upper",
+        "unseen",
     ]
     done = _subprocess("recommend", "--model", model, "--user", "100", "-k", "2")
     assert done.returncode == 0 and "rank" in done.stdout

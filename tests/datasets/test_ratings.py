@@ -67,10 +67,11 @@ def test_off_scale_rating_is_reported():
 
 def test_duplicates_can_be_aggregated():
     df = pd.DataFrame({"user": [1, 1, 2], "item": [1, 1, 1], "rating": [2.0, 4.0, 5.0]})
-    ratings = Ratings.from_frame(df, duplicates="mean")
+    ratings = Ratings.from_frame(df, duplicates="mean", scale=(1, 5))
     assert ratings.n_ratings == 2
     assert sorted(ratings.values) == [3.0, 5.0]
-    assert Ratings.from_frame(df, duplicates="last").to_frame()["rating"].tolist() == [4.0, 5.0]
+    last = Ratings.from_frame(df, duplicates="last", scale=(1, 5))
+    assert last.to_frame()["rating"].tolist() == [4.0, 5.0]
 
 
 def test_empty_and_missing_columns():

@@ -11,11 +11,14 @@ def test_csv_tsv_parquet_round_trip(tmp_path):
     df.to_csv(tmp_path / "r.tsv", index=False, sep="\t")
     df.to_parquet(tmp_path / "r.parquet")
     for name in ("r.csv", "r.tsv", "r.parquet"):
-        ratings = read_ratings(tmp_path / name, user_col="uid", item_col="iid", rating_col="stars")
+        ratings = read_ratings(
+            tmp_path / name, user_col="uid", item_col="iid", rating_col="stars", scale=(1, 5)
+        )
         assert ratings.n_ratings == 3 and list(ratings.item_ids) == ["x", "y"]
     assert (
         load_dataset(
-            str(tmp_path / "r.csv"), user_col="uid", item_col="iid", rating_col="stars"
+            str(tmp_path / "r.csv"), user_col="uid", item_col="iid", rating_col="stars",
+            scale=(1, 5),
         ).n_users
         == 2
     )
