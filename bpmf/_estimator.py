@@ -128,6 +128,10 @@ class RatingEstimator:
 
 def _examples(unseen, users, items, n=3):
     rows = np.flatnonzero(unseen)
+    more = f" and {len(rows) - n} more" if len(rows) > n else ""
+    if users is None and items is None:
+        label = "row" if len(rows) == 1 else "rows"
+        return f"{label} {', '.join(str(r) for r in rows[:n])}{more}"
     shown = []
     for row in rows[:n]:
         ids = [
@@ -135,8 +139,7 @@ def _examples(unseen, users, items, n=3):
             for what, values in (("user", users), ("item", items))
             if values is not None
         ]
-        shown.append(f"row {row}: {', '.join(ids)}" if ids else f"row {row}")
-    more = f" and {len(rows) - n} more" if len(rows) > n else ""
+        shown.append(f"row {row}: {', '.join(ids)}")
     return "; ".join(shown) + more
 
 

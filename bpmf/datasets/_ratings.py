@@ -220,6 +220,10 @@ def _require_columns(frame, columns):
 
 def _as_id_array(ids, what, allow_empty=True):
     """Ids as a 1-D array, kept exactly as given; missing, blank or colliding ids raise."""
+    if not isinstance(ids, np.ndarray | pd.Series | pd.Index | str | bytes | numbers.Number):
+        # A list: let pandas infer the type, so that a NaN among strings stays missing
+        # (numpy would turn it into the string "nan").
+        ids = pd.Series(list(ids) if not isinstance(ids, list) else ids, dtype=None)
     if isinstance(ids, pd.Series | pd.Index):
         ids = ids.to_numpy(dtype=object) if _is_extension(ids.dtype) else ids.to_numpy()
     ids = np.asarray(ids)
