@@ -402,6 +402,7 @@ _HINTS = (
     (r"scale=\((-?[\d.]+), (-?[\d.]+)\)", r"--scale \1,\2"),
     (r"\bn_factors=", "--n-factors "),
     (r"\brandom_state=", "--seed "),
+    (r"\bthreshold=", "--threshold "),
 )
 
 
@@ -447,7 +448,7 @@ def _load_ratings(args):
     if is_named or (not Path(name).suffix and not Path(name).exists()):
         if read_kwargs:
             flags = ", ".join("--" + key.replace("_", "-") for key in read_kwargs)
-            raise _Failure(f"{flags} apply to rating files, not to the dataset {name!r}.")
+            raise _Failure(f"{flags}: only for rating files, not for the dataset {name!r}.")
         ratings = load_dataset(name, data_home=args.data_home)
         if args.scale is not None:
             ratings = ratings.with_scale(args.scale)
@@ -689,7 +690,9 @@ def _cmd_download(args):
             f"Unknown dataset {args.name!r} to download; known: {', '.join(MOVIELENS)} "
             "(food-world-cup is embedded and needs no download)."
         )
-    target = get_data_home(args.data_home) / args.name
+    home = get_data_home(args.data_home)
+    target = home / args.name
+    _check_out_dir(home, flag="--data-home")
     if target.exists():
         print(f"{args.name} is already present at {target}")
         return 0
@@ -744,6 +747,7 @@ _PREDICTION_COLUMNS = ("mean", "lower", "upper", "unseen")
 
 
 def _cmd_predict(args):
+    from bpmf.datasets import as_pairs
     from bpmf.datasets._readers import read_table
 
     if args.out is not None:
@@ -765,6 +769,7 @@ def _cmd_predict(args):
             f"{str(args.pairs)!r} already has column(s) {clash}, which the output adds; "
             "rename them."
         )
+    as_pairs(pairs[[user_col, item_col]].set_axis(["user", "item"], axis=1))  # blank ids raise
     frame = pd.DataFrame(
         {
             "user": _match_ids(pairs[user_col].to_numpy(), model.user_index_, "user"),
@@ -804,6 +809,12 @@ def _cmd_recommend(args):
     table = model.recommend(
         user, k=args.k, exclude_seen=not args.include_seen, threshold=args.threshold
     )
+    if table.empty:
+        print(
+            f"user {args.user} has rated all {len(model.item_index_)} items; pass "
+            "--include-seen to rank them anyway."
+        )
+        return 0
     threshold = table.attrs.get("threshold", args.threshold)
     table = table.rename(columns={"prob_at_least": f"P(r>={threshold:g})"})
     print(f"top {len(table)} items for user {args.user}:")

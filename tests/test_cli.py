@@ -181,7 +181,7 @@ def test_fit_baseline_reports_training_rmse(ratings_csv, capsys):
         (["fit", "--model", "user-mean", "--data", "RATINGS", "--param", "oops"], "KEY=VALUE"),
         (
             ["fit", "--model", "user-mean", "--data", "food-world-cup", "--user-col", "u"],
-            "apply to rating files",
+            "only for rating files",
         ),
         (["fit", "--model", "user-mean", "--data", "no-such-dataset"], "Unknown dataset"),
     ],
