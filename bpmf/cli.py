@@ -899,6 +899,8 @@ def _cmd_compare(args):
         keep.update(label=label, fold=fold, model=model, split=split)
 
     wants_plots = out is not None and not args.no_plots
+    if wants_plots and (args.jobs or 1) != 1:
+        _say(args, "posterior plots (trace, rank, ...) need --jobs 1; writing the others only")
     # One progress line per fitted model instead of a progress bar per model and fold.
     with config_context(progressbar=False), _dask_client(args), warnings.catch_warnings():
         # Failed fits are reported below as the error of the command.
