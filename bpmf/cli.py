@@ -1,9 +1,17 @@
 """The ``bpmf`` command line: datasets, download, fit, predict, recommend, compare.
 
 ``main(argv=None) -> int`` parses ``argv`` (``sys.argv[1:]`` by default), runs one
-subcommand and returns the exit status: 0 on success, 1 when the work failed (missing file,
-unknown model, bad column, unknown user, ...) with one ``bpmf: error: ...`` line on stderr,
-2 for a malformed command line. ``--debug`` shows the full traceback instead.
+subcommand and returns the exit status: 0 on success, 2 for a malformed command line, 1 for
+any other failure (missing or unwritable file, unknown model, bad column, unknown user, a
+failed fit in ``compare``, ...). Every failure prints exactly one ``bpmf: error: ...`` line on
+stderr and no traceback (``--debug`` adds it); warnings print one ``bpmf: warning: ...`` line
+each. Hints in messages name options of the command line (``--duplicates mean``,
+``--sep ';'``, ``--scale 1,5``), not the Python arguments behind them.
+
+Files of ratings (``fit``, ``compare``) and of pairs (``predict``) are read with ``--sep`` and
+the ``--user-col``/``--item-col`` columns (``--rating-col``, ``--duplicates`` and ``--scale``
+for ratings); id columns are read as text, so ``007`` and ``7`` are two ids, and are matched
+to the saved model's id type without guessing. Output paths are checked before any fitting.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ _USER_ERRORS = (
 )
 
 _BACKENDS = ("pymc", "nutpie", "numpyro", "blackjax")
-_PARALLEL_BACKENDS = ("loky", "threading", "multiprocessing", "dask", "ray")
+_PARALLEL_BACKENDS = ("loky", "threading", "dask", "ray")
 _DUPLICATES = ("raise", "mean", "first", "last")
 
 

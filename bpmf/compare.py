@@ -225,10 +225,46 @@ def _run_grid(todo, preset, random_state, prob, levels, keep_models, n_jobs, bac
     except ImportError as exc:  # pragma: no cover - joblib is a dependency
         raise ImportError("n_jobs/backend need joblib: pip install joblib.") from exc
     n_jobs = -1 if n_jobs is None else int(n_jobs)
+    _prepare_backend(backend)
     config = joblib.parallel_config(backend=backend) if backend is not None else nullcontext()
     with config:
-        runner = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-        yield from runner(joblib.delayed(_run_task)(*task) for task in tasks)
+        jobs = (joblib.delayed(_run_task)(*task) for task in tasks)
+        # Results in the order they finish where the backend can stream them; the
+        # multiprocessing backend cannot, and delivers them all at the end.
+        for return_as in ("generator_unordered", "generator", "list"):
+            try:
+                stream = joblib.Parallel(n_jobs=n_jobs, return_as=return_as)(jobs)
+                break
+            except ValueError as exc:
+                if f"return_as={return_as}" not in str(exc):
+                    raise
+                jobs = (joblib.delayed(_run_task)(*task) for task in tasks)
+        yield from stream
+
+
+def _prepare_backend(backend):
+    """Register the optional backends, with an install hint when their package is missing."""
+    if backend == "ray":
+        try:
+            from ray.util.joblib import register_ray
+        except ImportError as exc:
+            raise ImportError("backend='ray' needs ray: pip install 'bpmf[ray]'.") from exc
+        register_ray()
+    elif backend == "dask":
+        try:
+            from distributed import default_client
+        except ImportError as exc:
+            raise ImportError(
+                "backend='dask' needs dask.distributed: pip install 'bpmf[dask]'."
+            ) from exc
+        try:
+            default_client()
+        except ValueError:
+            raise ValueError(
+                "backend='dask' runs on a dask.distributed Client: create one first, "
+                "Client() for a local cluster or Client('scheduler-address:8786') for a "
+                "running one."
+            ) from None
 
 
 def _run_task(label, fold, make, split, preset, random_state, prob, levels, keep_model, settings):
@@ -492,32 +528,38 @@ def _unique_labels(entries):
 
 def _factory(model):
     if isinstance(model, str):
-        make_model_now = _named_factory(model, {})
-    elif _is_named_params(model):
-        make_model_now = _named_factory(model[0], dict(model[1]))
-    elif hasattr(model, "fit") and hasattr(model, "predict") and hasattr(model, "get_params"):
+        return _NamedFactory(model, {})
+    if _is_named_params(model):
+        return _NamedFactory(model[0], dict(model[1]))
+    if hasattr(model, "fit") and hasattr(model, "predict") and hasattr(model, "get_params"):
         # Fitted or not, an instance is cloned from its settings and refitted on every fold.
-        params = model.get_params()
-        cls = type(model)
-
-        def make_model_now(preset, random_state):
-            return cls(**params)
-    else:
-        raise ValueError(
-            f"Cannot use {model!r} as a model: give a registered name, a (name, params) tuple "
-            "or an estimator with fit/predict/get_params."
-        )
-    return make_model_now
+        return _CloneFactory(type(model), model.get_params())
+    raise ValueError(
+        f"Cannot use {describe(model)} as a model: give a registered name, a (name, params) "
+        "tuple or an estimator with fit/predict/get_params."
+    )
 
 
-def _named_factory(name, params):
-    # Fail on an unknown name or parameter now, before any fitting starts.
-    make_model(name, params=params)
+class _NamedFactory:
+    """``factory(preset, random_state)`` -> a fresh registered model (picklable, for workers)."""
 
-    def make_model_now(preset, random_state):
-        return make_model(name, preset=preset, params=params, random_state=random_state)
+    def __init__(self, name, params):
+        # Fail on an unknown name or parameter now, before any fitting starts.
+        make_model(name, params=params)
+        self.name, self.params = name, params
 
-    return make_model_now
+    def __call__(self, preset, random_state):
+        return make_model(self.name, preset=preset, params=self.params, random_state=random_state)
+
+
+class _CloneFactory:
+    """``factory(preset, random_state)`` -> a fresh instance with the given settings."""
+
+    def __init__(self, cls, params):
+        self.cls, self.params = cls, params
+
+    def __call__(self, preset, random_state):
+        return self.cls(**self.params)
 
 
 def summarize(results):

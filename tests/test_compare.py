@@ -412,3 +412,10 @@ def test_dask_cluster_gives_the_serial_results(synthetic, serial_results, tmp_pa
 def test_bad_n_jobs():
     with pytest.raises(ValueError, match="n_jobs must be a non-zero integer"):
         compare(["user-mean"], folds=[], n_jobs=0)
+
+
+def test_dask_backend_without_a_client_says_how_to_get_one(synthetic):
+    pytest.importorskip("dask.distributed")
+    ratings, _ = synthetic
+    with pytest.raises(ValueError, match=r"create one first, Client\(\) for a local cluster"):
+        compare(["user-mean"], ratings, folds=2, backend="dask", progress=False)
