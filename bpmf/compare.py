@@ -168,6 +168,10 @@ def compare(
     rows = dict(done)
     finished = len(done)
     model_settings = get_config()
+    if backend is not None or (n_jobs is not None and n_jobs != 1):
+        # Progress bars of models running side by side in workers would interleave; the
+        # per-fit lines below report progress instead.
+        model_settings["progressbar"] = False
     for label, fold, row, model, caught in _run_grid(
         todo, preset, random_state, prob, levels, callback is not None, n_jobs, backend,
         model_settings,
