@@ -10,7 +10,13 @@ import numbers
 import numpy as np
 
 from bpmf._exceptions import DataError, NotFittedError
-from bpmf._validation import check_n_factors, check_random_state, check_scale, warn
+from bpmf._validation import (
+    check_factor_memory,
+    check_n_factors,
+    check_random_state,
+    check_scale,
+    warn,
+)
 from bpmf.datasets._ratings import Ratings, as_pairs, as_ratings
 
 _UNSEEN_POLICIES = ("warn", "raise", "ignore")
@@ -60,7 +66,8 @@ class RatingEstimator:
         """Validate ``train`` and the shared settings; record the id maps and the scale.
 
         Checks ``n_factors`` and ``random_state`` where the estimator has them (see
-        :mod:`bpmf._validation`). The rating scale is ``rating_scale`` where the estimator has
+        :mod:`bpmf._validation`), and that the draws a factor model keeps fit in memory
+        (``_kept_draws()``, chains x draws, where the model defines it; 1 otherwise). The rating scale is ``rating_scale`` where the estimator has
         that setting and it is not ``None``; otherwise the scale of ``train`` (declared, or
         inferred with a warning when implausible). Returns the Ratings.
         """
@@ -75,6 +82,13 @@ class RatingEstimator:
             train = train.with_scale(declared)
         else:
             train = as_ratings(train)
+        if hasattr(self, "n_factors"):
+            # Models that keep draws say how many (chains x draws) with ``_kept_draws()``.
+            kept = getattr(self, "_kept_draws", None)
+            check_factor_memory(
+                self.n_factors, train.n_users, train.n_items, kept() if kept else 1,
+                what=f"{type(self).__name__}.fit",
+            )
         self.user_index_ = train.user_ids
         self.item_index_ = train.item_ids
         self.scale_ = train.scale

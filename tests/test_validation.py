@@ -113,6 +113,18 @@ def test_fit_checks_the_shared_settings():
         _Scaled(random_state=np.random.default_rng(1)).fit(FRAME)
 
 
+def test_fit_refuses_draws_that_cannot_fit_in_memory(monkeypatch):
+    class Sampled(_Scaled):
+        def _kept_draws(self):
+            return 2_000
+
+    monkeypatch.setattr(_validation, "_memory_bytes", lambda: 8 * 2**30)
+    train = FRAME.assign(rating=[1.0, 2.0, 4.0, 5.0])
+    with pytest.raises(ValueError, match=r"Sampled.fit would keep .* GiB of draws"):
+        Sampled(n_factors=10_000).fit(train)
+    assert Sampled(n_factors=3).fit(train).n_train_ == 4
+
+
 def test_declared_rating_scale_wins_and_is_checked():
     # Constant ratings cannot tell the scale; a declared one is used without a warning.
     model = _Scaled(rating_scale=(1, 5)).fit(FRAME)
@@ -179,3 +191,18 @@ def test_pairs_of_another_id_type_are_named(pmf_01):
     pairs = pd.DataFrame({"user": [1, 2], "item": [0, 1]})
     with pytest.warns(UserWarning, match=r"user ids given are integers but the model's are text"):
         pmf_01.predict(pairs)
+
+
+def test_gibbs_with_huge_n_factors_fails_before_allocating(monkeypatch):
+    from bpmf.models import BPMF
+
+    monkeypatch.setattr(_validation, "_memory_bytes", lambda: 64 * 2**30)
+    rng = np.random.default_rng(0)
+    users, items = np.meshgrid(np.arange(8), np.arange(6))
+    frame = pd.DataFrame(
+        {"user": users.ravel(), "item": items.ravel(), "rating": rng.integers(1, 6, 48) * 1.0}
+    )
+    frame.loc[:1, "rating"] = [1.0, 5.0]
+    model = BPMF(n_factors=10_000, method="gibbs", random_state=0)
+    with pytest.raises(ValueError, match=r"BPMF.fit would keep \d+\.\d GiB of draws"):
+        model.fit(frame)

@@ -144,6 +144,15 @@ class PosteriorModel(RatingEstimator):
     ``idata_``, the id maps and the scale, so a loaded model behaves like the saved one.
     """
 
+    def _kept_draws(self):
+        """Draws kept by ``fit`` (chains x draws of ``_sampler_config()``, else 1 for a MAP);
+        the base class checks before fitting that they fit in memory."""
+        config = getattr(self, "_sampler_config", None)
+        if config is None:
+            return 1
+        settings = config()
+        return int(settings.get("chains", 1)) * int(settings.get("draws", 1))
+
     # ------------------------------------------------------------------ posterior access
     def _draws(self):
         """Posterior variables as arrays with one flat leading ``sample`` axis (cached)."""
