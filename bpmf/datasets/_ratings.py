@@ -239,13 +239,22 @@ def _as_id_array(ids, what, allow_empty=True):
             "drop those rows or give them an id."
         )
     if ids.dtype.kind in "OUS":
-        blank = np.array([isinstance(v, str | bytes) and not v.strip() for v in ids], dtype=bool)
-        if blank.any():
+        # Checked on the distinct values (C speed), then located in the rows when found.
+        if any(isinstance(v, str | bytes) and not v.strip() for v in pd.unique(ids)):
+            blank = np.array(
+                [isinstance(v, str | bytes) and not v.strip() for v in ids], dtype=bool
+            )
             raise DataError(
                 f"{int(blank.sum())} {what} id(s) are blank strings (row(s) "
                 f"{_first_rows(blank)}); drop those rows or give them an id."
             )
-    if ids.dtype == object:
+    if ids.dtype == object and pd.api.types.infer_dtype(ids, skipna=False) not in (
+        "string",
+        "bytes",
+        "integer",
+        "floating",
+        "boolean",
+    ):
         _check_no_collisions(ids, what)
     return ids
 
