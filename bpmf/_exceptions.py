@@ -15,3 +15,7 @@ class ModelFileError(ValueError):
 
 class ConvergenceWarning(UserWarning):
     """The sampler's diagnostics (divergences, R-hat, ESS) say its draws may not be trusted."""
+
+
+class RatingScaleWarning(UserWarning):
+    """The rating scale was inferred from ratings that do not span a plausible scale."""

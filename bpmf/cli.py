@@ -1,9 +1,17 @@
 """The ``bpmf`` command line: datasets, download, fit, predict, recommend, compare.
 
 ``main(argv=None) -> int`` parses ``argv`` (``sys.argv[1:]`` by default), runs one
-subcommand and returns the exit status: 0 on success, 1 when the work failed (missing file,
-unknown model, bad column, unknown user, ...) with one ``bpmf: error: ...`` line on stderr,
-2 for a malformed command line. ``--debug`` shows the full traceback instead.
+subcommand and returns the exit status: 0 on success, 2 for a malformed command line, 1 for
+any other failure (missing or unwritable file, unknown model, bad column, unknown user, a
+failed fit in ``compare``, ...). Every failure prints exactly one ``bpmf: error: ...`` line on
+stderr and no traceback (``--debug`` adds it); warnings print one ``bpmf: warning: ...`` line
+each. Hints in messages name options of the command line (``--duplicates mean``,
+``--sep ';'``, ``--scale 1,5``), not the Python arguments behind them.
+
+Files of ratings (``fit``, ``compare``) and of pairs (``predict``) are read with ``--sep`` and
+the ``--user-col``/``--item-col`` columns (``--rating-col``, ``--duplicates`` and ``--scale``
+for ratings); id columns are read as text, so ``007`` and ``7`` are two ids, and are matched
+to the saved model's id type without guessing. Output paths are checked before any fitting.
 """
 
 from __future__ import annotations
@@ -24,24 +32,37 @@ from bpmf._version import __version__
 
 __all__ = ["main"]
 
-#: Errors reported as one line (anything else is a bug and keeps its traceback).
+#: Errors reported as one line with exit status 1 (anything else is reported as an internal
+#: error, also on one line; --debug shows the traceback).
 _USER_ERRORS = (
     DataError,
     ModelFileError,
     NotFittedError,
-    FileNotFoundError,
-    NotADirectoryError,
-    PermissionError,
+    OSError,
     ValueError,
     KeyError,
     ImportError,
+    MemoryError,
 )
 
 _BACKENDS = ("pymc", "nutpie", "numpyro", "blackjax")
+_PARALLEL_BACKENDS = ("loky", "threading", "dask", "ray")
+_DUPLICATES = ("raise", "mean", "first", "last")
 
 
 class _Failure(Exception):
     """An error raised by the command line itself, with a ready message."""
+
+
+class _UsageError(Exception):
+    """A malformed command line (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (``bpmf: error: ...``) instead of usage + error."""
+
+    def error(self, message):
+        raise _UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 # ---------------------------------------------------------------------- argument parsing
@@ -82,9 +103,50 @@ def _data_options(parser):
         metavar="NAME_OR_PATH",
         help="a dataset name (see `bpmf datasets`) or a CSV/TSV/parquet file of ratings",
     )
+    _input_options(parser, ratings=True)
+
+
+def _input_options(parser, *, ratings):
+    """How to read a file of ratings (``ratings=True``) or of (user, item) pairs."""
+    what = "ratings" if ratings else "pairs"
+    parser.add_argument(
+        "--sep",
+        default=None,
+        metavar="SEP",
+        help=f"field separator of the {what} file, e.g. ';' (default: tab for .tsv/.tab/.txt, "
+        "comma otherwise)",
+    )
     parser.add_argument("--user-col", default=None, help="column of user ids (default 'user')")
     parser.add_argument("--item-col", default=None, help="column of item ids (default 'item')")
-    parser.add_argument("--rating-col", default=None, help="column of ratings (default 'rating')")
+    if ratings:
+        parser.add_argument(
+            "--rating-col", default=None, help="column of ratings (default 'rating')"
+        )
+        parser.add_argument(
+            "--duplicates",
+            choices=_DUPLICATES,
+            default=None,
+            help="what to do with a (user, item) pair rated more than once (default raise)",
+        )
+        parser.add_argument(
+            "--scale",
+            type=_parse_scale,
+            default=None,
+            metavar="LO,HI",
+            help="the rating scale, e.g. 1,5 (default: the file's lowest and highest rating, "
+            "with a warning when implausible)",
+        )
+
+
+def _parse_scale(text):
+    from bpmf._validation import check_scale
+
+    try:
+        return check_scale(text, "--scale")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected LO,HI with LO < HI, e.g. 1,5; got {text!r}"
+        ) from exc
 
 
 def _model_options(parser):
@@ -106,14 +168,14 @@ def _model_options(parser):
 
 
 def _build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bpmf",
         description="Bayesian Probabilistic Matrix Factorization of rating data.",
         epilog="Run `bpmf COMMAND --help` for the options of one command.",
     )
     parser.add_argument("--version", action="version", version=f"bpmf {__version__}")
     _common_options(parser, suppress=False)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     _common_options(common, suppress=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -159,19 +221,30 @@ def _build_parser():
         metavar="KEY=VALUE",
         help="any constructor argument (VALUE is JSON, else a string); repeatable",
     )
-    sub.add_argument("--out", default=None, metavar="FILE", help="where to save the fitted model")
+    sub.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE",
+        help="where to save the fitted model (its folder is checked before fitting)",
+    )
     sub.set_defaults(run=_cmd_fit)
 
     sub = commands.add_parser(
         "predict",
         parents=[common],
         help="predict ratings (mean and interval) for pairs",
-        description="Predict the ratings of (user, item) pairs with a saved model.",
+        description="Predict the ratings of (user, item) pairs with a saved model. The output "
+        "keeps the columns of --pairs and adds mean, lower, upper and unseen (1 where the user "
+        "or item was not in training: predicted from the population level).",
     )
     sub.add_argument("--model", required=True, metavar="FILE", help="a model saved by `bpmf fit`")
-    sub.add_argument("--pairs", required=True, metavar="CSV", help="CSV with columns user and item")
-    sub.add_argument("--user-col", default="user", help="column of user ids (default 'user')")
-    sub.add_argument("--item-col", default="item", help="column of item ids (default 'item')")
+    sub.add_argument(
+        "--pairs",
+        required=True,
+        metavar="FILE",
+        help="CSV/TSV/parquet file with columns user and item (other columns are kept)",
+    )
+    _input_options(sub, ratings=False)
     sub.add_argument(
         "--prob", type=float, default=0.9, help="probability of the predictive interval"
     )
@@ -193,7 +266,11 @@ def _build_parser():
         "--include-seen", action="store_true", help="also rank items the user already rated"
     )
     sub.add_argument(
-        "--threshold", type=float, default=4.0, help="report P(rating >= threshold) (default 4)"
+        "--threshold",
+        type=float,
+        default=None,
+        help="report P(rating >= threshold); on the rating scale (default: three quarters of "
+        "the way up it, 4 on 1-5)",
     )
     sub.set_defaults(run=_cmd_recommend)
 
@@ -223,7 +300,36 @@ def _build_parser():
         help="a constructor argument of one model, e.g. pmf.n_factors=5; repeatable",
     )
     sub.add_argument("--prob", type=float, default=0.9, help="interval probability for coverage")
-    sub.add_argument("--out", default=None, metavar="DIR", help="folder for CSV, markdown, plots")
+    sub.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="folder for CSV, markdown, plots; results.csv gets each (model, fold) as it finishes",
+    )
+    sub.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip the (model, fold) results already in --out/results.csv",
+    )
+    sub.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fit N (model, fold) pairs at once (-1: all cores; default 1)",
+    )
+    sub.add_argument(
+        "--parallel-backend",
+        choices=_PARALLEL_BACKENDS,
+        default=None,
+        help="joblib backend for --jobs (default loky; dask needs --scheduler)",
+    )
+    sub.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="address of a running dask scheduler (with --parallel-backend dask)",
+    )
     sub.add_argument("--no-plots", action="store_true", help="write tables only")
     sub.set_defaults(run=_cmd_compare)
     return parser
@@ -231,13 +337,20 @@ def _build_parser():
 
 # ---------------------------------------------------------------------- entry point
 def main(argv=None):
-    """Run the ``bpmf`` command line; returns the exit status (0 on success)."""
+    """Run the ``bpmf`` command line; returns the exit status (0 on success).
+
+    Every failure is one ``bpmf: error: ...`` line on stderr and no traceback (``--debug``
+    adds it): status 2 for a malformed command line, 1 for everything else.
+    """
     parser = _build_parser()
     if argv is not None:
         argv = [str(arg) for arg in argv]  # accept Paths and numbers from Python callers
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, --version and usage errors
+    except _UsageError as exc:
+        print(f"bpmf: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:  # --help and --version
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
     try:
         with config_context(progressbar=not args.quiet), warnings.catch_warnings():
@@ -247,26 +360,72 @@ def main(argv=None):
             warnings.simplefilter("ignore", FutureWarning)
             warnings.showwarning = _show_warning
             return int(args.run(args) or 0)
-    except (_Failure, *_USER_ERRORS) as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"bpmf: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("bpmf: interrupted", file=sys.stderr)
         return 130
+    except _UsageError as exc:
+        return _report(args, exc, status=2)
+    except (_Failure, *_USER_ERRORS) as exc:
+        return _report(args, exc)
+    except Exception as exc:  # a bug: still one line, the traceback under --debug
+        return _report(args, exc, internal=True)
+
+
+def _report(args, exc, *, status=1, internal=False):
+    if getattr(args, "debug", False):
+        traceback.print_exc()
+    message = _one_line(exc)
+    if internal:
+        message = (
+            f"internal error ({type(exc).__name__}: {message}); please report it, with the "
+            "output of --debug"
+        )
+    print(f"bpmf: error: {message}", file=sys.stderr)
+    return status
 
 
 def _one_line(exc):
     message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    if isinstance(exc, OSError) and getattr(exc, "strerror", None) and exc.filename:
+        message = f"{exc.strerror}: {str(exc.filename)!r}"
     message = " ".join(str(message).split()) or type(exc).__name__
-    if isinstance(exc, ImportError | KeyError):
+    if isinstance(exc, ImportError | KeyError | MemoryError):
         message = f"{type(exc).__name__}: {message}"
+    return cli_hints(message)
+
+
+#: Library wording -> command-line wording, so that hints name options that exist.
+_HINTS = (
+    (r"duplicates='mean' \(or 'first'/'last'\)", "--duplicates mean (or first/last)"),
+    (r"duplicates='(\w+)'", r"--duplicates \1"),
+    (
+        r"\(e\.g\. user_col=\.\.\., item_col=\.\.\., rating_col=\.\.\.\)",
+        "(--user-col, --item-col, --rating-col)",
+    ),
+    (r"\buser_col=", "--user-col "),
+    (r"\bitem_col=", "--item-col "),
+    (r"\brating_col=", "--rating-col "),
+    (r"pass sep=('[^']*')", r"pass --sep \1"),
+    (r"scale=\(low, high\)", "--scale LO,HI"),
+    (r"scale=\((-?[\d.]+), (-?[\d.]+)\)", r"--scale \1,\2"),
+    (r"\bn_factors=", "--n-factors "),
+    (r"\brandom_state=", "--seed "),
+    (r"\bthreshold=", "--threshold "),
+)
+
+
+def cli_hints(message):
+    """Rewrite the library's hints (``duplicates='mean'``, ``sep=';'``, ``scale=(1, 5)``...)
+    into the options of the command line (``--duplicates mean``, ``--sep ';'``, ...)."""
+    import re
+
+    for pattern, replacement in _HINTS:
+        message = re.sub(pattern, replacement, message)
     return message
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):
-    print(f"bpmf: warning: {' '.join(str(message).split())}", file=sys.stderr)
+    print(f"bpmf: warning: {cli_hints(' '.join(str(message).split()))}", file=sys.stderr)
 
 
 def _say(args, message):
@@ -276,29 +435,53 @@ def _say(args, message):
 
 
 # ---------------------------------------------------------------------- helpers
-def _load_ratings(args):
-    from bpmf.datasets import load_dataset
-
-    read_kwargs = {
-        key: value
-        for key, value in (
-            ("user_col", args.user_col),
-            ("item_col", args.item_col),
-            ("rating_col", args.rating_col),
-        )
-        if value is not None
+def _read_options(args):
+    """The reading options given on the command line, as keyword arguments of read_ratings."""
+    options = {
+        "user_col": args.user_col,
+        "item_col": args.item_col,
+        "rating_col": getattr(args, "rating_col", None),
+        "sep": args.sep,
+        "duplicates": getattr(args, "duplicates", None),
     }
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def _load_ratings(args):
+    from bpmf.datasets import MOVIELENS, load_dataset
+
+    read_kwargs = _read_options(args)
     name = args.data
-    if read_kwargs and not Path(name).suffix and not Path(name).exists():
-        raise _Failure(f"--user-col/--item-col/--rating-col apply to rating files, not {name!r}.")
+    is_named = name == "food-world-cup" or name in MOVIELENS
+    if is_named or (not Path(name).suffix and not Path(name).exists()):
+        if read_kwargs:
+            flags = ", ".join("--" + key.replace("_", "-") for key in read_kwargs)
+            raise _Failure(f"{flags}: only for rating files, not for the dataset {name!r}.")
+        ratings = load_dataset(name, data_home=args.data_home)
+        if args.scale is not None:
+            ratings = ratings.with_scale(args.scale)
+        return ratings
+    if args.scale is not None:
+        read_kwargs["scale"] = args.scale
     return load_dataset(name, data_home=args.data_home, **read_kwargs)
 
 
-def _parse_value(text):
+def _parse_value(key, text):
+    """A ``--param`` value: JSON when it parses (or looks like JSON), else the text itself."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if text.strip()[:1] in ("{", "[", '"'):
+            raise _Failure(
+                f"--param {key}: {text!r} is not valid JSON ({exc.msg} at character "
+                f"{exc.pos}); write objects like '{{\"draws\": 100}}', with double quotes."
+            ) from None
+        value = text
+    if key.endswith("_config") and not isinstance(value, dict):
+        raise _Failure(
+            f"--param {key} needs a JSON object, e.g. {key}='{{\"draws\": 100}}'; got {text!r}."
+        )
+    return value
 
 
 def _parse_params(items, *, per_model):
@@ -314,10 +497,72 @@ def _parse_params(items, *, per_model):
             model, dot, name = key.partition(".")
             if not dot or not model or not name:
                 raise _Failure(f"--param {item!r} must name the model: MODEL.KEY=VALUE.")
-            params.setdefault(model.lower(), {})[name] = _parse_value(value)
+            params.setdefault(model.lower(), {})[name] = _parse_value(name, value)
         else:
-            params[key] = _parse_value(value)
+            params[key] = _parse_value(key, value)
     return params
+
+
+def _check_shared_params(params, where="--param"):
+    """Check the settings every model shares before any work starts."""
+    from bpmf._validation import check_n_factors, check_random_state, check_scale
+
+    for name, check in (
+        ("n_factors", check_n_factors),
+        ("random_state", check_random_state),
+        ("rating_scale", check_scale),
+    ):
+        if name in params:
+            try:
+                check(params[name])
+            except ValueError as exc:
+                raise _Failure(f"{where} {name}: {exc}") from None
+
+
+def _check_out_file(path, flag="--out"):
+    """Fail now, before any work, when ``path`` cannot receive an output file."""
+    path = Path(path)
+    if path.is_dir():
+        raise _Failure(f"{flag} {str(path)!r} is a folder; give a file path inside it.")
+    _check_writable_folder(path.parent if str(path.parent) else Path("."), flag, path)
+
+
+def _check_out_dir(path, flag="--out"):
+    """Fail now when ``path`` cannot be (or become) an output folder; create it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise _Failure(f"{flag} {str(path)!r} is a file; give a folder (it is created if absent).")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise _Failure(f"{flag} {str(path)!r} cannot be created: {str(existing)!r} is a file.")
+    _check_writable_folder(existing, flag, path)
+    path.mkdir(parents=True, exist_ok=True)
+    _check_writable_folder(path, flag, path)
+
+
+def _check_writable_folder(folder, flag, target):
+    if not folder.exists():
+        raise _Failure(f"The folder of {flag} {str(target)!r} does not exist; create it first.")
+    if not folder.is_dir():
+        raise _Failure(f"{flag} {str(target)!r}: {str(folder)!r} is a file, not a folder.")
+    try:
+        _probe_write(folder)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise _Failure(
+            f"Cannot write {flag} {str(target)!r}: the folder {str(folder)!r} is not writable "
+            f"({reason}); choose another location."
+        ) from None
+
+
+def _probe_write(folder):
+    """Create and remove a temporary file in ``folder`` (raises OSError when that fails)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".bpmf-probe-"):
+        pass
 
 
 def _sampler_config(args):
@@ -338,17 +583,63 @@ def _load_model(path):
     return load(path)
 
 
-def _match_ids(values, index):
-    """Cast ids read from a CSV to the dtype of the model's id index (e.g. str vs int)."""
-    values = np.asarray(values)
-    if index.dtype == object or pd.api.types.is_string_dtype(index.dtype):
-        return values.astype(str).astype(object)
-    if pd.api.types.is_integer_dtype(index.dtype):
-        try:
-            return values.astype(index.dtype)
-        except (TypeError, ValueError):
-            return values
-    return values
+def _match_ids(values, index, what):
+    """Ids read as text (or as stored in a parquet file) -> ids of the model's type.
+
+    Text ids match a text-id model exactly (``007`` is not ``7``). For integer ids the text
+    must be the integer as written (``7``; ``007`` or ``7.0`` raise :class:`DataError`
+    instead of guessing); for float ids any number matches. Text that is no such number stays
+    text (an unseen id). For mixed-type ids, the text matches the id that prints as it.
+    """
+    from bpmf._estimator import id_kind
+
+    values = np.asarray(values, dtype=object)
+    kind = id_kind(np.asarray(index))
+    out = np.empty(len(values), dtype=object)
+    if kind == "text":
+        out[:] = [v if isinstance(v, str) else str(v) for v in values]
+        return out
+    if kind in ("integer", "float"):
+        for position, value in enumerate(values):
+            out[position] = _as_number(value, kind, what) if isinstance(value, str) else value
+        return out
+    by_text = {}
+    for known in index:
+        by_text.setdefault(str(known), []).append(known)
+    for position, value in enumerate(values):
+        matches = by_text.get(str(value), [])
+        if len(matches) > 1:
+            raise DataError(
+                f"{what} id {value!r} is ambiguous: the model has {len(matches)} {what} ids "
+                f"written {str(value)!r} ({', '.join(repr(m) for m in matches)})."
+            )
+        out[position] = matches[0] if matches else value
+    return out
+
+
+def _as_number(text, kind, what):
+    stripped = text.strip()
+    try:
+        number = int(stripped) if kind == "integer" else float(stripped)
+    except ValueError:
+        if kind == "integer":
+            try:
+                as_float = float(stripped)
+            except ValueError:
+                return text  # not a number: an id the model has not seen
+            raise DataError(
+                f"{what} id {text!r} is not an integer but the model's {what} ids are "
+                "integers; write it as one."
+            ) from None
+        return text
+    if kind == "integer" and str(number) != stripped:
+        raise DataError(
+            f"{what} id {text!r} reads as the integer {number} but is written otherwise; the "
+            f"model's {what} ids are integers, so write {number} (ids are matched exactly)."
+        )
+    if kind == "integer" and not -(2**63) <= number < 2**63:
+        return text  # beyond the model's int64 ids: unseen
+    return number
 
 
 def _print_frame(frame, floatfmt="{:.4f}"):
@@ -386,7 +677,9 @@ def _cmd_download(args):
             f"Unknown dataset {args.name!r} to download; known: {', '.join(MOVIELENS)} "
             "(food-world-cup is embedded and needs no download)."
         )
-    target = get_data_home(args.data_home) / args.name
+    home = get_data_home(args.data_home)
+    target = home / args.name
+    _check_out_dir(home, flag="--data-home")
     if target.exists():
         print(f"{args.name} is already present at {target}")
         return 0
@@ -403,6 +696,7 @@ def _cmd_fit(args):
     from bpmf.registry import make_model
 
     params = _parse_params(args.param, per_model=False)
+    _check_shared_params(params)
     model = make_model(
         args.model,
         preset=args.preset,
@@ -417,8 +711,8 @@ def _cmd_fit(args):
             "models with a posterior can (pmf, bpmf, bpmf-gibbs). Run without --out to see "
             "its training fit, or use `bpmf compare` to score it."
         )
-    if args.out is not None and not Path(args.out).resolve().parent.is_dir():
-        raise FileNotFoundError(f"The folder of --out {args.out!r} does not exist.")
+    if args.out is not None:
+        _check_out_file(args.out)
     ratings = _load_ratings(args)
     _say(args, f"fitting {model!r} on {ratings!r}")
     start = time.perf_counter()
@@ -436,35 +730,50 @@ def _cmd_fit(args):
     return 0
 
 
+_PREDICTION_COLUMNS = ("mean", "lower", "upper", "unseen")
+
+
 def _cmd_predict(args):
+    from bpmf.datasets import as_pairs
+    from bpmf.datasets._readers import read_table
+
+    if args.out is not None:
+        _check_out_file(args.out)
+    if not 0 < args.prob < 1:
+        raise _Failure(f"--prob must be strictly between 0 and 1, got {args.prob:g}.")
     model = _load_model(args.model)
-    pairs_path = Path(args.pairs)
-    if not pairs_path.is_file():
-        raise FileNotFoundError(f"No pairs file at {str(pairs_path)!r}.")
-    try:
-        pairs = pd.read_csv(pairs_path, sep=None, engine="python")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"Could not read pairs from {str(pairs_path)!r}: {exc}") from exc
-    missing = [c for c in (args.user_col, args.item_col) if c not in pairs.columns]
+    user_col, item_col = args.user_col or "user", args.item_col or "item"
+    pairs = read_table(args.pairs, columns=(user_col, item_col), sep=args.sep, what="pairs")
+    missing = [c for c in (user_col, item_col) if c not in pairs.columns]
     if missing:
         raise DataError(
-            f"{str(pairs_path)!r} lacks column(s) {missing}; it has {list(pairs.columns)}. "
+            f"{str(args.pairs)!r} lacks column(s) {missing}; it has {list(pairs.columns)}. "
             "Name the columns with --user-col/--item-col."
         )
+    clash = [c for c in _PREDICTION_COLUMNS if c in pairs.columns]
+    if clash:
+        raise DataError(
+            f"{str(args.pairs)!r} already has column(s) {clash}, which the output adds; "
+            "rename them."
+        )
+    as_pairs(pairs[[user_col, item_col]].set_axis(["user", "item"], axis=1))  # blank ids raise
     frame = pd.DataFrame(
         {
-            "user": _match_ids(pairs[args.user_col].to_numpy(), model.user_index_),
-            "item": _match_ids(pairs[args.item_col].to_numpy(), model.item_index_),
+            "user": _match_ids(pairs[user_col].to_numpy(), model.user_index_, "user"),
+            "item": _match_ids(pairs[item_col].to_numpy(), model.item_index_, "item"),
         }
     )
     if hasattr(model, "predict_interval"):
         interval = model.predict_interval(frame, prob=args.prob)
-        out = pd.concat(
-            [frame, interval[["mean", "lower", "upper"]].reset_index(drop=True)], axis=1
-        )
-        out.attrs["prob"] = args.prob
+        predictions = interval[["mean", "lower", "upper"]].reset_index(drop=True)
     else:
-        out = frame.assign(mean=model.predict(frame))
+        predictions = pd.DataFrame({"mean": model.predict(frame)})
+    unseen = (model.user_index_.get_indexer(frame["user"]) < 0) | (
+        model.item_index_.get_indexer(frame["item"]) < 0
+    )
+    out = pd.concat([pairs.reset_index(drop=True), predictions], axis=1)
+    out["unseen"] = unseen.astype(int)
+    out.attrs["prob"] = args.prob
     if args.out is None:
         _print_frame(out)
     else:
@@ -475,19 +784,26 @@ def _cmd_predict(args):
 
 def _cmd_recommend(args):
     model = _load_model(args.model)
-    user = _match_ids(np.array([args.user]), model.user_index_)[0]
-    if model.user_index_.get_indexer([user])[0] < 0:
+    if args.k < 1:
+        raise _Failure(f"-k must be a positive integer, got {args.k}.")
+    user = _match_ids(np.array([args.user], dtype=object), model.user_index_, "user")[0]
+    if model.user_index_.get_indexer(pd.Index([user], dtype=object))[0] < 0:
         examples = ", ".join(str(u) for u in model.user_index_[:3])
         raise _Failure(
             f"Unknown user {args.user!r}: not among the {len(model.user_index_)} users the "
             f"model was trained on (e.g. {examples})."
         )
-    if args.k < 1:
-        raise _Failure(f"-k must be a positive integer, got {args.k}.")
     table = model.recommend(
         user, k=args.k, exclude_seen=not args.include_seen, threshold=args.threshold
     )
-    table = table.rename(columns={"prob_at_least": f"P(r>={args.threshold:g})"})
+    if table.empty:
+        print(
+            f"user {args.user} has rated all {len(model.item_index_)} items; pass "
+            "--include-seen to rank them anyway."
+        )
+        return 0
+    threshold = table.attrs.get("threshold", args.threshold)
+    table = table.rename(columns={"prob_at_least": f"P(r>={threshold:g})"})
     print(f"top {len(table)} items for user {args.user}:")
     _print_frame(table[["rank", *[c for c in table.columns if c != "rank"]]])
     return 0
@@ -517,6 +833,16 @@ def _cmd_compare(args):
     stray = sorted(set(per_model) - set(names))
     if stray:
         raise _Failure(f"--param names model(s) {stray} that are not in --models.")
+    for name, params in per_model.items():
+        _check_shared_params(params, where=f"--param {name}.")
+    if args.jobs is not None and args.jobs == 0:
+        raise _Failure("--jobs must be a positive number of workers, or -1 for all cores.")
+    if args.scheduler is not None and args.parallel_backend != "dask":
+        raise _Failure("--scheduler needs --parallel-backend dask.")
+    if args.parallel_backend == "dask" and args.scheduler is None:
+        raise _Failure("--parallel-backend dask needs --scheduler ADDRESS (a running scheduler).")
+    if args.resume and args.out is None:
+        raise _Failure("--resume continues the results in --out; give --out DIR.")
     sampler = _sampler_config(args)
     models = {
         name: make_model(
@@ -534,13 +860,22 @@ def _cmd_compare(args):
         if not folds.isdigit() or int(folds) < 2:
             raise _Failure(f"--folds must be an integer >= 2 or 'official', got {args.folds!r}.")
         folds = int(folds)
+    out = Path(args.out) if args.out else None
+    checkpoint = None
+    if out is not None:
+        _check_out_dir(out)
+        checkpoint = out / "results.csv"
+        if checkpoint.is_file() and checkpoint.stat().st_size and not args.resume:
+            raise _Failure(
+                f"{str(checkpoint)!r} holds the results of an earlier run; pass --resume to "
+                "continue it (finished fits are skipped), or choose another --out."
+            )
     if folds == "official":
+        if _read_options(args) or args.scale is not None:
+            raise _Failure("--folds official reads the MovieLens files; drop the file options.")
         data = args.data
     else:
         data = _load_ratings(args)
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
 
     keep = {}
 
@@ -550,8 +885,13 @@ def _cmd_compare(args):
             return
         keep.update(label=label, fold=fold, model=model, split=split)
 
+    wants_plots = out is not None and not args.no_plots
+    if wants_plots and (args.jobs or 1) != 1:
+        _say(args, "posterior plots (trace, rank, ...) need --jobs 1; writing the others only")
     # One progress line per fitted model instead of a progress bar per model and fold.
-    with config_context(progressbar=False):
+    with config_context(progressbar=False), _dask_client(args), warnings.catch_warnings():
+        # Failed fits are reported below as the error of the command.
+        warnings.filterwarnings("ignore", message=r".* fits failed")
         results = compare(
             models,
             data,
@@ -559,21 +899,47 @@ def _cmd_compare(args):
             prob=args.prob,
             random_state=args.seed,
             data_home=args.data_home,
-            callback=keep_first_posterior if out is not None and not args.no_plots else None,
+            callback=keep_first_posterior if wants_plots and (args.jobs or 1) == 1 else None,
             progress=not args.quiet,
+            checkpoint=checkpoint,
+            resume=args.resume,
+            n_jobs=args.jobs,
+            backend=args.parallel_backend,
         )
     summary = summarize(results)
     table = to_markdown(summary, prob=args.prob)
     print(table, end="")
     if out is not None:
-        results.to_csv(out / "results.csv", index=False)
         summary.to_csv(out / "summary.csv")
         (out / "summary.md").write_text(table)
         written = ["results.csv", "summary.csv", "summary.md"]
-        if not args.no_plots:
-            written += _write_plots(results, keep, out, args)
+        if not args.no_plots and results["rmse"].notna().any():
+            written += _write_plots(results.dropna(subset=["rmse"]), keep, out, args)
         _say(args, f"wrote {', '.join(written)} to {out}")
+    failed = results[results["error"] != ""]
+    if len(failed):
+        first = failed.iloc[0]
+        raise _Failure(
+            f"{len(failed)} of {len(results)} (model, fold) fits failed, e.g. {first['model']} "
+            f"on {first['fold']}: {first['error']}"
+            + ("; fix it and rerun with --resume to fill them in." if out is not None else ".")
+        )
     return 0
+
+
+def _dask_client(args):
+    """A client of the dask scheduler named by --scheduler, for the dask backend."""
+    import contextlib
+
+    if args.scheduler is None:
+        return contextlib.nullcontext()
+    try:
+        from dask.distributed import Client
+    except ImportError as exc:
+        raise ImportError(
+            "--parallel-backend dask needs dask.distributed: pip install 'bpmf[dask]'."
+        ) from exc
+    return Client(args.scheduler, timeout="10s")
 
 
 def _is_sampled(model):

@@ -181,7 +181,7 @@ def test_fit_baseline_reports_training_rmse(ratings_csv, capsys):
         (["fit", "--model", "user-mean", "--data", "RATINGS", "--param", "oops"], "KEY=VALUE"),
         (
             ["fit", "--model", "user-mean", "--data", "food-world-cup", "--user-col", "u"],
-            "apply to rating files",
+            "only for rating files",
         ),
         (["fit", "--model", "user-mean", "--data", "no-such-dataset"], "Unknown dataset"),
     ],
@@ -229,7 +229,8 @@ def saved_pmf(ratings_csv, tmp_path_factory):
 @needs_pmf
 def test_predict_writes_mean_and_interval(saved_pmf, ratings_csv, tmp_path, capsys):
     pmf = model_class("pmf").load(saved_pmf)
-    pairs = pd.DataFrame({"user": [100, 101, 139], "item": ["item0", "item3", "item11"]})
+    # Id columns are read as text, so the model's user ids are the strings "100", ...
+    pairs = pd.DataFrame({"user": ["100", "101", "139"], "item": ["item0", "item3", "item11"]})
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
     out = tmp_path / "preds.csv"
     assert (
@@ -249,7 +250,8 @@ def test_predict_writes_mean_and_interval(saved_pmf, ratings_csv, tmp_path, caps
         == 0
     )
     predictions = pd.read_csv(out)
-    assert list(predictions.columns) == ["user", "item", "mean", "lower", "upper"]
+    assert list(predictions.columns) == ["user", "item", "mean", "lower", "upper", "unseen"]
+    assert (predictions["unseen"] == 0).all()
     np.testing.assert_allclose(predictions["mean"], pmf.predict(pairs), rtol=1e-10)
     expected = pmf.predict_interval(pairs, prob=0.8)
     np.testing.assert_allclose(predictions[["lower", "upper"]], expected[["lower", "upper"]])
@@ -275,7 +277,7 @@ def test_recommend_known_and_unknown_user(saved_pmf, ratings_csv, capsys):
     pmf = model_class("pmf").load(saved_pmf)
     assert main(["recommend", "--model", saved_pmf, "--user", "100", "-k", "3"]) == 0
     out = capsys.readouterr().out
-    expected = pmf.recommend(100, k=3)
+    expected = pmf.recommend("100", k=3)
     for item in expected["item"]:
         assert item in out
     assert main(["recommend", "--model", saved_pmf, "--user", "99999"]) == 1
@@ -414,8 +416,154 @@ def test_predict_and_recommend_as_a_subprocess(saved_pmf, tmp_path):
         "mean",
         "lower",
         "upper",
+        "unseen",
     ]
     done = _subprocess("recommend", "--model", model, "--user", "100", "-k", "2")
     assert done.returncode == 0 and "rank" in done.stdout
     done = _subprocess("recommend", "--model", model, "--user", "nobody")
     assert done.returncode == 1 and "Unknown user 'nobody'" in _one_error_line(done.stderr)
+
+
+# ---------------------------------------------------------------------- input options and ids
+def test_semicolon_file_with_sep_scale_and_duplicates(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    path.write_text("uid;iid;stars\n007;a;3\n7;a;4\n7;a;5\n8;b;4\n")
+    argv = ["fit", "--model", "user-mean", "--data", path, "--user-col", "uid", "--item-col",
+            "iid", "--rating-col", "stars"]
+    assert main(argv) == 1
+    assert "pass --sep ';'" in _one_error_line(capsys.readouterr().err)
+    assert main([*argv, "--sep", ";"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--duplicates mean (or first/last)" in line and "duplicates=" not in line
+    assert main([*argv, "--sep", ";", "--duplicates", "mean", "--scale", "1,5", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    # 007 and 7 stay two users: 3 ratings (4 and 5 averaged), 3 users.
+    assert "fitted on 3 ratings (3 users, 2 items)" in captured.out
+    assert captured.err == ""
+
+
+def test_inferred_scale_warning_names_the_option(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    path.write_text("user,item,rating\na,x,3\nb,x,4\nc,y,5\n")
+    assert main(["fit", "--model", "user-mean", "--data", path, "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("bpmf: warning: The ratings span 3-5") and "--scale 1,5" in err
+    assert "scale=" not in err
+
+
+@pytest.fixture(scope="module")
+def id_models(tmp_path_factory):
+    """PMFs saved with integer, float and text user ids (users 1..10, texts '001'..)."""
+    if not _has("pmf"):
+        pytest.skip("bpmf.models.PMF is not available yet")
+    import warnings
+
+    pmf = model_class("pmf")
+    root = tmp_path_factory.mktemp("ids")
+    rng = np.random.default_rng(0)
+    users, items = np.meshgrid(np.arange(1, 11), np.arange(6))
+    keep = rng.random(users.size) < 0.7
+    ratings = rng.integers(1, 6, users.size).astype(float)
+    ratings[:2] = [1.0, 5.0]
+    keep[:2] = True
+    paths = {}
+    for kind, ids in (
+        ("int", users.ravel()),
+        ("float", users.ravel() + 0.0),
+        ("str", np.array([f"{u:03d}" for u in users.ravel()])),
+    ):
+        frame = pd.DataFrame({"user": ids, "item": items.ravel(), "rating": ratings})[keep]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            paths[kind] = pmf(n_factors=1, random_state=0, progressbar=False).fit(frame).save(
+                root / f"{kind}.bpmf"
+            )
+    return paths
+
+
+@needs_pmf
+@pytest.mark.parametrize(("kind", "user"), [("int", "3"), ("float", "3"), ("float", "3.0"),
+                                            ("str", "003")])
+def test_recommend_matches_the_models_id_type(id_models, kind, user, capsys):
+    assert main(["recommend", "--model", id_models[kind], "--user", user, "-k", "2",
+                 "--include-seen"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"top 2 items for user {user}:") and "P(r>=4)" in out
+
+
+@needs_pmf
+@pytest.mark.parametrize(
+    ("kind", "user", "message"),
+    [
+        ("int", "003", "reads as the integer 3 but is written otherwise"),
+        ("int", "3.0", "is not an integer"),
+        ("str", "3", "Unknown user '3'"),
+        ("int", "18446744073709551616", "Unknown user"),
+    ],
+)
+def test_recommend_never_guesses_an_id(id_models, kind, user, message, capsys):
+    assert main(["recommend", "--model", id_models[kind], "--user", user]) == 1
+    assert message in _one_error_line(capsys.readouterr().err)
+
+
+@needs_pmf
+def test_predict_keeps_columns_flags_unseen_and_keeps_ids_exact(id_models, tmp_path, capsys):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("who\twhat\tnote\n003\t1\tknown\n3\t1\ttext 3 is not 003\n004\t99\tnew item\n")
+    out = tmp_path / "out.csv"
+    argv = ["predict", "--model", id_models["str"], "--pairs", pairs, "--user-col", "who",
+            "--item-col", "what", "--out", out]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "bpmf: warning: 1 pair(s) with a user and 1 with an item unseen" in err
+    assert "row 1: user '3'" in err
+    result = pd.read_csv(out, dtype={"who": str})
+    assert list(result.columns) == ["who", "what", "note", "mean", "lower", "upper", "unseen"]
+    assert list(result["who"]) == ["003", "3", "004"]
+    assert list(result["unseen"]) == [0, 1, 1]
+    model = model_class("pmf").load(id_models["str"])
+    expected = model.predict(pd.DataFrame({"user": ["003"], "item": [1]}))[0]
+    assert result["mean"].iloc[0] == pytest.approx(expected, rel=1e-10)
+
+
+# ---------------------------------------------------------------------- compare: resume, jobs
+def test_compare_resume_and_failures(ratings_csv, tmp_path, capsys, monkeypatch):
+    from bpmf.baselines import GlobalMean
+
+    out = tmp_path / "run"
+    argv = ["compare", "--data", ratings_csv, "--rating-col", "stars", "--models",
+            "user-mean,global-mean", "--folds", "2", "--out", out, "--no-plots", "--quiet"]
+
+    def broken(self, train):
+        raise RuntimeError("out of memory on this fold")
+
+    monkeypatch.setattr(GlobalMean, "fit", broken)
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "- global-mean failed on 2 of 2 fold(s): RuntimeError: out of memory" in captured.out
+    line = _one_error_line(captured.err)
+    assert "2 of 4 (model, fold) fits failed" in line and "--resume" in line
+    first = pd.read_csv(out / "results.csv")
+    assert first["error"].notna().sum() == 2 and first["rmse"].notna().sum() == 2
+    # Without --resume the finished results are not overwritten.
+    assert main(argv) == 1
+    assert "pass --resume" in _one_error_line(capsys.readouterr().err)
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0
+    again = pd.read_csv(out / "results.csv")
+    assert again["rmse"].notna().all() and len(again) == 4
+    pd.testing.assert_frame_equal(again.iloc[:2], first.iloc[:2], check_dtype=False)
+
+
+def test_compare_jobs_prints_the_serial_table(ratings_csv, capsys):
+    argv = ["compare", "--data", ratings_csv, "--rating-col", "stars", "--models",
+            "user-mean,item-mean,random", "--folds", "3", "--quiet"]
+    assert main(argv) == 0
+    serial = capsys.readouterr().out
+    assert main([*argv, "--jobs", "2"]) == 0
+    parallel = capsys.readouterr().out
+
+    def without_timings(table):
+        return [line.rsplit("|", 3)[0] for line in table.splitlines()]
+
+    assert without_timings(parallel) == without_timings(serial)

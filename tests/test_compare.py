@@ -253,3 +253,169 @@ def test_official_folds_on_movielens(movielens_home):
     u1 = load_movielens_folds("ml-100k", data_home=movielens_home)["u1"]
     direct = metrics.rmse(u1.test.values, ItemMean().fit(u1.train).predict(u1.test))
     assert results["rmse"].iloc[0] == pytest.approx(direct, rel=1e-12)
+
+
+# ---------------------------------------------------------------------- failures, checkpoints
+class Exploding(UserMean):
+    """Fails on the second fold it meets (by its training size), like a model that diverges."""
+
+    def __init__(self, fail_on_n_train=None):
+        self.fail_on_n_train = fail_on_n_train
+
+    def fit(self, train):
+        if self.fail_on_n_train is None or len(train) == self.fail_on_n_train:
+            raise FloatingPointError("sampler diverged\non this fold")
+        return super().fit(train)
+
+
+def test_a_failing_model_is_reported_and_the_others_finish(synthetic):
+    ratings, _ = synthetic
+    with pytest.warns(UserWarning, match=r"2 of 6 fits failed \(e.g. boom on fold1"):
+        results = compare(
+            {"first": "user-mean", "boom": Exploding(), "last": "global-mean"},
+            ratings,
+            folds=2,
+            random_state=0,
+            progress=False,
+        )
+    assert list(results["model"]) == ["first"] * 2 + ["boom"] * 2 + ["last"] * 2
+    failed = results[results["model"] == "boom"]
+    assert failed["rmse"].isna().all() and (failed["n_test"] > 0).all()
+    assert (failed["error"] == "FloatingPointError: sampler diverged on this fold").all()
+    assert (results.loc[results["model"] != "boom", "error"] == "").all()
+    assert results.loc[results["model"] != "boom", "rmse"].notna().all()
+    summary = summarize(results)
+    assert summary.loc["boom", "n_folds"] == 0 and summary.loc["boom", "n_failed"] == 2
+    assert list(summary.index)[-1] == "boom"
+    table = to_markdown(summary)
+    assert "- boom failed on 2 of 2 fold(s): FloatingPointError: sampler diverged" in table
+
+
+def test_checkpoint_gets_each_result_as_it_finishes(synthetic, tmp_path):
+    ratings, _ = synthetic
+    checkpoint = tmp_path / "results.csv"
+    lines_seen = []
+
+    def look(label, fold, model, split):
+        lines_seen.append(len(checkpoint.read_text().splitlines()))
+
+    results = compare(
+        ["user-mean", "global-mean"], ratings, folds=2, random_state=1, progress=False,
+        checkpoint=checkpoint, callback=look,
+    )
+    assert lines_seen == [2, 3, 4, 5]  # header + one row per finished fit, before the next
+    saved = pd.read_csv(checkpoint, keep_default_na=False, na_values={"rmse": [""]})
+    pd.testing.assert_series_equal(saved["rmse"], results["rmse"])
+
+
+def test_resume_skips_finished_fits_and_retries_failures(synthetic, tmp_path):
+    ratings, _ = synthetic
+    checkpoint = tmp_path / "results.csv"
+    folds = {
+        "fold1": kfold(ratings, n_splits=2, random_state=2)["fold1"],
+        "fold2": kfold(ratings.subset(np.arange(900)), n_splits=2, random_state=2)["fold1"],
+    }
+    n_train_fold2 = folds["fold2"].train.n_ratings  # 450, not fold1's 600
+    with pytest.warns(UserWarning, match="1 of 4 fits failed"):
+        first = compare(
+            {"a": "user-mean", "b": Exploding(n_train_fold2)}, folds=folds, progress=False,
+            checkpoint=checkpoint,
+        )
+    with pytest.raises(FileExistsError, match="resume=True"):
+        compare({"a": "user-mean"}, folds=folds, progress=False, checkpoint=checkpoint)
+    fitted = []
+    resumed = compare(
+        {"a": "user-mean", "b": Exploding(-1)},  # -1: never fails now
+        folds=folds,
+        progress=False,
+        checkpoint=checkpoint,
+        resume=True,
+        callback=lambda label, fold, model, split: fitted.append((label, fold)),
+    )
+    assert fitted == [("b", "fold2")]  # only the failed fit ran again
+    assert (resumed["error"] == "").all()
+    pd.testing.assert_frame_equal(resumed.iloc[:3], first.iloc[:3])
+    assert len(pd.read_csv(checkpoint)) == 4
+
+
+def test_resume_refuses_results_of_other_folds(synthetic, tmp_path):
+    ratings, _ = synthetic
+    checkpoint = tmp_path / "results.csv"
+    compare(["user-mean"], ratings, folds=2, random_state=0, progress=False, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="other data, folds or seed"):
+        compare(
+            ["user-mean"], ratings.subset(np.arange(300)), folds=2, random_state=0,
+            progress=False, checkpoint=checkpoint, resume=True,
+        )
+
+
+def test_progress_counts_finished_fits_and_can_be_silenced(synthetic, capsys):
+    ratings, _ = synthetic
+    compare(["user-mean", "global-mean"], ratings, folds=2, random_state=0, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(")")[0] for line in lines] == [f"[bpmf compare] ({k}/4" for k in range(1, 5)]
+    compare(["user-mean"], ratings, folds=2, random_state=0, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_official_folds_on_a_frame_do_not_print_the_frame(synthetic):
+    ratings, _ = synthetic
+    with pytest.raises(ValueError, match=r"got data=a DataFrame of shape \(\d+, 3\)\.") as caught:
+        compare(["user-mean"], ratings.to_frame(), folds="official")
+    assert len(str(caught.value)) < 300
+
+
+# ---------------------------------------------------------------------- parallel grid
+PARALLEL_MODELS = [
+    "user-item-mean",
+    "random",
+    ("adagrad", {"n_factors": 2, "max_iter": 5, "tol": 1.0}),
+]
+
+
+def _without_timings(results):
+    return results.drop(columns=["fit_seconds", "predict_seconds"])
+
+
+@pytest.fixture(scope="module")
+def serial_results(synthetic):
+    ratings, _ = synthetic
+    return compare(PARALLEL_MODELS, ratings, folds=3, random_state=5, progress=False)
+
+
+def test_loky_gives_the_serial_results(synthetic, serial_results):
+    ratings, _ = synthetic
+    parallel = compare(
+        PARALLEL_MODELS, ratings, folds=3, random_state=5, progress=False, n_jobs=2,
+        backend="loky",
+    )
+    pd.testing.assert_frame_equal(_without_timings(parallel), _without_timings(serial_results))
+
+
+def test_dask_cluster_gives_the_serial_results(synthetic, serial_results, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    ratings, _ = synthetic
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+    ):
+        parallel = compare(
+            PARALLEL_MODELS, ratings, folds=3, random_state=5, progress=False, backend="dask",
+            checkpoint=tmp_path / "results.csv",
+        )
+    pd.testing.assert_frame_equal(_without_timings(parallel), _without_timings(serial_results))
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 9
+
+
+def test_bad_n_jobs():
+    with pytest.raises(ValueError, match="n_jobs must be a non-zero integer"):
+        compare(["user-mean"], folds=[], n_jobs=0)
+
+
+def test_dask_backend_without_a_client_says_how_to_get_one(synthetic):
+    pytest.importorskip("dask.distributed")
+    ratings, _ = synthetic
+    with pytest.raises(ValueError, match=r"create one first, Client\(\) for a local cluster"):
+        compare(["user-mean"], ratings, folds=2, backend="dask", progress=False)

@@ -3,7 +3,6 @@
 Nothing here knows about a particular model; every function raises a clear error on bad input.
 """
 
-import numbers
 import warnings
 
 import numpy as np
@@ -13,6 +12,7 @@ from tqdm import tqdm
 
 from bpmf._config import resolve_progressbar
 from bpmf._exceptions import DataError, NotFittedError
+from bpmf._validation import check_choice, check_positive
 from bpmf.datasets._ratings import Ratings
 
 
@@ -21,24 +21,8 @@ class ConvergenceWarning(UserWarning):
 
 
 # ---------------------------------------------------------------------- argument checks
-def check_positive(name, value, *, integer=False, allow_none=False, allow_zero=False):
-    """Validate a positive (or non-negative) number; returns it as float or int."""
-    if value is None and allow_none:
-        return None
-    kind = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind) or not np.isfinite(value):
-        what = "an integer" if integer else "a finite number"
-        raise ValueError(f"{name} must be {what}, got {value!r}.")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}.")
-    return int(value) if integer else float(value)
-
-
-def check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
-    return value
+# check_positive and check_choice come from bpmf._validation (imported above for the
+# baselines); the checks below are about design matrices.
 
 
 def is_rating_data(data):

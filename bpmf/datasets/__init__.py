@@ -1,5 +1,6 @@
 """Rating data: the :class:`Ratings` container, loaders, synthetic data and splits."""
 
+from bpmf._exceptions import RatingScaleWarning
 from bpmf.datasets._embedded import load_food_world_cup
 from bpmf.datasets._movielens import (
     DATA_HOME_ENV,
@@ -19,6 +20,7 @@ from bpmf.datasets._synthetic import SyntheticTruth, make_synthetic_ratings
 __all__ = [
     "DATA_HOME_ENV",
     "MOVIELENS",
+    "RatingScaleWarning",
     "Ratings",
     "Split",
     "SyntheticTruth",

@@ -7,7 +7,8 @@ import numbers
 import numpy as np
 import pandas as pd
 
-from bpmf._exceptions import DataError
+from bpmf._exceptions import DataError, RatingScaleWarning
+from bpmf._validation import check_scale, warn
 
 _DUPLICATE_POLICIES = ("raise", "mean", "first", "last")
 
@@ -18,13 +19,19 @@ class Ratings:
     Parameters
     ----------
     user, item : array-like
-        User and item ids, one per rating (ints or strings).
+        User and item ids, one per rating (ints or strings), kept exactly as given: ``"007"``
+        and ``"7"`` are two users. Missing or blank ids raise :class:`DataError`, and so do
+        ids of different types that would merge (``1`` and ``"1"``, ``1`` and ``1.0``).
     rating : array-like of float
         The ratings.
     scale : {"infer"} or tuple of (float, float) or None, default "infer"
         The rating scale ``(low, high)``. Ratings outside it raise :class:`DataError`;
-        models clip predictions to it. ``"infer"`` takes the observed minimum and maximum,
-        ``None`` means unbounded (continuous synthetic data).
+        models clip predictions to it and derive default thresholds from it. ``"infer"``
+        takes the observed minimum and maximum, with a
+        :class:`~bpmf._exceptions.RatingScaleWarning` when they are unlikely to be the
+        scale (constant ratings: no scale; whole stars short of a common scale such as 3-5
+        of 1-5). ``None`` means unbounded (continuous synthetic data). Declare the scale
+        whenever it is known.
     duplicates : {"raise", "mean", "first", "last"}, default "raise"
         What to do when a (user, item) pair occurs more than once.
     name : str, optional
@@ -106,6 +113,15 @@ class Ratings:
             scale=self.scale,
             name=name or self.name,
         )
+
+    def with_scale(self, scale):
+        """The same ratings with another declared scale (ratings outside it raise)."""
+        scale = check_scale(scale)
+        _check_on_scale(self.values, scale)
+        copy = object.__new__(Ratings)
+        copy.__dict__.update(self.__dict__)
+        copy.scale = scale
+        return copy
 
     # ------------------------------------------------------------------ views
     def to_frame(self):
@@ -203,13 +219,102 @@ def _require_columns(frame, columns):
 
 
 def _as_id_array(ids, what, allow_empty=True):
+    """Ids as a 1-D array, kept exactly as given; missing, blank or colliding ids raise."""
+    if not isinstance(ids, np.ndarray | pd.Series | pd.Index | str | bytes | numbers.Number):
+        # A list: let pandas infer the type, so that a NaN among strings stays missing
+        # (numpy would turn it into the string "nan").
+        ids = pd.Series(list(ids) if not isinstance(ids, list) else ids, dtype=None)
+    if isinstance(ids, pd.Series | pd.Index):
+        ids = ids.to_numpy(dtype=object) if _is_extension(ids.dtype) else ids.to_numpy()
     ids = np.asarray(ids)
     if ids.ndim != 1:
         raise DataError(f"{what} ids must be one-dimensional, got shape {ids.shape}.")
-    if len(ids) and pd.isna(ids).any():
-        n_missing = int(pd.isna(ids).sum())
-        raise DataError(f"{n_missing} {what} id(s) are missing (NaN/None); drop those rows first.")
+    if not len(ids):
+        return ids
+    missing = pd.isna(ids)
+    if missing.any():
+        rows = _first_rows(missing)
+        raise DataError(
+            f"{int(missing.sum())} {what} id(s) are missing (blank, NaN or None; row(s) {rows}); "
+            "drop those rows or give them an id."
+        )
+    if ids.dtype.kind in "OUS":
+        # Checked on the distinct values (C speed), then located in the rows when found.
+        if any(isinstance(v, str | bytes) and not v.strip() for v in pd.unique(ids)):
+            blank = np.array(
+                [isinstance(v, str | bytes) and not v.strip() for v in ids], dtype=bool
+            )
+            raise DataError(
+                f"{int(blank.sum())} {what} id(s) are blank strings (row(s) "
+                f"{_first_rows(blank)}); drop those rows or give them an id."
+            )
+    if ids.dtype == object and pd.api.types.infer_dtype(ids, skipna=False) not in (
+        "string",
+        "bytes",
+        "integer",
+        "floating",
+        "boolean",
+    ):
+        _check_no_collisions(ids, what)
     return ids
+
+
+def _is_extension(dtype):
+    return not isinstance(dtype, np.dtype)
+
+
+def _first_rows(mask, n=3):
+    rows = np.flatnonzero(mask)
+    text = ", ".join(str(r) for r in rows[:n])
+    return text + (", ..." if len(rows) > n else "")
+
+
+def _id_family(value):
+    """The kind of an id for collision checks: numpy and Python scalars of a kind agree."""
+    if isinstance(value, bool | np.bool_):
+        return "bool"
+    if isinstance(value, numbers.Integral):
+        return "int"
+    if isinstance(value, numbers.Real):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return type(value).__name__
+
+
+def _check_no_collisions(ids, what):
+    """Refuse ids of different types that are equal (1 == 1.0) or print the same (1, "1").
+
+    Such ids would be merged into one user or item when coded or written out, silently.
+    """
+    families = {}
+    for value in ids:
+        families.setdefault(_id_family(value), value)
+        if len(families) > 1:
+            break
+    if len(families) < 2:
+        return
+    typed = {}
+    by_text = {}
+    by_value = {}
+    for value in ids:
+        key = (_id_family(value), value)
+        if key in typed:
+            continue
+        typed[key] = value
+        for table, probe in ((by_text, str(value)), (by_value, value)):
+            try:
+                other = table.setdefault(probe, value)
+            except TypeError:  # unhashable: compared by text only
+                continue
+            if _id_family(other) != _id_family(value):
+                raise DataError(
+                    f"{what} ids {other!r} ({_id_family(other)}) and {value!r} "
+                    f"({_id_family(value)}) are different ids that "
+                    f"{'print the same' if table is by_text else 'compare equal'}, so they "
+                    f"would be merged; make the {what} column one type, e.g. "
+                    f"frame['{what}'] = frame['{what}'].astype(str)."
+                )
 
 
 def _as_rating_array(rating):
@@ -254,20 +359,46 @@ def _handle_duplicates(user, item, rating, policy):
     return frame["user"].to_numpy(), frame["item"].to_numpy(), frame["rating"].to_numpy(float)
 
 
+#: Rating scales in common use; inferred scales inside one of these draw a warning.
+COMMON_SCALES = ((0, 1), (1, 5), (0, 5), (0.5, 5), (1, 7), (1, 10), (0, 10), (-10, 10), (0, 100))
+
+
 def _resolve_scale(scale, rating):
-    if scale is None:
+    if isinstance(scale, str) and scale == "infer":
+        return infer_scale(rating)
+    if isinstance(scale, str) and "," not in scale:
+        raise ValueError(f"scale must be 'infer', None or (low, high); got {scale!r}.")
+    return check_scale(scale)
+
+
+def infer_scale(rating):
+    """``(min, max)`` of the ratings, with a :class:`RatingScaleWarning` when that is unlikely
+    to be the real scale: constant ratings (no scale at all: ``None`` is returned and nothing
+    is clipped) or whole/half-star ratings that stop short of a common scale (e.g. 3-5 of 1-5).
+    """
+    low, high = float(rating.min()), float(rating.max())
+    if low == high:
+        warn(
+            f"All {len(rating)} ratings equal {low:g}, so the rating scale cannot be inferred; "
+            "predictions are not clipped. Pass scale=(low, high) to declare it.",
+            RatingScaleWarning,
+        )
         return None
-    if isinstance(scale, str):
-        if scale != "infer":
-            raise ValueError(f"scale must be 'infer', None or (low, high); got {scale!r}.")
-        return (float(rating.min()), float(rating.max()))
-    try:
-        low, high = scale
-    except (TypeError, ValueError):
-        raise ValueError(f"scale must be 'infer', None or (low, high); got {scale!r}.") from None
-    if not (isinstance(low, numbers.Real) and isinstance(high, numbers.Real) and low < high):
-        raise ValueError(f"scale must satisfy low < high, got {scale!r}.")
-    return (float(low), float(high))
+    if np.all(np.round(2 * rating) == 2 * rating):
+        around = [
+            (lo, hi)
+            for lo, hi in COMMON_SCALES
+            if lo <= low and high <= hi
+        ]
+        if around and (low, high) not in [(float(a), float(b)) for a, b in around]:
+            lo, hi = min(around, key=lambda pair: pair[1] - pair[0])
+            warn(
+                f"The ratings span {low:g}-{high:g}, short of the common {lo:g}-{hi:g} scale; "
+                f"predictions are clipped to {low:g}-{high:g}. Pass scale=({lo:g}, {hi:g}) if "
+                f"that is the scale, or scale=({low:g}, {high:g}) to keep this one.",
+                RatingScaleWarning,
+            )
+    return (low, high)
 
 
 def _check_on_scale(rating, scale):

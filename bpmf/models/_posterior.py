@@ -18,12 +18,16 @@ The NUTS and Gibbs samplers of :class:`bpmf.models.BPMF` and the MAP of
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy import special
 
 from bpmf._estimator import RatingEstimator
+from bpmf._validation import check_prob, check_threshold, default_threshold, describe
+from bpmf.datasets import as_pairs
 from bpmf.models._io import ModelIO
 from bpmf.models._io import coord_values as _coord_values
 from bpmf.models._io import ids_like as _ids_like
@@ -128,6 +132,15 @@ class PosteriorModel(ModelIO, RatingEstimator):
     ``idata_``, the id maps and the scale, so a loaded model behaves like the saved one.
     """
 
+    def _kept_draws(self):
+        """Draws kept by ``fit`` (chains x draws of ``_sampler_config()``, else 1 for a MAP);
+        the base class checks before fitting that they fit in memory."""
+        config = getattr(self, "_sampler_config", None)
+        if config is None:
+            return 1
+        settings = config()
+        return int(settings.get("chains", 1)) * int(settings.get("draws", 1))
+
     # ------------------------------------------------------------------ posterior access
     def _draws(self):
         """Posterior variables as arrays with one flat leading ``sample`` axis (cached)."""
@@ -169,8 +182,11 @@ class PosteriorModel(ModelIO, RatingEstimator):
         return expected
 
     def _prepare_pairs(self, pairs, on_unseen):
-        user_codes, item_codes = self._encode_pairs(pairs)
-        self._handle_unseen(user_codes, item_codes, on_unseen)
+        self._check_is_fitted()
+        users, items = _pair_ids(pairs)
+        user_codes = self.user_index_.get_indexer(users)
+        item_codes = self.item_index_.get_indexer(items)
+        self._handle_unseen(user_codes, item_codes, on_unseen, users, items)
         return user_codes, item_codes
 
     # ------------------------------------------------------------------ predictions
@@ -257,8 +273,7 @@ class PosteriorModel(ModelIO, RatingEstimator):
             Columns ``mean`` (as :meth:`predict`), ``lower`` and ``upper``, with the index of
             ``pairs``.
         """
-        if not 0 < prob < 1:
-            raise ValueError(f"prob must be strictly between 0 and 1, got {prob!r}.")
+        prob = check_prob(prob)
         user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
         rng = np.random.default_rng(random_state)
         sigma = self._draws()["sigma"][:, None]
@@ -286,38 +301,53 @@ class PosteriorModel(ModelIO, RatingEstimator):
         return frame
 
     # ------------------------------------------------------------------ recommendations
-    def recommend(self, user, k=10, *, exclude_seen=True, threshold=4.0):
+    def recommend(self, user, k=10, *, exclude_seen=True, threshold=None):
         """The ``k`` items with the highest posterior mean rating for ``user``.
 
         Parameters
         ----------
         user : id
-            A user id from training (an unseen user gets the population-level ranking, with a
-            warning).
+            A user id from training, of the type the model was trained with (an unseen user
+            gets the population-level ranking, with a warning).
         k : int, default 10
         exclude_seen : bool, default True
             Leave out the items the user rated in training.
-        threshold : float, default 4.0
+        threshold : float, optional
             Also report ``P(r >= threshold)``, the posterior predictive probability (noise
-            included) that the user's rating of the item reaches the threshold.
+            included) that the user's rating of the item reaches the threshold. It must lie
+            on the rating scale. By default three quarters of the way up the scale (4 on a
+            1-5 scale, 0.75 on 0-1); for a model without a scale, the posterior mean of
+            ``mu`` (the probability of an above-average rating).
 
         Returns
         -------
         DataFrame
             Columns ``item``, ``mean`` (unclipped posterior mean), ``prob_at_least``
-            (``P(r >= threshold)``) and ``rank`` (1 = best), sorted by ``mean``.
+            (``P(r >= threshold)``) and ``rank`` (1 = best), sorted by ``mean``; the threshold
+            used is in ``frame.attrs["threshold"]``.
         """
         self._check_is_fitted()
-        if int(k) != k or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}.")
-        user_code = int(self.user_index_.get_indexer([user])[0])
-        self._handle_unseen(np.array([user_code]), np.array([0]), "warn")
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {describe(k)}.")
+        if threshold is None:
+            threshold = (
+                float(self._draws()["mu"].mean())
+                if self.scale_ is None
+                else default_threshold(self.scale_)
+            )
+        threshold = check_threshold(threshold, self.scale_)
+        user_code = int(self.user_index_.get_indexer(_as_user_list(user))[0])
+        self._handle_unseen(
+            np.array([user_code]), np.array([0]), "warn", np.array([user], dtype=object)
+        )
         item_codes = np.arange(len(self.item_index_))
         if exclude_seen and user_code >= 0:
             seen = self._seen_items(user_code)
             item_codes = np.setdiff1d(item_codes, seen)
         if len(item_codes) == 0:
-            return pd.DataFrame({"item": [], "mean": [], "prob_at_least": [], "rank": []})
+            frame = pd.DataFrame({"item": [], "mean": [], "prob_at_least": [], "rank": []})
+            frame.attrs["threshold"] = threshold
+            return frame
         expected = self._expected_draws(np.full(len(item_codes), user_code), item_codes)
         sigma = self._draws()["sigma"][:, None]
         prob = special.ndtr((expected - threshold) / sigma).mean(0)
@@ -331,7 +361,7 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 "rank": np.arange(1, len(order) + 1),
             }
         )
-        frame.attrs["threshold"] = float(threshold)
+        frame.attrs["threshold"] = threshold
         return frame
 
     def _seen_items(self, user_code):
@@ -371,6 +401,11 @@ def _bias_rows(post, name, codes, rng):
 
 
 def _pair_ids(pairs):
-    from bpmf.datasets._ratings import as_pairs
-
     return as_pairs(pairs)
+
+
+def _as_user_list(user):
+    """``[user]`` for ``get_indexer``; a list or array is not one user id."""
+    if isinstance(user, list | tuple | np.ndarray | pd.Series | pd.Index | dict | set):
+        raise ValueError(f"user must be one user id, got {describe(user)}.")
+    return pd.Index([user], dtype=object)
