@@ -1,7 +1,8 @@
 """BPMF API: DataTree layout, Eq. 10 predictions, intervals, unseen ids, recommendations,
-persistence, reproducibility and bad input, on one tiny seeded fit shared by the module."""
+persistence, reproducibility and bad input, on one tiny seeded fit shared by the module (the
+default: LKJ prior, blocked Gibbs sampler), plus one small joint-NUTS fit for what is
+particular to ``method="nuts"``."""
 
-import logging
 import warnings
 import zipfile
 
@@ -11,17 +12,21 @@ import pandas as pd
 import pytensor
 import pytensor.tensor as pt
 import pytest
+import xarray as xr
 from scipy import special
 
-from bpmf import DataError, ModelFileError, NotFittedError
+from bpmf import ConvergenceWarning, DataError, ModelFileError, NotFittedError
 from bpmf.datasets import Ratings, make_synthetic_ratings
 from bpmf.models import BPMF, PMF
+from bpmf.models._graph import initial_point
 
 # PyTensor's C backend warns once per process when it finds no BLAS (pip installs); it is an
 # environment notice, not a bpmf problem.
 pytestmark = pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS:UserWarning")
 
 SAMPLER = {"draws": 200, "tune": 200, "chains": 2, "cores": 1}
+NUTS_SAMPLER = {"draws": 100, "tune": 150, "chains": 2, "cores": 1}
+SCALARS = ("mu", "sigma", "user_bias_sd", "item_bias_sd")
 
 
 def _with_string_ids(ratings):
@@ -51,6 +56,15 @@ def fitted(data):
         random_state=5,
         progressbar=False,
     ).fit(train)
+
+
+@pytest.fixture(scope="module")
+def fitted_nuts(data):
+    """Joint NUTS (nutpie) on the same data: only for what is particular to method="nuts"."""
+    pytest.importorskip("nutpie")
+    train, _ = data
+    return BPMF(2, method="nuts", sampler_config=NUTS_SAMPLER, random_state=5,
+                progressbar=False).fit(train)
 
 
 def _pairs(users, items):
@@ -104,12 +118,63 @@ def test_log_likelihood_matches_normal_density(fitted):
     np.testing.assert_allclose(loglik[c, d], reference, rtol=1e-10)
 
 
+def test_default_is_lkj_gibbs(fitted):
+    assert fitted.method == "gibbs"
+    assert fitted._model_config()["covariance_prior"] == "lkj"
+    assert BPMF().method == "gibbs"
+    assert BPMF.default_model_config["covariance_prior"] == "lkj"
+
+
 def test_sampling_diagnostics_reported(fitted):
+    """The Gibbs fit's diagnostics dict: the LKJ block's divergences, no tree depth, R-hat and
+    bulk ESS of every scalar, R-hat of the predictions, the warnings as a list."""
     diagnostics = fitted.diagnostics_
-    assert diagnostics["divergences"] is not None and diagnostics["divergences"] >= 0
-    assert diagnostics["max_treedepth_hits"] is not None
+    assert isinstance(diagnostics["divergences"], int) and diagnostics["divergences"] >= 0
+    assert diagnostics["max_treedepth_hits"] is None  # no tree depth in a Gibbs sweep
+    assert set(diagnostics["rhat"]) == set(SCALARS) == set(diagnostics["ess_bulk"])
+    # 2 x 200 draws: only gross failures are checked on every scalar (user_bias_sd mixes
+    # slowest under Gibbs: bulk ESS ~30 of 400 draws here), sigma as before
+    for name in SCALARS:
+        assert 0.9 < diagnostics["rhat"][name] < 1.25, name
+        assert diagnostics["ess_bulk"][name] > 10, name
     assert 0.9 < diagnostics["rhat_sigma"] < 1.1
     assert diagnostics["ess_bulk_sigma"] > 20
+    assert diagnostics["rhat_sigma"] == diagnostics["rhat"]["sigma"]
+    assert diagnostics["ess_bulk_sigma"] == diagnostics["ess_bulk"]["sigma"]
+    assert 1.0 - 0.05 < diagnostics["rhat_predictions_max"] < 1.2
+    assert 0.0 <= diagnostics["rhat_predictions_share"] <= 1.0
+    assert isinstance(diagnostics["warnings"], list)
+    assert all(isinstance(message, str) for message in diagnostics["warnings"])
+    # the same numbers as arviz on the posterior
+    post = fitted.idata_["posterior"].ds
+    sigma = xr.Dataset({"sigma": (("chain", "draw"), post["sigma"].values)})
+    np.testing.assert_allclose(
+        float(az.rhat(sigma)["sigma"]), diagnostics["rhat"]["sigma"], rtol=1e-10
+    )
+
+
+def test_nuts_diagnostics_report_tree_depth(fitted_nuts):
+    diagnostics = fitted_nuts.diagnostics_
+    assert fitted_nuts.method == "nuts"
+    assert isinstance(diagnostics["divergences"], int) and diagnostics["divergences"] >= 0
+    assert isinstance(diagnostics["max_treedepth_hits"], int)
+    assert set(diagnostics["rhat"]) == set(SCALARS)
+    assert 0.9 < diagnostics["rhat_sigma"] < 1.1
+    assert diagnostics["ess_bulk_sigma"] > 20
+
+
+def test_diagnostics_warn_with_convergence_warning(data):
+    """Problems are emitted as ConvergenceWarning (a UserWarning) and listed in warnings."""
+    train, _ = data
+    model = BPMF(2, sampler_config={"draws": 5, "tune": 5, "chains": 2, "cores": 1},
+                 random_state=0, progressbar=False)
+    with pytest.warns(ConvergenceWarning) as record:
+        model.fit(train)
+    assert issubclass(ConvergenceWarning, UserWarning)
+    assert model.diagnostics_["warnings"]
+    emitted = [str(w.message) for w in record if w.category is ConvergenceWarning]
+    assert emitted == model.diagnostics_["warnings"]
+    assert all(message.startswith("BPMF (gibbs, lkj)") for message in emitted)
 
 
 # ---------------------------------------------------------------------- predictions
@@ -310,7 +375,7 @@ def test_bad_input_is_rejected_clearly(data, fitted):
     with pytest.raises(ValueError, match="n_factors"):
         BPMF(0).fit(train)
     with pytest.raises(ValueError, match="Unknown nuts_sampler 'stan'"):
-        BPMF(2, sampler_config={"nuts_sampler": "stan"}).fit(train)
+        BPMF(2, method="nuts", sampler_config={"nuts_sampler": "stan"}).fit(train)
     with pytest.raises(ValueError, match="Unknown sampler_config"):
         BPMF(2, sampler_config={"n_draws": 10}).fit(train)
     with pytest.raises(ValueError, match="method"):
@@ -325,6 +390,35 @@ def test_bad_input_is_rejected_clearly(data, fitted):
         fitted.recommend("u1", k=0)
 
 
+def test_model_config_of_the_other_prior_is_rejected(data):
+    train, _ = data
+    with pytest.raises(ValueError, match="covariance_prior"):
+        BPMF(2, model_config={"nu0": 3.0}).fit(train)  # a Wishart key under the LKJ default
+    with pytest.raises(ValueError, match="covariance_prior"):
+        BPMF(2, model_config={"covariance_prior": "wishart", "lkj_eta": 2.0}).fit(train)
+    with pytest.raises(ValueError, match="covariance_prior"):
+        BPMF(2, model_config={"covariance_prior": "gamma"}).fit(train)
+    with pytest.raises(ValueError, match="method='nuts'"):
+        BPMF(2, method="nuts", model_config={"covariance_prior": "wishart"}).fit(train)
+    with pytest.raises(ValueError, match="wishart"):
+        BPMF(2, model_config={"covariance_prior": "wishart"}).build_model(train)
+
+
+def test_wishart_gibbs_fit(data):
+    """The conjugate model through the same front end: same layout, sane noise estimate."""
+    train, _ = data
+    model = BPMF(2, model_config={"covariance_prior": "wishart", "nu0": 3.0},
+                 sampler_config={"draws": 100, "tune": 100, "chains": 2, "cores": 1},
+                 random_state=0, progressbar=False).fit(train)
+    post = model.idata_["posterior"].ds
+    for name in ("U", "V", "mu_U", "Sigma_U", "mu", "sigma", "user_bias", "item_bias_sd"):
+        assert name in post, name
+    assert post.sizes["draw"] == 100
+    assert 0.35 < float(post["sigma"].mean()) < 0.65
+    assert model.diagnostics_["divergences"] is None
+    assert set(model.diagnostics_["rhat"]) == set(SCALARS)
+
+
 def test_missing_backend_names_the_extra(data, monkeypatch):
     import importlib.util
 
@@ -334,56 +428,63 @@ def test_missing_backend_names_the_extra(data, monkeypatch):
     )
     train, _ = data
     with pytest.raises(ImportError, match=r"numpyro.*bpmf\[numpyro\]"):
-        BPMF(2, sampler_config={"nuts_sampler": "numpyro"}).fit(train)
+        BPMF(2, method="nuts", sampler_config={"nuts_sampler": "numpyro"}).fit(train)
 
 
-def test_divergences_are_logged(fitted, caplog):
-    stats = fitted.idata_["sample_stats"].ds
+def _copy_of(fitted):
     copy = BPMF(2)
     copy.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
-    diverging = stats["diverging"].copy(data=np.ones(stats["diverging"].shape, dtype=bool))
     copy.idata_ = fitted.idata_.copy()
+    return copy
+
+
+def test_divergences_are_reported(data, fitted):
+    train, _ = data
+    stats = fitted.idata_["sample_stats"].ds
+    copy = _copy_of(fitted)
+    diverging = stats["diverging"].copy(data=np.ones(stats["diverging"].shape, dtype=bool))
     copy.idata_["sample_stats"] = copy.idata_["sample_stats"].to_dataset().assign(
         diverging=diverging
     )
-    with caplog.at_level(logging.WARNING, logger="bpmf.models"):
-        diagnostics = copy._diagnose()
+    with pytest.warns(ConvergenceWarning, match="divergent"):
+        diagnostics = copy._diagnose(train)
     assert diagnostics["divergences"] == stats["diverging"].size
-    assert "divergent" in caplog.text
+    assert any("divergent" in message for message in diagnostics["warnings"])
 
 
-def test_disagreeing_chains_are_logged(fitted, caplog):
-    """Chains whose sigma draws sit apart give R-hat > 1.01 and a logged warning."""
-    copy = BPMF(2)
-    copy.__dict__.update({k: v for k, v in fitted.__dict__.items() if k.endswith("_")})
+def test_disagreeing_chains_are_reported(data, fitted):
+    """Chains whose sigma draws sit apart give R-hat > 1.01 and a ConvergenceWarning."""
+    train, _ = data
+    copy = _copy_of(fitted)
     posterior = fitted.idata_["posterior"].to_dataset()
     sigma = posterior["sigma"].values.copy()
     sigma[0] += 5 * sigma.std()  # chain 0 five sds above the others
-    copy.idata_ = fitted.idata_.copy()
     copy.idata_["posterior"] = posterior.assign(sigma=posterior["sigma"].copy(data=sigma))
-    with caplog.at_level(logging.WARNING, logger="bpmf.models"):
-        diagnostics = copy._diagnose()
+    with pytest.warns(ConvergenceWarning, match=r"R-hat above 1\.01 \(.*sigma"):
+        diagnostics = copy._diagnose(train)
     assert diagnostics["rhat_sigma"] > 1.01
-    assert "R-hat of sigma" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="bpmf.models"):
-        fitted._diagnose()
-    assert ("R-hat of sigma" in caplog.text) == (fitted.diagnostics_["rhat_sigma"] > 1.01)
+    assert any("sigma" in m and "R-hat" in m for m in diagnostics["warnings"])
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        again = fitted._diagnose(train)
+    flagged = any("R-hat above" in m and "sigma " in m for m in again["warnings"])
+    assert flagged == (again["rhat_sigma"] > 1.01)
+    assert [str(w.message) for w in record if w.category is ConvergenceWarning] == again[
+        "warnings"
+    ]
 
 
-# ---------------------------------------------------------------------- Gibbs dispatch
-def test_gibbs_method_gives_the_same_tree(data):
+# ---------------------------------------------------------------------- NUTS dispatch
+def test_nuts_method_gives_the_same_tree(data, fitted_nuts):
     train, truth = data
-    model = BPMF(
-        2, method="gibbs", sampler_config={"draws": 60, "tune": 40, "chains": 2},
-        random_state=0, progressbar=False,
-    ).fit(train)
+    model = fitted_nuts
     post = model.idata_["posterior"].ds
     for name in ("U", "V", "mu_U", "Sigma_U", "mu", "sigma", "user_bias", "item_bias"):
         assert name in post, name
     assert post["U"].dims == ("chain", "draw", "user", "factor")
-    assert post.sizes["draw"] == 60
+    assert post.sizes["draw"] == NUTS_SAMPLER["draws"]
     assert list(post["user"].values) == list(train.user_ids)
+    assert "diverging" in model.idata_["sample_stats"].ds
     pairs = train.to_frame()
     users = pairs["user"].str[1:].astype(int)
     items = pairs["item"].str[1:].astype(int)
@@ -391,6 +492,16 @@ def test_gibbs_method_gives_the_same_tree(data):
     assert truth_rmse < 0.45
     assert 0.35 < float(post["sigma"].mean()) < 0.65
     assert set(model.predict_interval(pairs.iloc[:3]).columns) == {"mean", "lower", "upper"}
+
+
+def test_gibbs_fit_recovers_the_truth(data, fitted):
+    train, truth = data
+    pairs = train.to_frame()
+    users = pairs["user"].str[1:].astype(int)
+    items = pairs["item"].str[1:].astype(int)
+    truth_rmse = np.sqrt(np.mean((fitted.predict(pairs) - truth.expected(users, items)) ** 2))
+    assert truth_rmse < 0.45
+    assert 0.35 < float(fitted.idata_["posterior"].ds["sigma"].mean()) < 0.65
 
 
 def test_special_ndtr_probability_definition(fitted):
@@ -421,7 +532,7 @@ def test_bias_parameterisations_start_from_the_map(data, choice):
         "item_bias": rng.normal(0, 0.4, ratings.n_items),
     }
     pm_model = model.build_model(ratings)
-    init = model._initial_point(ratings, config)
+    init = initial_point(model.map_, ratings, config)
     point = pm_model.initial_point()
     for name, value in init.items():
         var = pm_model.rvs_to_values[pm_model[name]]
