@@ -99,12 +99,16 @@ BAD_PATHS = {
     "compare: out is an existing file": [
         *COMPARE, "--data", "ROOT/ratings.csv", "--out", "ROOT/plain.txt"
     ],
-    "compare: out under a file": [*COMPARE, "--data", "ROOT/ratings.csv", "--out", "ROOT/plain.txt/o"],
+    "compare: out under a file": [
+        *COMPARE, "--data", "ROOT/ratings.csv", "--out", "ROOT/plain.txt/o"
+    ],
     # models and pairs
     "predict: missing model": [
         "predict", "--model", "ROOT/missing.bpmf", "--pairs", "ROOT/pairs.csv"
     ],
-    "predict: model is a folder": ["predict", "--model", "ROOT/folder", "--pairs", "ROOT/pairs.csv"],
+    "predict: model is a folder": [
+        "predict", "--model", "ROOT/folder", "--pairs", "ROOT/pairs.csv"
+    ],
     "predict: model is another file": [
         "predict", "--model", "ROOT/plain.txt", "--pairs", "ROOT/pairs.csv"
     ],
@@ -296,8 +300,9 @@ def _subprocess(*argv):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["predict", "--model", "ROOT/model.bpmf", "--pairs", "ROOT/folder", "--out", "ROOT/o.csv"],
-        ["compare", "--data", "ROOT/ratings.csv", "--models", "user-mean", "--out", "ROOT/plain.txt"],
+        ["predict", "--model", "ROOT/model.bpmf", "--pairs", "ROOT/folder", "--out", "ROOT/o"],
+        ["compare", "--data", "ROOT/ratings.csv", "--models", "user-mean", "--out",
+         "ROOT/plain.txt"],
         ["fit", "--model", "pmf", "--data", "ROOT/ratings.csv", "--scale", "x"],
     ],
     ids=["predict pairs folder", "compare out file", "bad scale"],

@@ -32,10 +32,10 @@ import xarray as xr
 from scipy import special
 
 from bpmf._estimator import RatingEstimator
-from bpmf.datasets import as_pairs
 from bpmf._exceptions import DataError, ModelFileError
 from bpmf._validation import check_prob, check_threshold, default_threshold, describe
 from bpmf._version import __version__
+from bpmf.datasets import as_pairs
 
 #: dims (after chain, draw) of every posterior variable the prediction code understands.
 POSTERIOR_DIMS = {
