@@ -67,9 +67,10 @@ class RatingEstimator:
 
         Checks ``n_factors`` and ``random_state`` where the estimator has them (see
         :mod:`bpmf._validation`), and that the draws a factor model keeps fit in memory
-        (``_kept_draws()``, chains x draws, where the model defines it; 1 otherwise). The rating scale is ``rating_scale`` where the estimator has
-        that setting and it is not ``None``; otherwise the scale of ``train`` (declared, or
-        inferred with a warning when implausible). Returns the Ratings.
+        (``_kept_draws()``, chains x draws, where the model defines it; 1 otherwise). The
+        rating scale is ``rating_scale`` where the estimator has that setting and it is not
+        ``None``; otherwise the scale of ``train`` (declared, or inferred with a warning when
+        implausible). Returns the Ratings.
         """
         if hasattr(self, "n_factors"):
             check_n_factors(self.n_factors)

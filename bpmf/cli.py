@@ -624,7 +624,7 @@ def _as_number(text, kind, what):
     except ValueError:
         if kind == "integer":
             try:
-                as_float = float(stripped)
+                float(stripped)
             except ValueError:
                 return text  # not a number: an id the model has not seen
             raise DataError(

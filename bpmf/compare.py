@@ -448,8 +448,8 @@ def resolve_folds(data=None, folds=5, *, random_state=None, data_home=None):
             official = [n for n, spec in MOVIELENS.items() if spec.folds]
             raise ValueError(
                 f"folds='official' needs data naming a MovieLens release with official folds "
-                f"({', '.join(official)}), got data={describe(data)}. Use an integer number of folds "
-                "for other data."
+                f"({', '.join(official)}), got data={describe(data)}. Use an integer number of "
+                "folds for other data."
             )
         every = load_movielens_folds(name, data_home=data_home, download=False)
         return {fold: every[fold] for fold in OFFICIAL_FOLDS}

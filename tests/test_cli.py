@@ -471,6 +471,7 @@ def id_models(tmp_path_factory):
         ("int", users.ravel()),
         ("float", users.ravel() + 0.0),
         ("str", np.array([f"{u:03d}" for u in users.ravel()])),
+        ("mixed", np.array([u if u % 2 else f"s{u}" for u in users.ravel()], dtype=object)),
     ):
         frame = pd.DataFrame({"user": ids, "item": items.ravel(), "rating": ratings})[keep]
         with warnings.catch_warnings():
@@ -483,7 +484,7 @@ def id_models(tmp_path_factory):
 
 @needs_pmf
 @pytest.mark.parametrize(("kind", "user"), [("int", "3"), ("float", "3"), ("float", "3.0"),
-                                            ("str", "003")])
+                                            ("str", "003"), ("mixed", "3"), ("mixed", "s4")])
 def test_recommend_matches_the_models_id_type(id_models, kind, user, capsys):
     assert main(["recommend", "--model", id_models[kind], "--user", user, "-k", "2",
                  "--include-seen"]) == 0

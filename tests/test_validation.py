@@ -22,7 +22,6 @@ from bpmf._validation import (
     posterior_bytes,
 )
 from bpmf.baselines import OLSRegressor, UserMean
-from bpmf.datasets import Ratings
 
 
 # ---------------------------------------------------------------------- the checks

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from bpmf._config import resolve_progressbar
 from bpmf._exceptions import DataError, NotFittedError
-from bpmf._validation import check_choice, check_positive
+from bpmf._validation import check_choice, check_positive  # noqa: F401 (re-exported)
 from bpmf.datasets._ratings import Ratings
 
 
