@@ -6,16 +6,14 @@ raw factors, which are only defined up to a rotation. Each problem becomes one l
 returned ``warnings`` and a :class:`bpmf.ConvergenceWarning` attributed to the caller's line.
 """
 
-import os
-import warnings
-
 import arviz as az
 import numpy as np
 import xarray as xr
 
 from bpmf._exceptions import ConvergenceWarning
+from bpmf._validation import warn
 
-__all__ = ["RHAT_MAX", "diagnose", "warn"]
+__all__ = ["RHAT_MAX", "diagnose"]
 
 #: R-hat above this is reported (Vehtari et al., 2021).
 RHAT_MAX = 1.01
@@ -23,14 +21,6 @@ RHAT_MAX = 1.01
 ESS_PER_CHAIN_MIN = 50
 #: Share of the predictions whose R-hat may exceed :data:`RHAT_MAX` before it is reported.
 PREDICTION_RHAT_SHARE = 0.01
-
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def warn(message):
-    """A :class:`ConvergenceWarning` attributed to the first frame outside the package."""
-    warnings.warn(message, ConvergenceWarning, skip_file_prefixes=(_PACKAGE_DIR,))
-
 
 def diagnose(posterior, sample_stats=None, predictions=None, label=None):
     """Divergences, R-hat and bulk ESS of a fit; returns a dict and warns about problems.
@@ -116,7 +106,7 @@ def diagnose(posterior, sample_stats=None, predictions=None, label=None):
                         "sample more draws."
                     )
     for message in messages:
-        warn(message)
+        warn(message, ConvergenceWarning)
     result["warnings"] = messages
     # sigma, the quantity users check first, also under keys of its own
     if "sigma" in result["rhat"]:

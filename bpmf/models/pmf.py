@@ -6,15 +6,10 @@ import numpy as np
 import pymc as pm
 
 from bpmf._config import resolve_progressbar
+from bpmf._validation import check_n_factors
 from bpmf.inference.map import fit_map
 from bpmf.kernels.likelihood import rating_likelihood
 from bpmf.models._posterior import PosteriorModel, make_datatree
-
-
-def _check_n_factors(n_factors):
-    if isinstance(n_factors, bool) or int(n_factors) != n_factors or n_factors < 1:
-        raise ValueError(f"n_factors must be a positive integer, got {n_factors!r}.")
-    return int(n_factors)
 
 
 def merge_config(defaults, overrides, what):
@@ -52,6 +47,9 @@ class PMF(PosteriorModel):
         Seeds the random starting point; the same seed gives the same MAP.
     progressbar : bool, optional
         Show the optimiser's progress bar; None uses the package-wide setting.
+    rating_scale : tuple of float, optional
+        ``(low, high)`` of the ratings, used to clip predictions; None infers it from the
+        training data (with a warning when they do not span a plausible scale).
 
     Attributes
     ----------
@@ -91,8 +89,10 @@ class PMF(PosteriorModel):
         "fused_likelihood": True,
     }
 
-    def __init__(self, n_factors=10, model_config=None, random_state=None, progressbar=None):
+    def __init__(self, n_factors=10, model_config=None, random_state=None, progressbar=None,
+                 rating_scale=None):
         self.n_factors = n_factors
+        self.rating_scale = rating_scale
         self.model_config = model_config
         self.random_state = random_state
         self.progressbar = progressbar
@@ -101,7 +101,7 @@ class PMF(PosteriorModel):
     def build_model(self, train):
         """The ``pm.Model`` of the Notes, with coords ``user``, ``item``, ``factor``, ``obs``."""
         config = merge_config(self.default_model_config, self.model_config, "model_config")
-        n_factors = _check_n_factors(self.n_factors)
+        n_factors = check_n_factors(self.n_factors)
         coords = {
             "user": np.arange(train.n_users),
             "item": np.arange(train.n_items),
@@ -130,7 +130,7 @@ class PMF(PosteriorModel):
     # ------------------------------------------------------------------ fitting
     def fit(self, train):
         """Find the MAP of the model on ``train`` (a Ratings or a DataFrame); returns self."""
-        _check_n_factors(self.n_factors)
+        check_n_factors(self.n_factors)
         config = merge_config(self.default_model_config, self.model_config, "model_config")
         train = self._start_fit(train)
         self.map_, result = fit_map(
