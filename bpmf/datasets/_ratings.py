@@ -101,6 +101,66 @@ class Ratings:
             name=name,
         )
 
+    @classmethod
+    def from_sparse(
+        cls, matrix, user_ids=None, item_ids=None, *, scale="infer", duplicates="raise", name=None
+    ):
+        """Build from a scipy.sparse user x item matrix (any format, matrix or array).
+
+        Every stored entry is a rating, explicit zeros included: a stored ``0`` is a rating of
+        0, and an absent entry is an unobserved pair. Call ``matrix.eliminate_zeros()`` first
+        when zeros mean "not rated". An entry stored more than once (possible in COO and
+        non-canonical CSR/CSC input) is never summed: it is a duplicate (user, item) pair,
+        handled by ``duplicates`` as in the constructor (``"raise"`` by default).
+
+        Parameters
+        ----------
+        matrix : scipy.sparse matrix or array, shape (n_rows, n_columns)
+            Rows are users, columns items.
+        user_ids, item_ids : array-like, optional
+            The id of each row and of each column (default: the positions ``0, 1, ...``).
+            Rows and columns without any stored entry do not appear in the result.
+        scale, duplicates, name
+            As in the constructor.
+        """
+        from scipy import sparse
+
+        if not sparse.issparse(matrix):
+            raise DataError(
+                f"from_sparse expects a scipy.sparse matrix or array, got {type(matrix).__name__}."
+            )
+        if matrix.ndim != 2:
+            raise DataError(f"from_sparse expects a 2-d matrix, got {matrix.ndim} dimensions.")
+        n_rows, n_columns = matrix.shape
+        user_ids = _axis_ids(user_ids, n_rows, "user")
+        item_ids = _axis_ids(item_ids, n_columns, "item")
+        coo = matrix.tocoo(copy=False)  # keeps repeated entries (no summing)
+        rows, columns = np.asarray(coo.row, dtype=np.intp), np.asarray(coo.col, dtype=np.intp)
+        return cls(
+            user_ids[rows],
+            item_ids[columns],
+            np.asarray(coo.data),
+            scale=scale,
+            duplicates=duplicates,
+            name=name,
+        )
+
+    def to_sparse(self):
+        """The ratings as a ``scipy.sparse.csr_array`` of shape ``(n_users, n_items)``.
+
+        Row ``u`` is the user ``user_ids[u]``, column ``i`` the item ``item_ids[i]``; every
+        rating is a stored entry, ratings of 0 included (so ``from_sparse`` gives the same
+        ratings back with ``user_ids=ratings.user_ids, item_ids=ratings.item_ids``).
+        """
+        from scipy import sparse
+
+        matrix = sparse.csr_array(
+            (self.values, (self.user_codes, self.item_codes)),
+            shape=(self.n_users, self.n_items),
+        )
+        matrix.sort_indices()
+        return matrix
+
     def subset(self, rows, *, name=None):
         """A new container with the given rows (boolean mask or positions), re-coded densely."""
         rows = np.asarray(rows)
@@ -206,6 +266,18 @@ def as_pairs(pairs):
         "Expected pairs as a DataFrame with columns 'user' and 'item' (or a Ratings); "
         f"got {type(pairs).__name__}."
     )
+
+
+def _axis_ids(ids, n, what):
+    """The ids of the ``n`` rows (users) or columns (items) of a sparse matrix."""
+    if ids is None:
+        return np.arange(n)
+    ids = _as_id_array(ids, what)
+    if len(ids) != n:
+        raise DataError(f"{what}_ids has {len(ids)} ids but the matrix has {n} {what}s.")
+    if len(pd.unique(ids)) != n:
+        raise DataError(f"{what}_ids must be distinct; {n - len(pd.unique(ids))} are repeated.")
+    return ids
 
 
 def _require_columns(frame, columns):
