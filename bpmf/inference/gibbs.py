@@ -20,20 +20,29 @@ One sweep of a chain draws, in turn:
 
 Every step leaves the posterior invariant, so the chain samples exactly the model's posterior.
 Chains run in parallel threads (the compiled kernels release the GIL), each with its own
-:class:`numpy.random.Generator` spawned from ``random_state``: the draws do not depend on the
-number of threads or on which thread runs which chain.
+:class:`numpy.random.Generator` spawned from ``random_state``, and within a chain the rows of a
+side are drawn by blocks spread over numba's threads (:func:`bpmf.inference.rows.sample_side`):
+the draws do not depend on the number of threads, on which thread runs which chain, or on
+which thread draws which block.
+
+What is kept (``keep``): every draw of every variable, or, to bound memory on large data,
+the draws of the scalars and hyperparameters, running means and variances of the rows (``U``,
+``V`` and the biases), an evenly spaced subset of the rows' draws (for predictions: the
+expected rating ``U_u . V_i`` needs the joint draws of both sides, which no per-side moment
+gives), and optionally the running mean and variance of the expected rating of chosen pairs.
 """
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
 from bpmf.inference.hyperpriors import WISHART_WARMUP, LKJHyperpriors, WishartHyperpriors
-from bpmf.inference.rows import sample_side, workspace
-from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows
+from bpmf.inference.rows import available_cores, sample_side, workspace
+from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows, sample_rows_parallel
 
 __all__ = ["check_inputs", "sample_gibbs"]
 
@@ -136,13 +145,13 @@ def _shift_moves(state, hyper, biases, config, rng):
         state[other_bias] = state[other_bias] - partner @ shift
 
 
-def _sweep(state, csrs, hyper, config, biases, work, rng):
+def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1):
     user_csr, item_csr = csrs
     hyper.factor_step("U", state, rng)
     hyper.factor_step("V", state, rng)
-    sample_side(state, "U", user_csr, biases, work["U"], rng, residuals=False)
+    sample_side(state, "U", user_csr, biases, work["U"], rng, residuals=False, threads=threads)
     sum_errors, sum_squares = sample_side(
-        state, "V", item_csr, biases, work["V"], rng, residuals=True
+        state, "V", item_csr, biases, work["V"], rng, residuals=True, threads=threads
     )
     # intercept: e_n = r_n - mu_old - fitted_n, so sum(r - fitted) = sum(e) + N mu_old
     mu_old = state["mu"]
@@ -165,11 +174,18 @@ def _sweep(state, csrs, hyper, config, biases, work, rng):
     hyper.rescale(state, rng)
 
 
-def _allocate(chains, draws, shapes, biases, covariance_prior):
+#: the per-row variables: with ``keep="moments"`` their running moments replace their draws
+ROW_VARIABLES = ("U", "V", "user_bias", "item_bias")
+_KEEP = ("all", "moments")
+
+
+def _allocate(chains, draws, shapes, biases, covariance_prior, keep, retained, n_pairs):
     n_users, n_items, D = shapes
+    row_shapes = {"U": (n_users, D), "V": (n_items, D)}
+    if biases:
+        row_shapes.update({"user_bias": (n_users,), "item_bias": (n_items,)})
+    n_row_draws = draws if keep == "all" else len(retained)
     out = {
-        "U": np.empty((chains, draws, n_users, D)),
-        "V": np.empty((chains, draws, n_items, D)),
         "mu_U": np.empty((chains, draws, D)),
         "mu_V": np.empty((chains, draws, D)),
         "Sigma_U": np.empty((chains, draws, D, D)),
@@ -178,9 +194,19 @@ def _allocate(chains, draws, shapes, biases, covariance_prior):
         "sigma": np.empty((chains, draws)),
     }
     if biases:
-        for name, n in (("user_bias", n_users), ("item_bias", n_items)):
-            out[name] = np.empty((chains, draws, n))
+        for name in ("user_bias", "item_bias"):
             out[f"{name}_sd"] = np.empty((chains, draws))
+    if n_row_draws:
+        for name, shape in row_shapes.items():
+            out[name] = np.empty((chains, n_row_draws, *shape))
+    if keep == "moments":
+        out["retained"] = np.asarray(retained, dtype=np.int64)
+        for name, shape in row_shapes.items():
+            out[f"{name}_mean"] = np.zeros((chains, *shape))
+            out[f"{name}_var"] = np.zeros((chains, *shape))
+        if n_pairs:
+            out["pair_mean"] = np.zeros((chains, n_pairs))
+            out["pair_var"] = np.zeros((chains, n_pairs))
     if covariance_prior == "lkj":
         out["diverging"] = np.zeros((chains, draws), dtype=bool)
         out["n_steps_U"] = np.zeros((chains, draws), dtype=np.int64)
@@ -188,18 +214,98 @@ def _allocate(chains, draws, shapes, biases, covariance_prior):
     return out
 
 
-def _record(out, chain, draw, state, biases):
-    for name in ("U", "V", "mu_U", "mu_V", "Sigma_U", "Sigma_V", "mu"):
+def _welford(mean, m2, value, count):
+    """Update a running mean and sum of squared deviations in place with the ``count``-th
+    value (Welford's algorithm: no cancellation, unlike sums of squares)."""
+    delta = value - mean
+    mean += delta / count
+    m2 += delta * (value - mean)
+
+
+def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=None):
+    """Store kept draw ``draw``; with ``keep="moments"``, update the running moments and
+    store the rows only in their ``row_slot`` (None: this draw's rows are not retained)."""
+    for name in ("mu_U", "mu_V", "Sigma_U", "Sigma_V", "mu"):
         out[name][chain, draw] = state[name]
     out["sigma"][chain, draw] = 1.0 / np.sqrt(state["tau"])
     if biases:
         for name in ("user_bias", "item_bias"):
-            out[name][chain, draw] = state[name]
             out[f"{name}_sd"][chain, draw] = 1.0 / np.sqrt(state[f"{name}_precision"])
+    rows = ROW_VARIABLES if biases else ROW_VARIABLES[:2]
+    slot = draw if keep == "all" else row_slot
+    if slot is not None:
+        for name in rows:
+            out[name][chain, slot] = state[name]
+    if keep == "moments":
+        for name in rows:
+            # the variance slot holds the sum of squared deviations until the end
+            _welford(out[f"{name}_mean"][chain], out[f"{name}_var"][chain], state[name], draw + 1)
+        if pairs is not None:
+            users, items = pairs
+            expected = state["mu"] + np.einsum("nk,nk->n", state["U"][users], state["V"][items])
+            if biases:
+                expected += state["user_bias"][users] + state["item_bias"][items]
+            _welford(out["pair_mean"][chain], out["pair_var"][chain], expected, draw + 1)
     if "diverging" in out:
         out["diverging"][chain, draw] = state["diverging_U"] or state["diverging_V"]
         out["n_steps_U"][chain, draw] = state["steps_U"]
         out["n_steps_V"][chain, draw] = state["steps_V"]
+
+
+def _finish_moments(out, draws):
+    """Turn the sums of squared deviations into variances (over the ``draws`` kept draws)."""
+    for name in [*ROW_VARIABLES, "pair"]:
+        if f"{name}_var" in out:
+            out[f"{name}_var"] /= draws
+
+
+def _check_keep(keep, thin, factor_draws, predict_pairs, draws, n_users, n_items):
+    if keep not in _KEEP:
+        raise ValueError(f"keep must be one of {_KEEP}, got {keep!r}")
+    if isinstance(thin, bool) or int(thin) != thin or thin < 1:
+        raise ValueError(f"thin must be an integer >= 1, got {thin!r}")
+    if keep == "all":
+        if factor_draws is not None or predict_pairs is not None:
+            raise ValueError("factor_draws and predict_pairs apply to keep='moments' only")
+        return None, None
+    factor_draws = 0 if factor_draws is None else factor_draws
+    if isinstance(factor_draws, bool) or int(factor_draws) != factor_draws or factor_draws < 0:
+        raise ValueError(f"factor_draws must be an integer >= 0, got {factor_draws!r}")
+    factor_draws = min(int(factor_draws), draws)
+    # evenly spaced over the kept draws, the last one included
+    retained = np.unique(np.round(np.linspace(draws - 1, 0, factor_draws)).astype(np.int64))
+    if factor_draws == 0:
+        retained = np.empty(0, dtype=np.int64)
+    pairs = None
+    if predict_pairs is not None:
+        users, items = (np.asarray(codes) for codes in predict_pairs)
+        if users.shape != items.shape or users.ndim != 1:
+            raise ValueError("predict_pairs must be two 1-d arrays of equal length (users, items)")
+        for name, codes, n in (("user", users, n_users), ("item", items, n_items)):
+            if not np.issubdtype(codes.dtype, np.integer) or (
+                codes.size and (codes.min() < 0 or codes.max() >= n)
+            ):
+                raise ValueError(f"predict_pairs {name} codes must be integers in [0, {n})")
+        pairs = (users.astype(np.int64), items.astype(np.int64))
+    return retained, pairs
+
+
+def row_threads(threads, workers):
+    """Threads for the rows of each chain: the ``threads`` budget (None: every CPU) shared
+    by the ``workers`` chains that run at once, at least one; one when numba's threading
+    layer cannot run parallel loops from several threads at once (workqueue)."""
+    total = available_cores() if threads is None else int(threads)
+    if total < 1:
+        raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
+    per_chain = max(1, total // workers)
+    if per_chain > 1 and workers > 1:
+        try:
+            layer = numba.threading_layer()
+        except ValueError:  # no parallel loop has run yet
+            layer = "workqueue"
+        if layer == "workqueue":
+            return 1
+    return per_chain
 
 
 def _hyperpriors(covariance_prior, config, n_factors, tune, nuts):
@@ -230,6 +336,11 @@ def sample_gibbs(
     cores=None,
     init_jitter=0.01,
     nuts=None,
+    threads=None,
+    thin=1,
+    keep="all",
+    factor_draws=None,
+    predict_pairs=None,
 ):
     r"""Draw from the BPMF posterior with the blocked Gibbs sampler.
 
@@ -262,6 +373,26 @@ def sample_gibbs(
         Chains run in at most this many threads (None: one per chain, up to the CPUs).
     nuts : dict or None
         ``target_accept``, ``max_treedepth``, ``tune_transitions`` of the LKJ block.
+    threads : int or None
+        Threads for the whole fit (None: every CPU). The chains that run at once share them:
+        each draws its rows on ``threads // chains in parallel`` threads, so with as many
+        chains as cores the rows run on one thread each. The draws do not depend on it.
+    thin : int, default 1
+        Keep every ``thin``-th sweep after the warm-up (``draws * thin`` sweeps run).
+    keep : {"all", "moments"}, default "all"
+        ``"all"``: every kept draw of every variable. ``"moments"``: every kept draw of the
+        scalars and hyperparameters; for the rows (``U``, ``V``, ``user_bias``,
+        ``item_bias``) their running mean and variance over every kept draw plus the draws
+        of ``factor_draws`` of them, evenly spaced (memory: ``chains x (2 + factor_draws)``
+        copies of the rows instead of ``chains x draws``).
+    factor_draws : int or None
+        With ``keep="moments"``: how many draws of the rows to retain (None: 0). They make
+        predictions possible: a posterior mean prediction averages ``U_u . V_i`` over joint
+        draws of both sides, which the per-side moments do not determine.
+    predict_pairs : (user_codes, item_codes) or None
+        With ``keep="moments"``: pairs whose expected rating ``mu + b_u + c_i + U_u . V_i``
+        is averaged over every kept draw as the chain runs (exact posterior mean and
+        variance of the expected rating, at the cost of one float pair per pair).
 
     Returns
     -------
@@ -270,12 +401,22 @@ def sample_gibbs(
         ``Sigma_U``, ``Sigma_V``, ``mu``, ``sigma`` and, with biases, ``user_bias``,
         ``item_bias``, ``user_bias_sd``, ``item_bias_sd``; with the LKJ prior also the NUTS
         statistics of the Cholesky blocks, ``diverging``, ``n_steps_U``, ``n_steps_V``.
+        With ``keep="moments"``, ``U``, ``V``, ``user_bias`` and ``item_bias`` hold only the
+        retained draws (absent when there are none), at the positions ``retained`` of the
+        draw axis; ``U_mean``, ``U_var`` (and so on for ``V`` and the biases) with a leading
+        ``chain`` axis hold the running moments; ``pair_mean``, ``pair_var`` (chain, pair)
+        those of ``predict_pairs``.
     """
     user_codes, item_codes, ratings = check_inputs(
         user_codes, item_codes, ratings, n_users, n_items, draws, tune, chains
     )
     draws, tune, chains, D = int(draws), int(tune), int(chains), int(n_factors)
     shapes = (int(n_users), int(n_items), D)
+    retained, pairs = _check_keep(
+        keep, thin, factor_draws, predict_pairs, draws, shapes[0], shapes[1]
+    )
+    thin = int(thin)
+    slots = {} if retained is None else {int(d): slot for slot, d in enumerate(retained)}
     config = {**model_config, "intercept_mean": float(ratings.mean())}
     # With the LKJ prior, the first third of the warm-up runs the conjugate sweeps: from a
     # start with a factor shrunk on both sides (a MAP on little data), LKJ sweeps take
@@ -288,9 +429,18 @@ def sample_gibbs(
         random_state = int(random_state.integers(2**63))
     seeds = np.random.SeedSequence(random_state).spawn(chains)
     csrs = csr_pair(user_codes, item_codes, ratings, shapes[0], shapes[1])
-    out = _allocate(chains, draws, shapes, biases, covariance_prior)
+    out = _allocate(
+        chains,
+        draws,
+        shapes,
+        biases,
+        covariance_prior,
+        keep,
+        retained,
+        0 if pairs is None else len(pairs[0]),
+    )
     bar = tqdm(
-        total=chains * (tune + draws),
+        total=chains * (tune + draws * thin),
         desc="Gibbs",
         unit="sweep",
         disable=not resolve_progressbar(progressbar),
@@ -315,17 +465,20 @@ def sample_gibbs(
                     biases,
                     work,
                     rng,
+                    threads_per_chain,
                 )
                 bar.update()
         hyper.start(state, rng)
-        for sweep in range(early, tune + draws):
-            _sweep(state, csrs, hyper, config, biases, work, rng)
+        for sweep in range(early, tune + draws * thin):
+            _sweep(state, csrs, hyper, config, biases, work, rng, threads_per_chain)
             bar.update()
-            if sweep >= tune:
-                _record(out, chain, sweep - tune, state, biases)
+            if sweep >= tune and (sweep - tune + 1) % thin == 0:
+                draw = (sweep - tune) // thin
+                _record(out, chain, draw, state, biases, keep, slots.get(draw), pairs)
 
     workers = max(1, min(chains, int(cores) if cores else chains))
     _compile_kernels(D, biases)
+    threads_per_chain = row_threads(threads, workers)
     try:
         # one BLAS thread per chain: the chains are the parallelism
         with threadpool_limits(limits=1, user_api="blas"):
@@ -338,6 +491,8 @@ def sample_gibbs(
                         future.result()
     finally:
         bar.close()
+    if keep == "moments":
+        _finish_moments(out, draws)
     return out
 
 
@@ -350,4 +505,17 @@ def _compile_kernels(n_factors, biases):
     dim = n_factors + 1 if biases else n_factors
     X = aligned_zeros((1, dim + 1))
     rows = np.empty((2, dim))
-    sample_rows(*user_csr, X, 0.0, np.eye(dim), np.zeros(dim), 1.0, np.zeros((2, dim)), rows, True)
+    blocks = np.array([0, 1, 2], dtype=np.int64)
+    for kernel in (sample_rows, sample_rows_parallel):
+        kernel(
+            *user_csr,
+            X,
+            0.0,
+            np.eye(dim),
+            np.zeros(dim),
+            1.0,
+            np.zeros((2, dim)),
+            rows,
+            True,
+            blocks,
+        )

@@ -1,11 +1,40 @@
 """Conditional draws (or conditional means) of every row of one side, shared by the Gibbs
-samplers and alternating least squares."""
+samplers and alternating least squares.
 
+The rows are drawn by blocks of rows (:func:`bpmf.kernels.rows.row_blocks`), cut by their
+number of ratings alone; with ``threads > 1`` the blocks are spread over numba's threads. Each
+row's standard normals are drawn before the kernel runs, from the chain's generator, and the
+blocks' residual sums are added in block order, so the draws are bit for bit the same with
+one thread or many.
+"""
+
+import contextlib
+import os
+
+import numba
 import numpy as np
 
-from bpmf.kernels.rows import aligned_zeros, sample_rows
+from bpmf.kernels.rows import aligned_zeros, row_blocks, sample_rows, sample_rows_parallel
 
-__all__ = ["sample_side", "workspace"]
+__all__ = ["available_cores", "numba_threads", "sample_side", "workspace"]
+
+
+def available_cores():
+    """The CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+@contextlib.contextmanager
+def numba_threads(threads):
+    """Run numba's parallel loops of this thread on ``threads`` threads (at most numba's
+    pool size) inside the block; numba's setting is per thread, so chains in other threads
+    keep theirs."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def workspace(n_users, n_items, D, biases):
@@ -31,12 +60,13 @@ _SIDES = {
 }
 
 
-def sample_side(state, side, csr, biases, work, rng, residuals, noise=True):
+def sample_side(state, side, csr, biases, work, rng, residuals, noise=True, threads=1):
     """Draw every row of ``state[side]`` (and its bias) jointly, given the other side.
 
     With ``residuals``, returns the sum and the sum of squares of the residuals
     ``r - mu - b - c - U.V`` under the new rows. ``noise=False`` gives the conditional means
-    instead of draws (a step of alternating least squares).
+    instead of draws (a step of alternating least squares). ``threads > 1`` draws the blocks
+    of rows in parallel; the result does not depend on ``threads``.
     """
     other, bias, other_bias = _SIDES[side]
     indptr, partners, ratings = csr
@@ -56,7 +86,10 @@ def sample_side(state, side, csr, biases, work, rng, residuals, noise=True):
         rng.standard_normal(out=z)
     else:
         z[:] = 0.0
-    sums = sample_rows(
+    blocks = work.get("blocks")
+    if blocks is None or blocks[-1] != len(indptr) - 1:
+        blocks = work["blocks"] = row_blocks(indptr)
+    args = (
         indptr,
         partners,
         ratings,
@@ -68,7 +101,13 @@ def sample_side(state, side, csr, biases, work, rng, residuals, noise=True):
         z,
         rows,
         residuals,
+        blocks,
     )
+    if threads > 1:
+        with numba_threads(threads):
+            sums = sample_rows_parallel(*args)
+    else:
+        sums = sample_rows(*args)
     state[side] = rows[:, :D].copy()
     if biases:
         state[bias] = rows[:, D].copy()

@@ -8,11 +8,18 @@ alternating least squares.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from bpmf.kernels.order import bit_length, prefetch_row, radix_sort
 
-__all__ = ["CHUNK", "aligned_zeros", "csr_pair", "sample_rows"]
+__all__ = [
+    "CHUNK",
+    "aligned_zeros",
+    "csr_pair",
+    "row_blocks",
+    "sample_rows",
+    "sample_rows_parallel",
+]
 
 # --------------------------------------------------------------------------------------------
 # numba kernels
@@ -70,21 +77,23 @@ def aligned_zeros(shape):
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def sample_rows(
-    indptr, other_sorted, ratings_sorted, X, shift, prior_prec, prior_h, tau, z, out, residuals
+def _sample_block(
+    first,
+    last,
+    indptr,
+    other_sorted,
+    ratings_sorted,
+    X,
+    shift,
+    prior_prec,
+    prior_h,
+    tau,
+    z,
+    out,
+    residuals,
 ):
-    """Draw every row ``r`` from N(P^-1 h, P^-1), in place into ``out``.
-
-    ``P = prior_prec + tau * sum_n x_n x_n^T`` and ``h = prior_h + tau * sum_n x_n t_n`` over the
-    ratings ``n`` of row ``r`` (positions ``indptr[r]:indptr[r+1]`` of the sorted arrays), with
-    ``x_n = X[other_sorted[n], :-1]`` and target ``t_n = ratings_sorted[n] - shift -
-    X[other_sorted[n], -1]`` (the last column of ``X`` holds the other side's offsets, e.g. its
-    biases). ``z`` holds standard normals, one row per row of ``out``.
-
-    Returns ``(sum_n e_n, sum_n e_n^2)`` over all ratings of the residuals
-    ``e_n = t_n - x_n . out[r]`` under the new rows when ``residuals`` is true, else zeros.
-    """
-    n_rows = indptr.shape[0] - 1
+    """Rows ``first:last`` of :func:`sample_rows`, with their own scratch buffers and
+    prefetch stream; returns the block's ``(sum_n e_n, sum_n e_n^2)``."""
     dim = X.shape[1] - 1
     P = np.empty((dim, dim))
     L = np.empty((dim, dim))
@@ -95,9 +104,9 @@ def sample_rows(
     errors = np.empty(CHUNK)
     sum_errors = 0.0
     sum_squares = 0.0
-    issued = 0  # the partner rows of ratings [0, issued) have been prefetched
+    issued = indptr[first]  # the partner rows of ratings [indptr[first], issued) are prefetched
     per_step = -(-_LOOKAHEAD // dim)
-    for r in range(n_rows):
+    for r in range(first, last):
         for a in range(dim):
             h[a] = prior_h[a]
             for b in range(a + 1):
@@ -166,6 +175,131 @@ def sample_rows(
 
 
 @njit(cache=True, nogil=True)
+def _ordered_total(block_sums):
+    """Sum of the blocks' residual sums in block order (no reassociation: the total is the
+    same whichever thread drew which block)."""
+    sum_errors = 0.0
+    sum_squares = 0.0
+    for b in range(block_sums.shape[0]):
+        sum_errors += block_sums[b, 0]
+        sum_squares += block_sums[b, 1]
+    return sum_errors, sum_squares
+
+
+@njit(cache=True, nogil=True)
+def sample_rows(
+    indptr,
+    other_sorted,
+    ratings_sorted,
+    X,
+    shift,
+    prior_prec,
+    prior_h,
+    tau,
+    z,
+    out,
+    residuals,
+    blocks=None,
+):
+    """Draw every row ``r`` from N(P^-1 h, P^-1), in place into ``out``; one thread.
+
+    ``P = prior_prec + tau * sum_n x_n x_n^T`` and ``h = prior_h + tau * sum_n x_n t_n`` over the
+    ratings ``n`` of row ``r`` (positions ``indptr[r]:indptr[r+1]`` of the sorted arrays), with
+    ``x_n = X[other_sorted[n], :-1]`` and target ``t_n = ratings_sorted[n] - shift -
+    X[other_sorted[n], -1]`` (the last column of ``X`` holds the other side's offsets, e.g. its
+    biases). ``z`` holds standard normals, one row per row of ``out``. The rows are drawn by
+    blocks, rows ``blocks[b]:blocks[b+1]`` (:func:`row_blocks`; None: one block).
+
+    Returns ``(sum_n e_n, sum_n e_n^2)`` over all ratings of the residuals
+    ``e_n = t_n - x_n . out[r]`` under the new rows when ``residuals`` is true, else zeros;
+    each block sums its own ratings and the blocks' sums are added in block order.
+    """
+    if blocks is None:
+        blocks = np.array([0, indptr.shape[0] - 1], dtype=np.int64)
+    n_blocks = blocks.shape[0] - 1
+    block_sums = np.zeros((n_blocks, 2))
+    for b in range(n_blocks):
+        block_sums[b, 0], block_sums[b, 1] = _sample_block(
+            blocks[b],
+            blocks[b + 1],
+            indptr,
+            other_sorted,
+            ratings_sorted,
+            X,
+            shift,
+            prior_prec,
+            prior_h,
+            tau,
+            z,
+            out,
+            residuals,
+        )
+    return _ordered_total(block_sums)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def sample_rows_parallel(
+    indptr,
+    other_sorted,
+    ratings_sorted,
+    X,
+    shift,
+    prior_prec,
+    prior_h,
+    tau,
+    z,
+    out,
+    residuals,
+    blocks=None,
+):
+    """:func:`sample_rows` with the blocks spread over numba's threads (``prange``).
+
+    Every block does exactly what it does in :func:`sample_rows` (the same rows, the same
+    normals ``z``, the same order of additions) and the blocks' residual sums are added in
+    block order, so the result is bit for bit that of :func:`sample_rows`, whatever the
+    number of threads.
+    """
+    if blocks is None:
+        blocks = np.array([0, indptr.shape[0] - 1], dtype=np.int64)
+    n_blocks = blocks.shape[0] - 1
+    block_sums = np.zeros((n_blocks, 2))
+    for b in prange(n_blocks):
+        block_sums[b, 0], block_sums[b, 1] = _sample_block(
+            blocks[b],
+            blocks[b + 1],
+            indptr,
+            other_sorted,
+            ratings_sorted,
+            X,
+            shift,
+            prior_prec,
+            prior_h,
+            tau,
+            z,
+            out,
+            residuals,
+        )
+    return _ordered_total(block_sums)
+
+
+#: Ratings per block of rows: blocks are cut by this count alone, never by the number of
+#: threads, so the blocks (and hence the draws and sums) are the same on every machine.
+BLOCK_RATINGS = 8192
+MAX_BLOCKS = 1024
+
+
+def row_blocks(indptr, block_ratings=None):
+    """Block boundaries over the rows: about ``block_ratings`` ratings per block (by default
+    :data:`BLOCK_RATINGS`, more when that would give over :data:`MAX_BLOCKS` blocks)."""
+    n_rows = indptr.shape[0] - 1
+    n_ratings = int(indptr[-1])
+    if block_ratings is None:
+        block_ratings = max(BLOCK_RATINGS, -(-n_ratings // MAX_BLOCKS))
+    cuts = np.searchsorted(indptr, np.arange(block_ratings, n_ratings, block_ratings))
+    return np.unique(np.concatenate([[0], cuts, [n_rows]])).astype(np.int64)
+
+
+@njit(cache=True, nogil=True)
 def _split_keys(keys, low_bits, n_rows):
     """In place: ``keys`` sorted by ``row << low_bits | other`` become the other codes."""
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
@@ -219,5 +353,3 @@ def csr_pair(user_codes, item_codes, ratings, n_users, n_items):
     user_indptr = _split_keys(by_user, item_bits, n_users)
     item_indptr = _split_keys(by_item, user_bits, n_items)
     return (user_indptr, by_user, user_values), (item_indptr, by_item, item_values)
-
-
