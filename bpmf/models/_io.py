@@ -39,6 +39,7 @@ import contextlib
 import importlib
 import json
 import os
+import secrets
 import tempfile
 import zipfile
 from pathlib import Path
@@ -134,10 +135,10 @@ class ModelIO:
         with tempfile.TemporaryDirectory(prefix="bpmf-save-") as workdir:
             store = os.path.join(workdir, "store.zarr")
             tree.to_zarr(store, mode="w", consolidated=False)
-            handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
-                                               dir=folder)
+            # a new file of a unique name (created with the usual permissions, unlike mkstemp's)
+            partial = folder / f".{path.name}.{secrets.token_hex(6)}.part"
             try:
-                with os.fdopen(handle, "wb") as file:
+                with open(partial, "xb") as file:
                     with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
                         for root, dirs, files in os.walk(store):
                             dirs.sort()
@@ -147,6 +148,7 @@ class ModelIO:
                     file.flush()
                     os.fsync(file.fileno())
                 os.replace(partial, path)
+                _sync_folder(folder)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(partial)
@@ -421,6 +423,20 @@ def _encode_params(params):
         return value
 
     return plain(params)
+
+
+def _sync_folder(folder):
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def _index_from_format1(text):

@@ -149,6 +149,9 @@ def test_nuts_round_trip_restores_every_fitted_attribute(train, tmp_path):
 
 def test_file_records_versions_and_class(fitted, tmp_path):
     path = fitted["BPMF"].save(tmp_path / "m.bpmf")
+    reference = tmp_path / "reference"
+    reference.write_bytes(b"")
+    assert path.stat().st_mode == reference.stat().st_mode  # the usual permissions
     info = read_model_info(path)
     assert info == {
         "model": "BPMF",
