@@ -27,24 +27,16 @@ extensions = [
     "myst_nb",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
-# Everything in the repository that is not documentation.
-exclude_patterns = [
-    "README.md",  # included by docs/index.md
-    ".*",
-    "**/.*",
-    "_build",
-    "docs/_build",
-    "docs/_extra",
-    "build",
-    "dist",
-    "out",
-    "bench/results",
-    "bpmf",
-    "tests",
-    "**.egg-info",
-    "**/.ipynb_checkpoints",
-    "LICENSE",
+# Only these files are documents (the README is included by docs/index.md, not a page of its own).
+include_patterns = [
+    "docs/**",
+    "bench/README.md",
+    "CHANGELOG.md",
+    "data/README.md",
+    "notebooks/README.md",
+    "notebooks/*.ipynb",
 ]
+exclude_patterns = ["docs/_build", "docs/_extra", "**/.ipynb_checkpoints"]
 
 # autodoc / numpydoc
 autodoc_default_options = {"members": True, "member-order": "bysource"}

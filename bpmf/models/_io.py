@@ -39,6 +39,7 @@ import contextlib
 import importlib
 import json
 import os
+import secrets
 import tempfile
 import zipfile
 from pathlib import Path
@@ -56,15 +57,16 @@ __all__ = ["FILE_EXTENSION", "FORMAT_VERSION", "ModelIO", "load", "read_model_in
 FILE_EXTENSION = ".bpmf"
 #: The layout written by this version of bpmf; files with a larger number are refused.
 FORMAT_VERSION = 2
-#: Layouts this version reads (1: no ``bpmf_state`` group and no saved root attributes).
+#: Layouts this version reads. Format 1 stored only ``idata_``, the id maps, the scale and
+#: ``n_train_`` (not ``map_`` or ``diagnostics_`` of BPMF), and only scalar root attributes.
 READABLE_FORMAT_VERSIONS = (1, 2)
 
 _FORMAT = "bpmf-model"
 _STATE_GROUP = "bpmf_state"
 # Written by this module itself; the rest of the fitted attributes go through _extra_state.
 _CORE_ATTRIBUTES = ("idata_", "user_index_", "item_index_", "scale_", "n_train_")
-#: Model classes that can be loaded, by the name recorded in ``bpmf_model``.
-_REGISTRY: dict[str, type] = {}
+#: Model classes that can be loaded: class name -> {defining module: class}.
+_REGISTRY: dict[str, dict[str, type]] = {}
 
 
 # ---------------------------------------------------------------------- the mixin
@@ -77,7 +79,7 @@ class ModelIO:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.__name__] = cls
+        _REGISTRY.setdefault(cls.__name__, {})[cls.__module__] = cls
 
     # ------------------------------------------------------------------ saving
     def save(self, path):
@@ -133,10 +135,10 @@ class ModelIO:
         with tempfile.TemporaryDirectory(prefix="bpmf-save-") as workdir:
             store = os.path.join(workdir, "store.zarr")
             tree.to_zarr(store, mode="w", consolidated=False)
-            handle, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
-                                               dir=folder)
+            # a new file of a unique name (created with the usual permissions, unlike mkstemp's)
+            partial = folder / f".{path.name}.{secrets.token_hex(6)}.part"
             try:
-                with os.fdopen(handle, "wb") as file:
+                with open(partial, "xb") as file:
                     with zipfile.ZipFile(file, "w", compression=zipfile.ZIP_STORED) as archive:
                         for root, dirs, files in os.walk(store):
                             dirs.sort()
@@ -146,6 +148,7 @@ class ModelIO:
                     file.flush()
                     os.fsync(file.fileno())
                 os.replace(partial, path)
+                _sync_folder(folder)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(partial)
@@ -189,13 +192,19 @@ class ModelIO:
             del tree[_STATE_GROUP]
         try:
             model = cls(**json.loads(attrs["bpmf_params"]))
-            model.user_index_ = _as_index(_decode(json.loads(attrs["bpmf_user_ids"]), arrays))
-            model.item_index_ = _as_index(_decode(json.loads(attrs["bpmf_item_ids"]), arrays))
+            if info["format_version"] == 1:
+                model.user_index_ = _index_from_format1(attrs["bpmf_user_ids"])
+                model.item_index_ = _index_from_format1(attrs["bpmf_item_ids"])
+                tree_attrs = {k: v for k, v in attrs.items() if not k.startswith("bpmf_")}
+            else:
+                ids = (_decode(json.loads(attrs[f"bpmf_{side}_ids"]), arrays)
+                       for side in ("user", "item"))
+                model.user_index_, model.item_index_ = (_as_index(i) for i in ids)
+                tree_attrs = _decode(json.loads(attrs["bpmf_tree_attrs"]), arrays)
             scale = _decode(json.loads(attrs["bpmf_scale"]), arrays)
             model.scale_ = None if scale is None else tuple(scale)
             model.n_train_ = int(attrs["bpmf_n_train"])
             state = _decode(json.loads(attrs["bpmf_state"]), arrays)
-            tree_attrs = _decode(json.loads(attrs.get("bpmf_tree_attrs", "{}")), arrays)
         except (KeyError, TypeError, ValueError) as err:
             raise ModelFileError(f"{str(path)!r} has damaged metadata ({err}).") from err
         posterior = tree["posterior"].ds if "posterior" in tree.children else xr.Dataset()
@@ -307,18 +316,25 @@ def load(path):
     >>> model = bpmf.load("model.bpmf")  # doctest: +SKIP
     """
     info = read_model_info(path)
-    cls = _REGISTRY.get(info["model"])
-    if cls is None and info["module"]:
+    name, module = info["model"], info["module"]
+    if module and module not in _REGISTRY.get(name, {}):
         try:  # a model class defined outside bpmf registers itself when its module is imported
-            importlib.import_module(info["module"])
+            importlib.import_module(module)
         except ImportError:
             pass
-        cls = _REGISTRY.get(info["model"])
-    if cls is None:
-        raise ModelFileError(
-            f"{str(path)!r} holds a {info['model']} model (from module {info['module']}), and "
-            "no such model class is available; import the module that defines it first."
-        )
+    candidates = _REGISTRY.get(name, {})
+    if module in candidates:
+        cls = candidates[module]
+    else:  # the class moved to another module since the file was written
+        ours = [c for m, c in candidates.items() if m == "bpmf" or m.startswith("bpmf.")]
+        found = ours or list(candidates.values())
+        if len(found) != 1:
+            raise ModelFileError(
+                f"{str(path)!r} holds a {name} model (from module {module}), and "
+                + ("no such model class is available; import the module that defines it first."
+                   if not found else f"{len(found)} classes of that name are defined.")
+            )
+        cls = found[0]
     return cls.load(path)
 
 
@@ -407,6 +423,26 @@ def _encode_params(params):
         return value
 
     return plain(params)
+
+
+def _sync_folder(folder):
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _index_from_format1(text):
+    spec = json.loads(text)
+    dtype = object if spec["dtype"] == "object" else spec["dtype"]
+    return pd.Index(spec["values"], dtype=dtype)
 
 
 def _as_index(value):

@@ -149,6 +149,9 @@ def test_nuts_round_trip_restores_every_fitted_attribute(train, tmp_path):
 
 def test_file_records_versions_and_class(fitted, tmp_path):
     path = fitted["BPMF"].save(tmp_path / "m.bpmf")
+    reference = tmp_path / "reference"
+    reference.write_bytes(b"")
+    assert path.stat().st_mode == reference.stat().st_mode  # the usual permissions
     info = read_model_info(path)
     assert info == {
         "model": "BPMF",
@@ -217,6 +220,30 @@ def test_load_refuses_unknown_newer_and_foreign_files(fitted, tmp_path):
         bpmf.load(truncated)
     with pytest.raises(FileNotFoundError):
         bpmf.load(tmp_path / "missing.bpmf")
+
+
+def test_format1_files_still_load():
+    """Files written by bpmf 0.1.0 (format 1) load and predict what they predicted then."""
+    data = Path(__file__).parent / "data"
+    expected = json.loads((data / "format1-predictions.json").read_text())
+    for name, cls in (("pmf", PMF), ("bpmf", BPMF)):
+        path = data / f"{name}-format1.bpmf"
+        assert read_model_info(path)["format_version"] == 1
+        model = bpmf.load(path)
+        assert type(model) is cls and cls.load(path).get_params() == model.get_params()
+        pairs = pd.DataFrame({"user": expected[name]["users"], "item": expected[name]["items"]})
+        np.testing.assert_array_equal(model.predict(pairs), expected[name]["predict"])
+        assert list(model.user_index_[:3]) == ["u0", "u1", "u10"] and model.scale_ == (1.0, 5.0)
+
+
+def test_load_finds_a_class_that_moved_or_shares_its_name(fitted, tmp_path):
+    path = fitted["PMF"].save(tmp_path / "pmf.bpmf")
+    moved = _rewrite_attrs(path, tmp_path / "moved.bpmf", bpmf_model_module="bpmf.old.place")
+    assert type(bpmf.load(moved)) is PMF
+
+    type("PMF", (ModelIO,), {})  # a user's class of the same name, defined elsewhere
+    assert type(bpmf.load(path)) is type(fitted["PMF"])  # the file's own module wins
+    assert type(bpmf.load(moved)) is type(fitted["PMF"])  # then bpmf's class
 
 
 def test_subclasses_save_their_own_state(train, tmp_path):
