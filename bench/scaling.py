@@ -22,10 +22,19 @@ fresh subprocess draws synthetic ratings and measures
 
 It then prints each quantity's growth per 10x more ratings; linear cost gives about 10x.
 
+A second table (``--sweep-sizes``, 10^6 to 10^8 ratings by default) measures the Gibbs sweep
+of the package's default model (LKJ prior, biases, 10 factors, one chain) on every core: the
+seconds per sweep with one thread and with all the CPUs (the rows of a side drawn by blocks in
+parallel; the draws are the same), their ratio, and the peak resident memory of a fit that
+keeps what a large fit should (``keep="moments"``: running moments of the rows, one retained
+draw of them, every draw of the scalars). Its synthetic ratings are drawn lean (uniform user
+and item codes, a rank-3 truth, no de-duplication), so that 10^8 ratings fit in memory.
+
 Usage::
 
-    python bench/scaling.py                      # 1e4, 1e5, 1e6, 1e7
-    python bench/scaling.py --sizes 10000,100000
+    python bench/scaling.py                      # 1e4, 1e5, 1e6, 1e7; then the sweep table
+    python bench/scaling.py --sizes 10000,100000 --sweep-sizes 1000000
+    python bench/scaling.py --sizes none         # the sweep table only
 """
 
 import argparse
@@ -80,7 +89,7 @@ def worker(n_ratings, seed=0):
     from scipy.optimize import minimize
 
     from bpmf.datasets import make_synthetic_ratings
-    from bpmf.inference.wishart_gibbs import sample_gibbs
+    from bpmf.inference.gibbs import sample_gibbs
     from bpmf.kernels.order import user_run_order
 
     n_users, n_items = max(20, n_ratings // 50), max(10, n_ratings // 100)
@@ -137,7 +146,8 @@ def worker(n_ratings, seed=0):
         tune=0,
         chains=1,
         biases=True,
-        model_config=None,
+        covariance_prior="wishart",
+        model_config=_model_config("wishart"),
         init=None,
         random_state=seed,
         progressbar=False,
@@ -177,17 +187,134 @@ def worker(n_ratings, seed=0):
     }
 
 
+def _model_config(covariance_prior):
+    """BPMF's resolved default priors for one covariance prior."""
+    from bpmf.models import BPMF
+
+    return BPMF(N_FACTORS, model_config={"covariance_prior": covariance_prior})._model_config()
+
+
+def lean_ratings(n_ratings, seed=0, chunk=10_000_000):
+    """Codes and ratings of a rank-3 biased model, drawn chunk by chunk (int64, float64)."""
+    rng = np.random.default_rng(seed)
+    n_users, n_items = max(20, n_ratings // 50), max(10, n_ratings // 100)
+    U, V = rng.normal(size=(n_users, 3)), rng.normal(size=(n_items, 3))
+    user_bias, item_bias = 0.3 * rng.normal(size=n_users), 0.3 * rng.normal(size=n_items)
+    user_codes = rng.integers(0, n_users, n_ratings)
+    item_codes = rng.integers(0, n_items, n_ratings)
+    ratings = np.empty(n_ratings)
+    for start in range(0, n_ratings, chunk):
+        u, i = user_codes[start : start + chunk], item_codes[start : start + chunk]
+        ratings[start : start + chunk] = (
+            3.5
+            + user_bias[u]
+            + item_bias[i]
+            + np.einsum("nk,nk->n", U[u], V[i])
+            + 0.5 * rng.normal(size=len(u))
+        )
+    return user_codes, item_codes, ratings, n_users, n_items
+
+
+def sweep_worker(n_ratings, seed=0):
+    """Seconds per Gibbs sweep with 1 thread and with every CPU; peak memory."""
+    from bpmf.inference.gibbs import sample_gibbs
+    from bpmf.inference.rows import available_cores
+
+    start = time.perf_counter()
+    user_codes, item_codes, ratings, n_users, n_items = lean_ratings(n_ratings, seed)
+    data_seconds = time.perf_counter() - start
+    args = (user_codes, item_codes, ratings, n_users, n_items)
+    config = _model_config("lkj")
+    common = dict(
+        n_factors=N_FACTORS,
+        tune=0,
+        chains=1,
+        biases=True,
+        covariance_prior="lkj",
+        model_config=config,
+        random_state=seed,
+        progressbar=False,
+        keep="moments",
+        factor_draws=1,
+    )
+    sample_gibbs(*(a[:1000] for a in args[:3]), n_users, n_items, draws=1, **common)  # load
+    cores = available_cores()
+    sweeps = 2 if n_ratings >= 10_000_000 else 4
+    result = {"ratings": n_ratings, "users": n_users, "items": n_items, "cores": cores}
+    for label, threads in (("one", 1), ("all", cores)):
+        seconds = {}
+        for draws in (1, 1 + sweeps):
+            start = time.perf_counter()
+            sample_gibbs(*args, draws=draws, threads=threads, **common)
+            seconds[draws] = time.perf_counter() - start
+        result[f"sweep_{label}_s"] = (seconds[1 + sweeps] - seconds[1]) / sweeps
+        result[f"setup_{label}_s"] = seconds[1] - result[f"sweep_{label}_s"]
+    result["peak_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    result["data_s"] = data_seconds
+    return result
+
+
+def sweep_table(sizes):
+    rows = []
+    for size in sizes:
+        print(f"{size:.0e} ratings (sweep) ...", flush=True)
+        done = subprocess.run(
+            [sys.executable, __file__, "--sweep-worker", str(size)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            print(done.stderr[-2000:])
+            continue
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    if not rows:
+        return
+    cores = rows[0]["cores"]
+    print(
+        f"\nGibbs sweep, default model (LKJ, biases, {N_FACTORS} factors), one chain, "
+        f'keep="moments"; {cores} CPUs'
+    )
+    print(
+        f"{'ratings':>11}{'users':>10}{'items':>10}{'s/sweep 1 thr':>15}"
+        f"{f's/sweep {cores} thr':>15}{'speed-up':>10}{'setup s':>9}{'peak GiB':>10}"
+    )
+    for row in rows:
+        print(
+            f"{row['ratings']:>11}{row['users']:>10}{row['items']:>10}{row['sweep_one_s']:>15.3f}"
+            f"{row['sweep_all_s']:>15.3f}{row['sweep_one_s'] / row['sweep_all_s']:>9.2f}x"
+            f"{row['setup_all_s']:>9.1f}{row['peak_gib']:>10.2f}"
+        )
+    print("growth per 10x ratings (linear = 10x):")
+    for previous, row in zip(rows, rows[1:], strict=False):
+        factor = row["ratings"] / previous["ratings"]
+        print(
+            f"{previous['ratings']:>11} -> {row['ratings']:<11} (x{factor:.0f}): "
+            f"sweep 1 thread x{row['sweep_one_s'] / previous['sweep_one_s']:.1f}, "
+            f"{cores} threads x{row['sweep_all_s'] / previous['sweep_all_s']:.1f}, "
+            f"memory x{row['peak_gib'] / previous['peak_gib']:.1f}"
+        )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000,1000000,10000000")
+    parser.add_argument("--sweep-sizes", default="1000000,10000000,100000000")
     parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--sweep-worker", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args.worker)))
         return
+    if args.sweep_worker:
+        print(json.dumps(sweep_worker(args.sweep_worker)))
+        return
+    if args.sizes != "none":
+        size_table([int(s) for s in args.sizes.split(",")])
+    if args.sweep_sizes != "none":
+        sweep_table([int(s) for s in args.sweep_sizes.split(",")])
 
+
+def size_table(sizes):
     rows = []
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in sizes:
         print(f"{size:.0e} ratings ...", flush=True)
         done = subprocess.run(
             [sys.executable, __file__, "--worker", str(size)], capture_output=True, text=True

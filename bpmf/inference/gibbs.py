@@ -73,7 +73,7 @@ def check_inputs(user_codes, item_codes, ratings, n_users, n_items, draws, tune,
     for name, value, low in (("draws", draws, 1), ("tune", tune, 0), ("chains", chains, 1)):
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return user_codes.astype(np.int64), item_codes.astype(np.int64), ratings
+    return user_codes.astype(np.int64, copy=False), item_codes.astype(np.int64, copy=False), ratings
 
 
 def _initial_state(init, shapes, biases, ratings, jitter, rng):
@@ -141,7 +141,8 @@ def _shift_moves(state, hyper, biases, config, rng):
             chol.T, np.linalg.solve(chol, linear) + rng.standard_normal(linear.shape[0])
         )
         state[side] = state[side] + shift
-        state[f"mu_{side}"] = state[f"mu_{side}"] + shift
+        if hyper.free_means:  # a fixed (zero) mean stays; the rows' prior term took its place
+            state[f"mu_{side}"] = state[f"mu_{side}"] + shift
         state[other_bias] = state[other_bias] - partner @ shift
 
 
