@@ -268,6 +268,7 @@ class WishartHyperpriors:
     """
 
     name = "wishart"
+    free_means = True
 
     def __init__(self, config, n_factors):
         self.config = config

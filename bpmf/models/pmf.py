@@ -146,10 +146,3 @@ class PMF(PosteriorModel):
             posterior, train, n_factors=int(self.n_factors), extra={"optimizer_result": result}
         )
         return self
-
-    def _extra_state(self):
-        return {}
-
-    def _restore_state(self, state):
-        posterior = self.idata_["posterior"].ds
-        self.map_ = {name: posterior[name].values[0, 0] for name in posterior.data_vars}

@@ -96,19 +96,7 @@ def test_every_savable_model_is_covered():
     assert {cls.__name__ for cls in SAVABLE} == set(SETTINGS)
 
 
-def _round_trip_params():
-    # PMF still rebuilds map_ from idata_ in its own _restore_state (0-d arrays come back as
-    # numpy scalars); the default hooks restore it exactly.
-    rebuilds = PMF._restore_state is not ModelIO._restore_state
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(
-            name == "PMF" and rebuilds, strict=True,
-            reason="PMF overrides _extra_state/_restore_state and rebuilds map_ inexactly"))
-        for name in sorted(SETTINGS)
-    ]
-
-
-@pytest.mark.parametrize("name", _round_trip_params())
+@pytest.mark.parametrize("name", sorted(SETTINGS))
 def test_round_trip_restores_every_fitted_attribute(name, fitted, pairs, tmp_path):
     model = fitted[name]
     path = model.save(tmp_path / f"model{FILE_EXTENSION}")
