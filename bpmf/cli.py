@@ -246,6 +246,14 @@ def _build_parser():
     )
     _input_options(sub, ratings=False)
     sub.add_argument(
+        "--given",
+        default=None,
+        metavar="FILE",
+        help="ratings (columns user, item, rating; same separator and id columns as --pairs) "
+        "of users or items new to the model: they are folded in (no refit) before predicting, "
+        "so their pairs are predicted as known users' and items'",
+    )
+    sub.add_argument(
         "--prob", type=float, default=0.9, help="probability of the predictive interval"
     )
     sub.add_argument(
@@ -743,6 +751,8 @@ def _cmd_predict(args):
         raise _Failure(f"--prob must be strictly between 0 and 1, got {args.prob:g}.")
     model = _load_model(args.model)
     user_col, item_col = args.user_col or "user", args.item_col or "item"
+    if args.given is not None:
+        model = _fold_in_given(model, args.given, user_col, item_col, args.sep)
     pairs = read_table(args.pairs, columns=(user_col, item_col), sep=args.sep, what="pairs")
     missing = [c for c in (user_col, item_col) if c not in pairs.columns]
     if missing:
@@ -780,6 +790,32 @@ def _cmd_predict(args):
         out.to_csv(args.out, index=False)
         _say(args, f"wrote {len(out)} predictions ({100 * args.prob:g}% intervals) to {args.out}")
     return 0
+
+
+def _fold_in_given(model, path, user_col, item_col, sep):
+    """The model with the users and items of the ratings file ``path`` folded in."""
+    from bpmf.datasets._readers import read_table
+
+    if not hasattr(model, "fold_in"):
+        raise _Failure(f"--given: a {type(model).__name__} model cannot fold in new ratings.")
+    given = read_table(path, columns=(user_col, item_col), sep=sep, what="ratings")
+    missing = [c for c in (user_col, item_col, "rating") if c not in given.columns]
+    if missing:
+        raise DataError(
+            f"{str(path)!r} lacks column(s) {missing}; it has {list(given.columns)}. "
+            "The --given file needs user and item (as named by --user-col/--item-col) and rating."
+        )
+    frame = pd.DataFrame(
+        {
+            "user": _match_ids(given[user_col].to_numpy(), model.user_index_, "user"),
+            "item": _match_ids(given[item_col].to_numpy(), model.item_index_, "item"),
+            "rating": given["rating"].to_numpy(),
+        }
+    )
+    try:
+        return model.fold_in(frame)
+    except ValueError as err:
+        raise _Failure(f"--given: {err}") from err
 
 
 def _cmd_recommend(args):

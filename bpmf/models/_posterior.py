@@ -27,7 +27,7 @@ from scipy import special
 
 from bpmf._estimator import RatingEstimator
 from bpmf._validation import check_prob, check_threshold, default_threshold, describe
-from bpmf.datasets import as_pairs
+from bpmf.datasets import Ratings, as_pairs, as_ratings
 from bpmf.models._io import ModelIO
 from bpmf.models._io import coord_values as _coord_values
 from bpmf.models._io import ids_like as _ids_like
@@ -363,6 +363,140 @@ class PosteriorModel(ModelIO, RatingEstimator):
         )
         frame.attrs["threshold"] = threshold
         return frame
+
+    # ------------------------------------------------------------------ new users and items
+    def fold_in(self, new_ratings, *, random_state=0):
+        """A fitted copy of the model that also covers the users and items of ``new_ratings``.
+
+        For every posterior draw, each new user's factor vector and bias are drawn from their
+        exact Gaussian conditional given that draw's items (factors and biases), ``mu``,
+        ``sigma`` and user-level hyperparameters (``mu_U``, ``Sigma_U``, ``user_bias_sd``);
+        new items likewise given the users (:mod:`bpmf.inference.fold_in`). Nothing is
+        refitted: the fitted draws are kept as they are, and the new ratings inform only the
+        new rows. ``predict``, ``predict_interval`` and ``recommend`` of the returned model
+        treat the new users and items as known; the model it is called on is not changed.
+
+        Parameters
+        ----------
+        new_ratings : Ratings or DataFrame with columns ``user``, ``item``, ``rating``
+            Each rating pairs a new user with a fitted item, or a fitted user with a new
+            item. Ratings between a fitted user and a fitted item (they would change the
+            fitted rows: refit instead) or between a new user and a new item (neither side
+            is known given a draw) raise ``ValueError``.
+        random_state : int or numpy Generator, default 0
+            Seeds the draws of the new rows.
+
+        Returns
+        -------
+        A model of the same class. Its ``idata_`` holds the posterior with the new rows
+        appended along ``user``/``item`` and the new ratings appended to ``observed_data``;
+        the pointwise ``log_likelihood`` and ``posterior_predictive`` groups of the training
+        pairs, if any, are left out.
+        """
+        import copy
+
+        from bpmf.inference.fold_in import fold_in_rows
+
+        self._check_is_fitted()
+        post = self._draws()
+        needed = [n for n in ("U", "V", "Sigma_U", "Sigma_V") if n not in post]
+        if needed:
+            raise ValueError(
+                f"fold_in needs posterior draws of {needed}, which this model lacks; it needs "
+                "a hierarchical model fitted with retained factor draws (BPMF)."
+            )
+        new = (
+            new_ratings
+            if isinstance(new_ratings, Ratings)
+            else as_ratings(new_ratings, scale=self.scale_)
+        )
+        users, items, values = new.users, new.items, new.values
+        user_codes = self.user_index_.get_indexer(users)
+        item_codes = self.item_index_.get_indexer(items)
+        known = (user_codes >= 0) & (item_codes >= 0)
+        if known.any():
+            raise ValueError(
+                f"{int(known.sum())} new rating(s) pair a fitted user with a fitted item (e.g. "
+                f"user {users[known][0]!r}, item {items[known][0]!r}); fold-in adds new users "
+                "and items only, so refit to use them."
+            )
+        both_new = (user_codes < 0) & (item_codes < 0)
+        if both_new.any():
+            raise ValueError(
+                f"{int(both_new.sum())} new rating(s) pair a new user with a new item (e.g. "
+                f"user {users[both_new][0]!r}, item {items[both_new][0]!r}); fold-in draws a new "
+                "row given the fitted other side, so drop them or refit."
+            )
+        rng = np.random.default_rng(random_state)
+        n_chains, n_draws = self._sample_shape()
+        posterior = self.idata_["posterior"].ds
+        indexes = {"user": self.user_index_, "item": self.item_index_}
+        appended = {}
+        for side, dim, codes, partner_codes in (
+            ("U", "user", user_codes, item_codes),
+            ("V", "item", item_codes, user_codes),
+        ):
+            rows = codes < 0
+            if not rows.any():
+                continue
+            ids = users[rows] if dim == "user" else items[rows]
+            new_codes, new_ids = pd.factorize(ids)
+            factors, biases = fold_in_rows(
+                post, side, new_codes, partner_codes[rows], values[rows], len(new_ids), rng
+            )
+            indexes[dim] = (
+                self.user_index_.append(pd.Index(new_ids))
+                if dim == "user"
+                else (self.item_index_.append(pd.Index(new_ids)))
+            )
+            appended[side] = factors
+            if biases is not None:
+                appended[f"{dim}_bias"] = biases
+        grown = {"user"} if "U" in appended else set()
+        grown |= {"item"} if "V" in appended else set()
+        variables = {}
+        for name, array in posterior.data_vars.items():
+            if name in appended:
+                new_rows = appended[name].reshape(n_chains, n_draws, *appended[name].shape[1:])
+                values_all = np.concatenate([array.values, new_rows], axis=2)
+                variables[name] = (array.dims, values_all)
+            elif any(len(indexes[dim]) > posterior.sizes[dim] for dim in grown & set(array.dims)):
+                continue  # a per-row variable that fold-in does not draw
+            else:
+                variables[name] = (array.dims, array.values)
+        coords = {
+            name: coord.values
+            for name, coord in posterior.coords.items()
+            if name not in ("user", "item")
+        }
+        coords["user"] = _coord_values(indexes["user"])
+        coords["item"] = _coord_values(indexes["item"])
+        groups = {"posterior": xr.Dataset(variables, coords=coords).assign_attrs(posterior.attrs)}
+        observed = self.idata_["observed_data"].ds
+        groups["observed_data"] = xr.Dataset(
+            {"rating": (("obs",), np.concatenate([observed["rating"].values, values]))},
+            coords={
+                "obs": np.arange(observed.sizes["obs"] + len(values)),
+                "obs_user": (
+                    ("obs",),
+                    np.concatenate([observed["obs_user"].values, _coord_values(pd.Index(users))]),
+                ),
+                "obs_item": (
+                    ("obs",),
+                    np.concatenate([observed["obs_item"].values, _coord_values(pd.Index(items))]),
+                ),
+            },
+        )
+        for name, child in self.idata_.children.items():
+            if name not in groups and name not in ("log_likelihood", "posterior_predictive"):
+                groups[name] = child.to_dataset()
+        tree = xr.DataTree.from_dict(groups)
+        tree.attrs = dict(self.idata_.attrs)
+        folded = copy.copy(self)
+        folded.__dict__.pop("_draws_cache", None)
+        folded.idata_ = tree
+        folded.user_index_, folded.item_index_ = indexes["user"], indexes["item"]
+        return folded
 
     def _seen_items(self, user_code):
         observed = self.idata_["observed_data"].ds
