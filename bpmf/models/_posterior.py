@@ -112,6 +112,66 @@ def make_datatree(posterior, train, *, n_factors, sample_stats=None, extra=None)
     return xr.DataTree.from_dict(groups)
 
 
+def split_moments(draws, train, *, n_factors, pairs=None):
+    """DataTree pieces of a Gibbs fit that kept moments (``sample_gibbs(keep="moments")``).
+
+    The ``posterior`` group must hold joint draws, so that predictions average ``U_u . V_i``
+    over draws of both sides: it gets every variable at the retained row draws (the scalars
+    and hyperparameters taken at the same positions). Every kept draw of the scalars and
+    hyperparameters goes to a ``trace`` group (for diagnostics), the rows' running moments to
+    ``posterior_moments`` (dims ``chain``, ``user``/``item``, ``factor``) and, when ``pairs``
+    (the ``(user_codes, item_codes)`` given as ``predict_pairs``) is given, the running
+    moments of their expected ratings to ``pair_moments``.
+
+    Returns
+    -------
+    posterior : dict for :func:`make_datatree` (empty of ``U``, ``V`` and the biases when no
+        row draw was retained)
+    sample_stats : dict of the sampler statistics at the same draws
+    extra : dict of str -> xarray.Dataset, the further groups
+    """
+    retained = np.asarray(draws["retained"])
+    row_names = ("U", "V", "user_bias", "item_bias")
+    n_chains, n_kept = np.asarray(draws["mu"]).shape[:2]
+    chain_draw = {"chain": np.arange(n_chains), "draw": np.arange(n_kept)}
+    posterior, sample_stats, trace = {}, {}, {}
+    for name, values in draws.items():
+        if name in row_names:
+            posterior[name] = values
+        elif name in POSTERIOR_DIMS:
+            trace[name] = (("chain", "draw", *POSTERIOR_DIMS[name]), values)
+            posterior[name] = values[:, retained] if len(retained) else values
+        elif name in ("diverging", "n_steps_U", "n_steps_V"):
+            trace[name] = (("chain", "draw"), values)
+            sample_stats[name] = values[:, retained] if len(retained) else values
+    ids = {"user": _coord_values(train.user_ids), "item": _coord_values(train.item_ids)}
+    moments = {}
+    for name in row_names:
+        if f"{name}_mean" in draws:
+            dims = ("chain", *POSTERIOR_DIMS[name])
+            moments[f"{name}_mean"] = (dims, draws[f"{name}_mean"])
+            moments[f"{name}_var"] = (dims, draws[f"{name}_var"])
+    extra = {
+        "trace": xr.Dataset(trace, coords=chain_draw),
+        "posterior_moments": xr.Dataset(
+            moments,
+            coords={"chain": chain_draw["chain"], **ids, "factor": np.arange(n_factors)},
+        ),
+    }
+    if pairs is not None and "pair_mean" in draws:
+        users, items = (np.asarray(codes, dtype=np.int64) for codes in pairs)
+        extra["pair_moments"] = xr.Dataset(
+            {
+                "expected_mean": (("chain", "pair"), draws["pair_mean"]),
+                "expected_var": (("chain", "pair"), draws["pair_var"]),
+                "user_code": (("pair",), users),
+                "item_code": (("pair",), items),
+            },
+            coords={"chain": chain_draw["chain"], "pair": np.arange(len(users))},
+        )
+    return posterior, sample_stats, extra
+
+
 def observed_dataset(train):
     """The training ratings as the ``observed_data`` group (dim ``obs``, ids as coords)."""
     return xr.Dataset(
@@ -173,6 +233,12 @@ class PosteriorModel(ModelIO, RatingEstimator):
         posterior draw otherwise (for predictive draws and intervals).
         """
         post = self._draws()
+        if "U" not in post:
+            raise ValueError(
+                "This fit kept no draws of the factors (keep='moments' with factor_draws=0): "
+                "only predict() of the pairs streamed during the fit (predict_pairs) is "
+                "available; refit with factor_draws >= 1 for intervals and recommendations."
+            )
         U = _rows(post, "U", "mu_U", "Sigma_U", user_codes, rng)
         V = _rows(post, "V", "mu_V", "Sigma_V", item_codes, rng)
         expected = np.einsum("snk,snk->sn", U, V) + post["mu"][:, None]
@@ -180,6 +246,32 @@ class PosteriorModel(ModelIO, RatingEstimator):
             if name in post:
                 expected += _bias_rows(post, name, codes, rng)
         return expected
+
+    def _streamed_means(self, user_codes, item_codes):
+        """Posterior means of the expected ratings streamed during the fit (``pair_moments``),
+        averaged over chains; for fits that kept no draws of the factors."""
+        if "pair_moments" not in self.idata_.children:
+            raise ValueError(
+                "This fit kept no draws of the factors and streamed no pairs: it cannot "
+                "predict; refit with keep='moments' and factor_draws >= 1 (or predict_pairs)."
+            )
+        streamed = self.idata_["pair_moments"].ds
+        known = pd.Series(
+            np.arange(streamed.sizes["pair"]),
+            index=pd.MultiIndex.from_arrays(
+                [streamed["user_code"].values, streamed["item_code"].values]
+            ),
+        )
+        known = known[~known.index.duplicated()]
+        positions = known.reindex(pd.MultiIndex.from_arrays([user_codes, item_codes]))
+        if positions.isna().any():
+            raise ValueError(
+                f"{int(positions.isna().sum())} pair(s) were not streamed during the fit "
+                "(predict_pairs), and this fit kept no draws of the factors to predict them; "
+                "refit with factor_draws >= 1."
+            )
+        means = streamed["expected_mean"].values.mean(0)
+        return means[positions.to_numpy(dtype=np.int64)]
 
     def _prepare_pairs(self, pairs, on_unseen):
         self._check_is_fitted()
@@ -207,6 +299,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
         ndarray of float, aligned with the rows of ``pairs``.
         """
         user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
+        if "U" not in self._draws():
+            return self._clip(self._streamed_means(user_codes, item_codes), clip)
         means = np.empty(len(user_codes))
         for start in range(0, len(user_codes), _BLOCK):
             block = slice(start, start + _BLOCK)
