@@ -22,8 +22,9 @@ rows against many fitted ones the difference is small; it is the usual fold-in.
 """
 
 import numpy as np
+from numba import njit, prange
 
-from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows
+from bpmf.kernels.rows import csr_pair, sample_rows
 
 __all__ = ["fold_in_rows"]
 
@@ -31,6 +32,50 @@ _SIDES = {
     "U": ("V", "user_bias", "item_bias"),
     "V": ("U", "item_bias", "user_bias"),
 }
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _draw_per_sample(
+    indptr,
+    partner_sorted,
+    ratings_sorted,
+    partners,
+    offsets,
+    has_biases,
+    mu,
+    tau,
+    precision,
+    linear,
+    z,
+    rows,
+):
+    """For each posterior draw ``s``, the new rows given that draw's partners (the kernel's
+    ``X``: factors, a column of ones for the bias, the partners' biases). The draws are spread
+    over numba's threads; each uses its own normals ``z[s]``, so the result does not depend
+    on the number of threads."""
+    n_samples, n_partners, n_factors = partners.shape
+    dim = rows.shape[2]
+    for s in prange(n_samples):
+        X = np.zeros((n_partners, dim + 1))
+        for j in range(n_partners):
+            for k in range(n_factors):
+                X[j, k] = partners[s, j, k]
+            if has_biases:
+                X[j, n_factors] = 1.0
+            X[j, dim] = offsets[s, j]
+        sample_rows(
+            indptr,
+            partner_sorted,
+            ratings_sorted,
+            X,
+            mu[s],
+            precision[s],
+            linear[s],
+            tau[s],
+            z[s],
+            rows[s],
+            False,
+        )
 
 
 def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
@@ -73,31 +118,29 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
     factor_precision = np.linalg.inv(np.asarray(draws[f"Sigma_{side}"], dtype=np.float64))
     means = draws.get(f"mu_{side}")
     means = np.zeros((n_samples, n_factors)) if means is None else np.asarray(means)
-    X = aligned_zeros((n_partners, dim + 1))
+    precision = np.zeros((n_samples, dim, dim))
+    precision[:, :n_factors, :n_factors] = factor_precision
     if has_biases:
-        X[:, n_factors] = 1.0
+        precision[:, n_factors, n_factors] = 1.0 / np.asarray(draws[f"{bias}_sd"]) ** 2
+        offsets = np.asarray(draws[other_bias], dtype=np.float64)
+    else:
+        offsets = np.zeros((n_samples, n_partners))
+    linear = np.einsum("sab,sb->sa", precision[:, :, :n_factors], means)
     z = rng.standard_normal((n_samples, int(n_rows), dim))
     rows = np.empty((n_samples, int(n_rows), dim))
-    precision = np.zeros((dim, dim))
-    for s in range(n_samples):
-        X[:, :n_factors] = partners[s]
-        if has_biases:
-            X[:, -1] = draws[other_bias][s]
-            precision[n_factors, n_factors] = 1.0 / float(draws[f"{bias}_sd"][s]) ** 2
-        precision[:n_factors, :n_factors] = factor_precision[s]
-        linear = precision[:, :n_factors] @ means[s]
-        sample_rows(
-            indptr,
-            partner_sorted,
-            ratings_sorted,
-            X,
-            float(draws["mu"][s]),
-            precision,
-            linear,
-            1.0 / float(draws["sigma"][s]) ** 2,
-            z[s],
-            rows[s],
-            False,
-        )
+    _draw_per_sample(
+        indptr,
+        partner_sorted,
+        ratings_sorted,
+        partners,
+        offsets,
+        has_biases,
+        np.asarray(draws["mu"], dtype=np.float64),
+        1.0 / np.asarray(draws["sigma"], dtype=np.float64) ** 2,
+        precision,
+        linear,
+        z,
+        rows,
+    )
     factors = np.ascontiguousarray(rows[:, :, :n_factors])
     return factors, (np.ascontiguousarray(rows[:, :, n_factors]) if has_biases else None)

@@ -166,3 +166,15 @@ def test_folded_model_saves_loads_and_predicts_from_the_command_line(fitted, spl
     result = pd.read_csv(out)
     assert (result["unseen"] == 0).all()
     np.testing.assert_allclose(result["mean"], folded.predict(pairs), rtol=1e-10)
+
+
+def test_fold_in_is_reproducible_whatever_the_threads(fitted, split):
+    import numba
+
+    _, given, _ = split
+    runs = []
+    for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+        numba.set_num_threads(threads)
+        runs.append(fitted.fold_in(given, random_state=4).idata_["posterior"]["U"].values)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    np.testing.assert_array_equal(runs[0], runs[1])
