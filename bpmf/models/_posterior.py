@@ -193,13 +193,17 @@ class PosteriorModel(ModelIO, RatingEstimator):
     """
 
     def _kept_draws(self):
-        """Draws kept by ``fit`` (chains x draws of ``_sampler_config()``, else 1 for a MAP);
-        the base class checks before fitting that they fit in memory."""
+        """Copies of the factors kept by ``fit``: chains x draws of ``_sampler_config()``, or,
+        with ``keep="moments"``, chains x (``factor_draws`` + 2: the running mean and
+        variance); 1 for a MAP. The base class checks before fitting that they fit in memory."""
         config = getattr(self, "_sampler_config", None)
         if config is None:
             return 1
         settings = config()
-        return int(settings.get("chains", 1)) * int(settings.get("draws", 1))
+        per_chain = int(settings.get("draws", 1))
+        if settings.get("keep", "all") == "moments":
+            per_chain = min(per_chain, int(settings.get("factor_draws") or 0)) + 2
+        return int(settings.get("chains", 1)) * per_chain
 
     # ------------------------------------------------------------------ posterior access
     def _draws(self):
