@@ -393,7 +393,17 @@ def _score(model, split, prob, levels):
         warnings.filterwarnings("ignore", message=r".*unseen in training", category=UserWarning)
         predicted = np.asarray(model.predict(test), dtype=np.float64)
         intervals = {}
-        if hasattr(model, "predict_interval"):
+        if hasattr(model, "predict_quantiles"):  # every level from one pass over the draws
+            tails = {level: (1.0 - level) / 2.0 for level in (prob, *levels)}
+            quantiles = model.predict_quantiles(
+                test, sorted({q for t in tails.values() for q in (t, 1.0 - t)})
+            )
+            for level, tail in tails.items():
+                intervals[level] = (
+                    np.asarray(quantiles[tail], dtype=np.float64),
+                    np.asarray(quantiles[1.0 - tail], dtype=np.float64),
+                )
+        elif hasattr(model, "predict_interval"):
             for level in (prob, *levels):
                 interval = model.predict_interval(test, prob=level)
                 intervals[level] = (

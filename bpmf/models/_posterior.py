@@ -371,29 +371,63 @@ class PosteriorModel(ModelIO, RatingEstimator):
             Columns ``mean`` (as :meth:`predict`), ``lower`` and ``upper``, with the index of
             ``pairs``.
         """
-        prob = check_prob(prob)
+        tail = (1.0 - check_prob(prob)) / 2.0
+        frame = self.predict_quantiles(
+            pairs, [tail, 1.0 - tail], clip=clip, random_state=random_state, on_unseen=on_unseen
+        )
+        frame.columns = ["mean", "lower", "upper"]
+        return frame
+
+    def predict_quantiles(self, pairs, quantiles, *, clip=True, random_state=0,
+                          on_unseen="warn"):
+        """Quantiles of each pair's posterior predictive distribution (noise included).
+
+        One pass over the draws serves every quantile (several intervals at once, as for a
+        calibration curve, cost about as much as one).
+
+        Parameters
+        ----------
+        pairs : DataFrame with columns ``user``, ``item`` (or a Ratings)
+        quantiles : sequence of float in (0, 1)
+        clip : bool, default True
+            Clip to the training rating scale.
+        random_state : int or numpy Generator, default 0
+            Seeds the predictive noise draws.
+        on_unseen : {"warn", "raise", "ignore"}, default "warn"
+
+        Returns
+        -------
+        DataFrame
+            Column ``mean`` (as :meth:`predict`), then one column per quantile (named by
+            it), with the index of ``pairs``.
+        """
+        quantiles = [check_prob(q, "quantile") for q in np.atleast_1d(quantiles).tolist()]
         user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
         rng = np.random.default_rng(random_state)
         sigma = self._draws()["sigma"][:, None]
         replicates = -(-_MIN_PREDICTIVE_SAMPLES // len(sigma))
         block_size = max(1, _BLOCK // replicates)
-        columns = {name: np.empty(len(user_codes)) for name in ("mean", "lower", "upper")}
+        mean = np.empty(len(user_codes))
+        values = np.empty((len(quantiles), len(user_codes)))
         for start in range(0, len(user_codes), block_size):
             block = slice(start, start + block_size)
             users, items = user_codes[block], item_codes[block]
-            columns["mean"][block] = self._expected_draws(users, items).mean(0)
-            if replicates == 1 or ((users >= 0) & (items >= 0)).all():
-                expected = np.tile(self._expected_draws(users, items, rng), (replicates, 1))
+            seen = ((users >= 0) & (items >= 0)).all()
+            if seen:  # the draws of seen pairs do not depend on rng: one gather serves both
+                expected = self._expected_draws(users, items)
+                mean[block] = expected.mean(0)
+                expected = np.tile(expected, (replicates, 1)) if replicates > 1 else expected
             else:  # unseen ids: fresh population draws of their factors for every replicate
+                mean[block] = self._expected_draws(users, items).mean(0)
                 expected = np.concatenate(
                     [self._expected_draws(users, items, rng) for _ in range(replicates)]
                 )
-            draws = expected + rng.standard_normal(expected.shape) * np.tile(sigma, (replicates, 1))
-            tail = (1.0 - prob) / 2.0
-            columns["lower"][block], columns["upper"][block] = np.quantile(
-                draws, [tail, 1.0 - tail], axis=0
-            )
-        frame = pd.DataFrame({k: self._clip(v, clip) for k, v in columns.items()})
+            noise = rng.standard_normal(expected.shape)
+            noise *= np.tile(sigma, (replicates, 1)) if replicates > 1 else sigma
+            values[:, block] = np.quantile(expected + noise, quantiles, axis=0)
+        frame = pd.DataFrame({"mean": self._clip(mean, clip)})
+        for q, column in zip(quantiles, values, strict=True):
+            frame[q] = self._clip(column, clip)
         if isinstance(pairs, pd.DataFrame):
             frame.index = pairs.index
         return frame
