@@ -716,8 +716,8 @@ def _cmd_fit(args):
     if args.out is not None and not hasattr(model, "save"):
         raise _Failure(
             f"Model {args.model!r} ({type(model).__name__}) cannot be saved to a file; only "
-            "models with a posterior can (pmf, bpmf, bpmf-nuts, bpmf-wishart). Run without --out to see "
-            "its training fit, or use `bpmf compare` to score it."
+            "models with a posterior can (pmf, bpmf, bpmf-nuts, bpmf-wishart). Run without --out "
+            "to see its training fit, or use `bpmf compare` to score it."
         )
     if args.out is not None:
         _check_out_file(args.out)

@@ -593,7 +593,7 @@ def summarize(results):
         ``ddof=1``; NaN for a single fold) for rmse, mae, coverage and the timings, over the
         scored folds; sorted by mean RMSE (models that never scored last).
     """
-    _require(results, ["model", "fold", "rmse"])
+    require_results(results, ["model", "fold", "rmse"])
     metric_columns = [
         c
         for c in results.columns
@@ -621,7 +621,7 @@ def calibration_table(results):
     Built from the ``coverage`` (at ``nominal`` = the compare ``prob``) and ``coverage_XX``
     columns; models without intervals are left out.
     """
-    _require(results, ["model", "fold"])
+    require_results(results, ["model", "fold"])
     prob = results.attrs.get("prob", 0.9)
     columns = {"coverage": prob} if "coverage" in results else {}
     columns.update(
@@ -644,7 +644,8 @@ def calibration_table(results):
     return table.sort_values(["model", "nominal", "fold"], kind="stable").reset_index(drop=True)
 
 
-def _require(frame, columns):
+def require_results(frame, columns):
+    """Raise unless ``frame`` is a results DataFrame of :func:`compare` with ``columns``."""
     if not isinstance(frame, pd.DataFrame):
         raise ValueError(
             f"Expected the DataFrame returned by compare(), got {type(frame).__name__}."

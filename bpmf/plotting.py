@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bpmf.compare import _require, calibration_table
+from bpmf.compare import calibration_table, require_results
 
 __all__ = [
     "plot_calibration",
@@ -69,7 +69,7 @@ def plot_metric(results, metric="rmse", title=None):
     matplotlib.figure.Figure
         Horizontal bars, best (lowest) model at the top.
     """
-    _require(results, ["model", "fold", metric])
+    require_results(results, ["model", "fold", metric])
     grouped = results.groupby("model", sort=False)[metric]
     stats = pd.DataFrame({"mean": grouped.mean(), "std": grouped.std(ddof=1), "n": grouped.count()})
     stats = stats.dropna(subset=["mean"]).sort_values("mean", ascending=False, kind="stable")

@@ -40,8 +40,9 @@ def test_docs_build_without_warnings(tmp_path):
 
 
 def _documents():
-    files = [REPO / "README.md", REPO / "CHANGELOG.md", *REPO.glob("bench/*.md"), *REPO.glob("bench/*.py"),
-             *REPO.glob("docs/**/*.*"), *REPO.glob("bpmf/**/*.py"), *REPO.glob("notebooks/*.md")]
+    files = [REPO / "README.md", REPO / "CHANGELOG.md", *REPO.glob("bench/*.md"),
+             *REPO.glob("bench/*.py"), *REPO.glob("docs/**/*.*"), *REPO.glob("bpmf/**/*.py"),
+             *REPO.glob("notebooks/*.md")]
     return [f for f in files if "_build" not in f.parts and f.is_file()]
 
 

@@ -10,7 +10,7 @@ from bpmf.datasets._ratings import Ratings
 _FILE = "food_world_cup.csv"
 
 
-def _embedded_path():
+def embedded_path():
     """The shipped CSV: package data in a wheel, ``data/`` in a source checkout."""
     packaged = resources.files("bpmf.datasets") / "data" / _FILE
     if packaged.is_file():
@@ -32,5 +32,5 @@ def load_food_world_cup():
     Credit: FiveThirtyEight, https://github.com/fivethirtyeight/data (CC BY 4.0,
     https://creativecommons.org/licenses/by/4.0/). See ``data/README.md`` for the changes.
     """
-    frame = pd.read_csv(_embedded_path(), dtype={"user": "int64", "item": str, "rating": float})
+    frame = pd.read_csv(embedded_path(), dtype={"user": "int64", "item": str, "rating": float})
     return Ratings.from_frame(frame, scale=(1, 5), name="food-world-cup")

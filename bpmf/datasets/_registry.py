@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bpmf.datasets._embedded import _embedded_path, load_food_world_cup
+from bpmf.datasets._embedded import embedded_path, load_food_world_cup
 from bpmf.datasets._movielens import MOVIELENS, get_data_home, load_movielens
 from bpmf.datasets._readers import read_ratings
 
@@ -26,7 +26,7 @@ def list_datasets(data_home=None):
     rows = []
     for name, (description, licence) in _DESCRIPTIONS.items():
         if name == "food-world-cup":
-            location, available = _embedded_path(), True
+            location, available = embedded_path(), True
         else:
             location = home / name
             available = (location / MOVIELENS[name].ratings_file).is_file()
