@@ -4,7 +4,10 @@ Given the other side's rows, the rows of one side (a user's factor vector with i
 item's) are conditionally independent Gaussians. :func:`sample_rows` draws them all in one
 pass over the ratings grouped by row (a CSR layout that :func:`csr_pair` builds once by a
 radix sort); with zero noise it returns the conditional means, the ridge solutions of
-alternating least squares.
+alternating least squares. The rows are processed in blocks (:func:`row_blocks`, cut by
+their number of ratings only), each with its own scratch buffers and prefetch stream;
+:func:`sample_rows_parallel` spreads the blocks over numba's threads (``prange``) and gives
+the same rows and residual sums, bit for bit, as :func:`sample_rows` on one thread.
 """
 
 import numpy as np
