@@ -183,12 +183,6 @@ def test_output_names_and_shapes(synthetic, fitted):
         assert draws["n_steps_U"].min() >= 1 and draws["n_steps_V"].min() >= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bpmf bug: gibbs._shift_moves adds the translation to mu_U/mu_V even when the LKJ "
-    "factor means are fixed at zero (factor_means=False, the default with biases); the rows "
-    "are then drawn from N(mu_U != 0, Sigma_U), not the model's N(0, Sigma_U)",
-)
 def test_fixed_factor_means_stay_at_zero(synthetic):
     """With biases, factor_means="auto" fixes mu_U = mu_V = 0: every draw must keep them there
     and the rows must be centred by the prior, not by a drifting mean."""
@@ -239,16 +233,21 @@ def test_lkj_recovers_sigma_and_the_bias_scales(synthetic):
 
 
 def test_lkj_seeds_reproduce_whatever_the_threads(synthetic):
-    """LKJ-Gibbs: equal seeds give equal draws, with one thread or one per chain."""
+    """LKJ-Gibbs: equal seeds give equal draws, with one thread or one per chain, and with
+    the rows of each chain drawn on one or two numba threads."""
     ratings = synthetic[0]
     first = _fit(ratings, draws=5, tune=6, random_state=11, cores=1)
     second = _fit(ratings, draws=5, tune=6, random_state=11, cores=1)
     threaded = _fit(ratings, draws=5, tune=6, random_state=11, cores=2)
+    row_threads = _fit(ratings, draws=5, tune=6, random_state=11, cores=1, threads=2)
+    serial = _fit(ratings, draws=5, tune=6, random_state=11, cores=1, threads=1)
     other = _fit(ratings, draws=5, tune=6, random_state=12, cores=1)
     assert set(first) == set(threaded)
     for name in first:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
         np.testing.assert_array_equal(first[name], threaded[name], err_msg=name)
+        np.testing.assert_array_equal(first[name], row_threads[name], err_msg=name)
+        np.testing.assert_array_equal(first[name], serial[name], err_msg=name)
     assert not np.allclose(first["U"], other["U"])
     assert not np.allclose(first["sigma"], other["sigma"])
     # chains use different streams
