@@ -141,7 +141,7 @@ def _shift_moves(state, hyper, biases, config, rng):
             chol.T, np.linalg.solve(chol, linear) + rng.standard_normal(linear.shape[0])
         )
         state[side] = state[side] + shift
-        if hyper.free_means:  # a fixed (zero) mean stays; the rows' prior term took its place
+        if hyper.free_means[side]:  # a fixed (zero) mean stays: the rows took the shift alone
             state[f"mu_{side}"] = state[f"mu_{side}"] + shift
         state[other_bias] = state[other_bias] - partner @ shift
 

@@ -103,7 +103,9 @@ class LKJHyperpriors:
     ):
         self.config = config
         self.dim = int(n_factors)
-        self.free_means = bool(config["factor_means"])
+        means = config["factor_means"]
+        # per side: whether its factor mean is a free parameter (else fixed at zero)
+        self.free_means = {side: (means is True) or (means == side) for side in ("U", "V")}
         self.eta = float(config["lkj_eta"])
         self.scale_sd = float(config["factor_scale_sd"])
         self.mean_precision = 1.0 / float(config["factor_mean_sd"]) ** 2
@@ -116,7 +118,7 @@ class LKJHyperpriors:
         """Per-chain hyperparameter state from the chain's starting rows."""
         for side in ("U", "V"):
             rows = state[side]
-            mean = rows.mean(axis=0) if self.free_means else np.zeros(self.dim)
+            mean = rows.mean(axis=0) if self.free_means[side] else np.zeros(self.dim)
             args = self._conditional(rows, mean)
             cov = args[1] / max(rows.shape[0], 1) + 1e-2 * np.eye(self.dim)
             chol = np.linalg.cholesky(cov)
@@ -172,7 +174,7 @@ class LKJHyperpriors:
         state[f"chol_{side}"] = chol
         Lambda = np.linalg.inv(chol @ chol.T)
         Lambda = 0.5 * (Lambda + Lambda.T)
-        if self.free_means:
+        if self.free_means[side]:
             precision = self.mean_precision * np.eye(self.dim) + n_rows * Lambda
             state[f"mu_{side}"] = _draw_gaussian(precision, Lambda @ rows.sum(axis=0), rng)
         state[f"Lambda_{side}"] = Lambda
@@ -199,7 +201,7 @@ class LKJHyperpriors:
         for side in ("U", "V"):
             chol = state[f"chol_{side}"]
             term = (chol**2).sum(axis=1) / (2.0 * self.scale_sd**2)
-            if self.free_means:
+            if self.free_means[side]:
                 term = term + 0.5 * self.mean_precision * state[f"mu_{side}"] ** 2
             terms.append(term)
         g = np.exp(slice_log_scales(terms[0], terms[1], rng.random((self.dim, 32))))
@@ -221,7 +223,7 @@ class LKJHyperpriors:
     def mean_prior(self, side, state):
         """``(A, a)`` with the factor mean's prior term ``-e^T A e / 2 + a^T e`` in a shift
         ``e`` of the whole side (rows and mean together); rows alone when the mean is fixed."""
-        if self.free_means:
+        if self.free_means[side]:
             precision = self.mean_precision * np.eye(self.dim)
             return precision, -precision @ state[f"mu_{side}"]
         Lambda = state[f"Lambda_{side}"]
@@ -268,7 +270,7 @@ class WishartHyperpriors:
     """
 
     name = "wishart"
-    free_means = True
+    free_means = {"U": True, "V": True}
 
     def __init__(self, config, n_factors):
         self.config = config

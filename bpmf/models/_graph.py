@@ -6,7 +6,14 @@ import pytensor.tensor as pt
 
 from bpmf.kernels.likelihood import rating_likelihood
 
-__all__ = ["build_graph", "row_counts", "factor_means", "initial_point", "unpack_lower"]
+__all__ = [
+    "build_graph",
+    "factor_means",
+    "initial_point",
+    "mean_is_free",
+    "row_counts",
+    "unpack_lower",
+]
 
 
 def build_graph(train, n_factors, config):
@@ -24,7 +31,7 @@ def build_graph(train, n_factors, config):
         mu = pm.Normal("mu", float(train.values.mean()), config["mu_sd"])
         factors = {}
         for side, dim in (("U", "user"), ("V", "item")):
-            if factor_means(config):
+            if mean_is_free(config, side):
                 mean = pm.Normal(f"mu_{side}", 0.0, config["factor_mean_sd"], dims="factor")
             else:  # the biases carry the mean effects; a zero mean keeps the layout
                 mean = pm.Deterministic(f"mu_{side}", pt.zeros(n_factors), dims="factor")
@@ -75,7 +82,7 @@ def initial_point(point, train, model_config, rng=None, jitter=0.0):
     noncentered = model_config["parameterization"] == "noncentered"
     for side in ("U", "V"):
         factors = point[side]
-        if factor_means(model_config):
+        if mean_is_free(model_config, side):
             mean = factors.mean(0)
             init[f"mu_{side}"] = mean
             cov = (factors - mean).T @ (factors - mean) / len(factors)
@@ -111,9 +118,18 @@ def initial_point(point, train, model_config, rng=None, jitter=0.0):
 
 
 def factor_means(config):
-    """Whether ``mu_U``, ``mu_V`` are free parameters (by default only without biases)."""
+    """Which factor means are free parameters: True (both), False (neither, fixed at zero),
+    ``"U"`` or ``"V"`` (one side); ``"auto"`` frees both without biases and neither with."""
     choice = config["factor_means"]
-    return (not config["biases"]) if choice == "auto" else bool(choice)
+    if choice == "auto":
+        return not config["biases"]
+    return choice if choice in ("U", "V") else bool(choice)
+
+
+def mean_is_free(config, side):
+    """Whether ``mu_{side}`` is a free parameter."""
+    choice = factor_means(config)
+    return choice is True or choice == side
 
 
 def row_counts(codes, n):
