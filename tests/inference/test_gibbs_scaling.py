@@ -72,7 +72,10 @@ def test_parallel_blocks_give_the_serial_draws_and_sums_bit_for_bit(ratings):
     np.testing.assert_allclose(whole, sums, rtol=1e-12)
 
 
-def test_draws_do_not_depend_on_the_number_of_threads(ratings):
+def test_draws_do_not_depend_on_the_number_of_threads(ratings, monkeypatch):
+    import bpmf.inference.rows
+
+    monkeypatch.setattr(bpmf.inference.rows, "PARALLEL_MIN_RATINGS", 0)  # small data, parallel
     one = _fit(ratings, threads=1)
     two = _fit(ratings, threads=2)
     assert one.keys() == two.keys()
