@@ -9,7 +9,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from bpmf.inference.gibbs import check_inputs
-from bpmf.inference.rows import sample_side, workspace
+from bpmf.inference.rows import available_cores, sample_side, workspace
 from bpmf.kernels.rows import csr_pair
 
 __all__ = ["alternating_least_squares", "fit_map"]
@@ -107,6 +107,7 @@ def alternating_least_squares(
     tol=1e-6,
     random_state=None,
     init_sd=0.1,
+    threads=None,
 ):
     """MAP of the PMF model by alternating exact row solves (ridge regressions).
 
@@ -114,6 +115,9 @@ def alternating_least_squares(
     (the Gibbs row kernel with zero noise), then the intercept and the noise sd in closed
     form. The log posterior increases at every step; it stops after ``n_iter`` passes or
     when the relative change of the residual sum of squares falls below ``tol``.
+
+    The rows of a side are solved on ``threads`` numba threads (None: every CPU; see
+    :func:`bpmf.inference.rows.sample_side`); the result does not depend on it.
 
     Returns a dict with ``U``, ``V``, ``mu``, ``sigma`` and, with biases, ``user_bias`` and
     ``item_bias``, and the number of passes made.
@@ -140,6 +144,7 @@ def alternating_least_squares(
     for side in ("U", "V"):
         state[f"mu_{side}"] = np.zeros(D)
     work = workspace(*shapes, biases)
+    threads = available_cores() if threads is None else int(threads)
     n_ratings = ratings.shape[0]
     previous = np.inf
     n_passes = 0
@@ -149,9 +154,11 @@ def alternating_least_squares(
             state["tau"] = 1.0 / sd**2
             for side in ("U", "V"):
                 state[f"Lambda_{side}"] = np.eye(D) / factor_sd**2
-            sample_side(state, "U", csrs[0], biases, work["U"], None, False, noise=False)
+            sample_side(
+                state, "U", csrs[0], biases, work["U"], None, False, noise=False, threads=threads
+            )
             sum_errors, sum_squares = sample_side(
-                state, "V", csrs[1], biases, work["V"], None, True, noise=False
+                state, "V", csrs[1], biases, work["V"], None, True, noise=False, threads=threads
             )
             # intercept: maximise -sum(e + mu_old - mu)^2 tau / 2 - (mu - rbar)^2 / 2 s^2
             prior_prec = 1.0 / mu_sd**2

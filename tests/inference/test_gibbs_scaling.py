@@ -83,6 +83,33 @@ def test_draws_do_not_depend_on_the_number_of_threads(ratings, monkeypatch):
         np.testing.assert_array_equal(one[name], two[name], err_msg=name)
 
 
+def test_map_does_not_depend_on_the_number_of_threads(ratings, monkeypatch):
+    import bpmf.inference.rows
+    from bpmf.inference.map import alternating_least_squares
+
+    monkeypatch.setattr(bpmf.inference.rows, "PARALLEL_MIN_RATINGS", 0)
+    points = [
+        alternating_least_squares(
+            ratings.user_codes,
+            ratings.item_codes,
+            ratings.values,
+            ratings.n_users,
+            ratings.n_items,
+            n_factors=N_FACTORS,
+            biases=True,
+            factor_sd=0.3,
+            bias_sd=1.0,
+            mu_sd=1.0,
+            n_iter=5,
+            random_state=0,
+            threads=threads,
+        )[0]
+        for threads in (1, 2)
+    ]
+    for name in points[0]:
+        np.testing.assert_array_equal(points[0][name], points[1][name], err_msg=name)
+
+
 def test_row_threads_share_the_budget_between_chains():
     assert row_threads(1, 1) == 1
     assert row_threads(8, 1) == 8
