@@ -18,6 +18,7 @@ The NUTS and Gibbs samplers of :class:`bpmf.models.BPMF` and the MAP of
 
 from __future__ import annotations
 
+import copy
 import numbers
 
 import numpy as np
@@ -525,8 +526,6 @@ class PosteriorModel(ModelIO, RatingEstimator):
         the pointwise ``log_likelihood`` and ``posterior_predictive`` groups of the training
         pairs, if any, are left out.
         """
-        import copy
-
         from bpmf.inference.fold_in import fold_in_rows
 
         self._check_is_fitted()
