@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
+from bpmf.inference import rows as rows_module
 from bpmf.inference.hyperpriors import WISHART_WARMUP, LKJHyperpriors, WishartHyperpriors
 from bpmf.inference.rows import available_cores, sample_side, workspace
 from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows, sample_rows_parallel
@@ -291,15 +292,19 @@ def _check_keep(keep, thin, factor_draws, predict_pairs, draws, n_users, n_items
     return retained, pairs
 
 
-def row_threads(threads, workers):
+def row_threads(threads, workers, n_ratings=None, check_layer=True):
     """Threads for the rows of each chain: the ``threads`` budget (None: every CPU) shared
-    by the ``workers`` chains that run at once, at least one; one when numba's threading
-    layer cannot run parallel loops from several threads at once (workqueue)."""
+    by the ``workers`` chains that run at once, at least one. One below
+    :data:`bpmf.inference.rows.PARALLEL_MIN_RATINGS` ratings (when ``n_ratings`` is given),
+    and, with ``check_layer``, one when numba's threading layer cannot run parallel loops
+    from several threads at once (workqueue, or not known yet: no parallel loop has run)."""
     total = available_cores() if threads is None else int(threads)
     if total < 1:
         raise ValueError(f"threads must be an integer >= 1 or None, got {threads!r}")
     per_chain = max(1, total // workers)
-    if per_chain > 1 and workers > 1:
+    if n_ratings is not None and n_ratings < rows_module.PARALLEL_MIN_RATINGS:
+        return 1
+    if per_chain > 1 and workers > 1 and check_layer:
         try:
             layer = numba.threading_layer()
         except ValueError:  # no parallel loop has run yet
@@ -478,8 +483,11 @@ def sample_gibbs(
                 _record(out, chain, draw, state, biases, keep, slots.get(draw), pairs)
 
     workers = max(1, min(chains, int(cores) if cores else chains))
-    _compile_kernels(D, biases)
-    threads_per_chain = row_threads(threads, workers)
+    # the parallel kernel is loaded (and numba's thread pool started, which a process must
+    # not have done before it forks) only when it will run
+    parallel = row_threads(threads, workers, len(ratings), check_layer=False) > 1
+    _compile_kernels(D, biases, parallel)
+    threads_per_chain = row_threads(threads, workers, len(ratings))
     try:
         # one BLAS thread per chain: the chains are the parallelism
         with threadpool_limits(limits=1, user_api="blas"):
@@ -497,8 +505,9 @@ def sample_gibbs(
     return out
 
 
-def _compile_kernels(n_factors, biases):
-    """Load (or compile) the row kernel before the progress bar starts counting sweeps."""
+def _compile_kernels(n_factors, biases, parallel=False):
+    """Load (or compile) the row kernel (and with ``parallel`` its parallel twin) before the
+    progress bar starts counting sweeps."""
     user_codes = np.array([0, 1], dtype=np.int64)
     item_codes = np.array([0, 0], dtype=np.int64)
     ratings = np.array([1.0, 2.0])
@@ -507,7 +516,7 @@ def _compile_kernels(n_factors, biases):
     X = aligned_zeros((1, dim + 1))
     rows = np.empty((2, dim))
     blocks = np.array([0, 1, 2], dtype=np.int64)
-    for kernel in (sample_rows, sample_rows_parallel):
+    for kernel in (sample_rows, sample_rows_parallel) if parallel else (sample_rows,):
         kernel(
             *user_csr,
             X,

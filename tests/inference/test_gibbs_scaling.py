@@ -114,6 +114,8 @@ def test_row_threads_share_the_budget_between_chains():
     assert row_threads(1, 1) == 1
     assert row_threads(8, 1) == 8
     assert row_threads(2, 2) == 1  # chains fill the cores: rows run single-threaded
+    assert row_threads(8, 1, n_ratings=1000) == 1  # small data: the fork-join costs more
+    assert row_threads(8, 2, n_ratings=10**6, check_layer=False) == 4
     with pytest.raises(ValueError, match="threads"):
         row_threads(0, 1)
 
