@@ -119,8 +119,9 @@ def split_moments(draws, train, *, n_factors, pairs=None):
     The ``posterior`` group must hold joint draws, so that predictions average ``U_u . V_i``
     over draws of both sides: it gets every variable at the retained row draws (the scalars
     and hyperparameters taken at the same positions). Every kept draw of the scalars and
-    hyperparameters goes to a ``trace`` group (for diagnostics), the rows' running moments to
-    ``posterior_moments`` (dims ``chain``, ``user``/``item``, ``factor``) and, when ``pairs``
+    hyperparameters goes to a ``trace`` group and of the sampler statistics to
+    ``trace_stats`` (for diagnostics), the rows' running moments to ``posterior_moments``
+    (dims ``chain``, ``user``/``item``, ``factor``) and, when ``pairs``
     (the ``(user_codes, item_codes)`` given as ``predict_pairs``) is given, the running
     moments of their expected ratings to ``pair_moments``.
 
@@ -135,7 +136,7 @@ def split_moments(draws, train, *, n_factors, pairs=None):
     row_names = ("U", "V", "user_bias", "item_bias")
     n_chains, n_kept = np.asarray(draws["mu"]).shape[:2]
     chain_draw = {"chain": np.arange(n_chains), "draw": np.arange(n_kept)}
-    posterior, sample_stats, trace = {}, {}, {}
+    posterior, sample_stats, trace, trace_stats = {}, {}, {}, {}
     for name, values in draws.items():
         if name in row_names:
             posterior[name] = values
@@ -143,7 +144,7 @@ def split_moments(draws, train, *, n_factors, pairs=None):
             trace[name] = (("chain", "draw", *POSTERIOR_DIMS[name]), values)
             posterior[name] = values[:, retained] if len(retained) else values
         elif name in ("diverging", "n_steps_U", "n_steps_V"):
-            trace[name] = (("chain", "draw"), values)
+            trace_stats[name] = (("chain", "draw"), values)
             sample_stats[name] = values[:, retained] if len(retained) else values
     ids = {"user": _coord_values(train.user_ids), "item": _coord_values(train.item_ids)}
     moments = {}
@@ -154,6 +155,7 @@ def split_moments(draws, train, *, n_factors, pairs=None):
             moments[f"{name}_var"] = (dims, draws[f"{name}_var"])
     extra = {
         "trace": xr.Dataset(trace, coords=chain_draw),
+        "trace_stats": xr.Dataset(trace_stats, coords=chain_draw),
         "posterior_moments": xr.Dataset(
             moments,
             coords={"chain": chain_draw["chain"], **ids, "factor": np.arange(n_factors)},

@@ -75,8 +75,9 @@ def test_retained_and_streamed_predictions_match_the_full_draws(data, reference)
 
     every = _draws(ratings, keep="moments", factor_draws=DRAWS, predict_pairs=pairs)
     posterior, stats, extra = split_moments(every, ratings, n_factors=N_FACTORS, pairs=pairs)
-    assert set(extra) == {"trace", "posterior_moments", "pair_moments"}
-    assert extra["trace"].sizes["draw"] == DRAWS
+    assert set(extra) == {"trace", "trace_stats", "posterior_moments", "pair_moments"}
+    assert extra["trace"].sizes["draw"] == extra["trace_stats"].sizes["draw"] == DRAWS
+    assert set(extra["trace_stats"]) == {"diverging", "n_steps_U", "n_steps_V"}
     np.testing.assert_allclose(_model(ratings, posterior, stats, extra).predict(frame), reference)
 
     streamed = _draws(ratings, keep="moments", predict_pairs=pairs)
