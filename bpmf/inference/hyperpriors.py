@@ -54,7 +54,9 @@ def draw_halfnormal_scale(n, sum_squares, prior_sd, rng):
     The precision ``tau = 1 / s^2`` is ``GIG(lambda=(n - 1) / 2, chi=1 / sd^2, psi=Q)``. For
     ``n >= 2`` a ``Gamma((n - 1) / 2, rate=Q / 2)`` proposal accepted with probability
     ``exp(-1 / (2 sd^2 tau))`` is exact and cheap (acceptance ``E exp(-s^2 / 2 sd^2)``, above
-    0.6 for ``s <= sd``); otherwise, or after many rejections, scipy's GIG sampler.
+    0.6 for ``s <= sd``). For ``n < 2`` (a single user or item), proposals from the prior are
+    accepted with probability ``L(s) / max L``, ``L(s) = s^-n exp(-Q / 2 s^2)``, also exact.
+    scipy's GIG sampler is the last resort where neither accepts.
     """
     sum_squares = max(float(sum_squares), 1e-300)
     chi = 1.0 / float(prior_sd) ** 2
@@ -64,6 +66,14 @@ def draw_halfnormal_scale(n, sum_squares, prior_sd, rng):
             tau = rng.gamma(shape, 2.0 / sum_squares)
             if rng.random() < np.exp(-0.5 * chi / tau):
                 return 1.0 / np.sqrt(tau)
+    else:
+        log_best = -0.5 * n * (np.log(sum_squares / n) + 1.0) if n > 0 else 0.0
+        for _ in range(_MAX_REJECTIONS):
+            scales = np.abs(rng.normal(0.0, float(prior_sd), 1024))
+            log_ratio = -n * np.log(scales) - 0.5 * sum_squares / scales**2 - log_best
+            accepted = np.flatnonzero(np.log(rng.random(1024)) < log_ratio)
+            if accepted.size:
+                return float(scales[accepted[0]])
     # GIG(p, chi, psi) = sqrt(chi / psi) * geninvgauss(p, sqrt(chi * psi))
     tau = np.sqrt(chi / sum_squares) * stats.geninvgauss.rvs(
         shape, np.sqrt(chi * sum_squares), random_state=rng

@@ -139,7 +139,11 @@ def _sample_block(
             s = P[a, a]
             for k in range(a):
                 s -= L[a, k] * L[a, k]
-            if s <= 0.0:
+            if s < 1e-12 * P[a, a]:
+                # round-off in a nearly singular precision (a factor covariance near the edge
+                # of its support, as a single user's can be): keep the pivot positive
+                s = 1e-12 * P[a, a]
+            if not s > 0.0:
                 raise np.linalg.LinAlgError("Gibbs: posterior precision is not positive definite")
             L[a, a] = np.sqrt(s)
             for b in range(a + 1, dim):

@@ -188,8 +188,10 @@ class BPMF(PosteriorModel):
         random_state=None,
         method="gibbs",
         progressbar=None,
+        rating_scale=None,
     ):
         self.n_factors = n_factors
+        self.rating_scale = rating_scale
         self.model_config = model_config
         self.sampler_config = sampler_config
         self.random_state = random_state

@@ -1,0 +1,27 @@
+"""BPMF on the smallest data sets: one user, one item, one rating, with either sampler."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bpmf.models import BPMF
+
+CASES = {
+    "one user": pd.DataFrame({"user": ["a"] * 4, "item": list("wxyz"), "rating": [1.0, 2, 3, 4]}),
+    "one item": pd.DataFrame({"user": list("abcd"), "item": ["x"] * 4, "rating": [1.0, 2, 3, 4]}),
+    "one rating": pd.DataFrame({"user": ["a"], "item": ["x"], "rating": [3.0]}),
+}
+
+
+@pytest.mark.parametrize("method", ["gibbs", pytest.param("nuts", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("case", list(CASES))
+def test_fits_and_predicts_within_the_scale(case, method):
+    ratings = CASES[case]
+    model = BPMF(2, method=method, sampler_config={"draws": 30, "tune": 30}, random_state=0,
+                 progressbar=False, rating_scale=(1, 5)).fit(ratings)
+    predicted = model.predict(ratings)
+    assert predicted.shape == (len(ratings),)
+    assert np.isfinite(predicted).all() and (predicted >= 1).all() and (predicted <= 5).all()
+    posterior = model.idata_["posterior"].ds
+    for name in ("sigma", "user_bias_sd", "item_bias_sd"):
+        assert np.isfinite(posterior[name].values).all() and (posterior[name].values > 0).all()
