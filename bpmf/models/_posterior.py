@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import numbers
 
+import arviz as az
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -287,6 +288,69 @@ class PosteriorModel(ModelIO, RatingEstimator):
         item_codes = self.item_index_.get_indexer(items)
         self._handle_unseen(user_codes, item_codes, on_unseen, users, items)
         return user_codes, item_codes
+
+    def _add_requested_groups(self, train, log_likelihood, posterior_predictive, rng):
+        """Pointwise log-likelihood and posterior predictive at the training pairs, on request."""
+        if not (log_likelihood or posterior_predictive):
+            return
+        n_chains, n_draws = self._sample_shape()
+        expected = self._expected_draws(train.user_codes, train.item_codes)
+        sigma = self._draws()["sigma"][:, None]
+        coords = self.idata_["observed_data"].ds.coords
+        groups = {}
+        if log_likelihood:
+            z = (train.values[None, :] - expected) / sigma
+            groups["log_likelihood"] = -0.5 * z**2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)
+        if posterior_predictive:
+            groups["posterior_predictive"] = expected + rng.standard_normal(expected.shape) * sigma
+        for name, values in groups.items():
+            self.idata_[name] = xr.DataTree(
+                xr.Dataset(
+                    {"rating": (("chain", "draw", "obs"), values.reshape(n_chains, n_draws, -1))},
+                    coords={"chain": np.arange(n_chains), "draw": np.arange(n_draws), **coords},
+                )
+            )
+
+    def summary(self, n_pairs=10, random_state=0, **kwargs):
+        """Posterior summary (arviz-stats) of the identifiable quantities.
+
+        ``sigma``, ``mu``, the bias scales and the expected rating of ``n_pairs`` training pairs
+        drawn at random. Raw factors are left out: they are identified only up to a rotation,
+        so their R-hat says nothing about convergence.
+
+        Parameters
+        ----------
+        n_pairs : int, default 10
+        random_state : int, default 0
+            Chooses the pairs.
+        **kwargs
+            Passed to :func:`arviz.summary` (e.g. ``kind="diagnostics"``).
+        """
+        self._check_is_fitted()
+        observed = self.idata_["observed_data"].ds
+        rng = np.random.default_rng(random_state)
+        rows = np.sort(
+            rng.choice(observed.sizes["obs"], min(n_pairs, observed.sizes["obs"]), replace=False)
+        )
+        # the posterior's coordinates list the ids in code order, in the form obs_* uses
+        posterior = self.idata_["posterior"].ds
+        users = pd.Index(posterior["user"].values).get_indexer(observed["obs_user"].values[rows])
+        items = pd.Index(posterior["item"].values).get_indexer(observed["obs_item"].values[rows])
+        n_chains, n_draws = self._sample_shape()
+        predicted = self._expected_draws(users, items).reshape(n_chains, n_draws, -1)
+        names = [n for n in ("sigma", "mu", "user_bias_sd", "item_bias_sd") if n in posterior]
+        ds = posterior[names].drop_vars(
+            [c for c in posterior.coords if c not in ("chain", "draw")], errors="ignore"
+        )
+        labels = [
+            f"{u}, {i}"
+            for u, i in zip(
+                observed["obs_user"].values[rows], observed["obs_item"].values[rows], strict=True
+            )
+        ]
+        ds["rating_pred"] = (("chain", "draw", "pair"), predicted)
+        ds = ds.assign_coords(pair=labels)
+        return az.summary(xr.DataTree.from_dict({"posterior": ds}), **kwargs)
 
     # ------------------------------------------------------------------ predictions
     def predict(self, pairs, *, clip=True, on_unseen="warn"):

@@ -4,7 +4,6 @@ dispatch to its samplers."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 
 from bpmf._config import resolve_progressbar
@@ -293,7 +292,10 @@ class BPMF(PosteriorModel):
         self.idata_ = make_datatree(
             posterior, train, n_factors=n_factors, sample_stats=stats, extra=extra
         )
-        self._add_requested_groups(train, sampler_config, np.random.default_rng(seeds[1]))
+        self._add_requested_groups(
+            train, sampler_config["log_likelihood"], sampler_config["posterior_predictive"],
+            np.random.default_rng(seeds[1]),
+        )
         self.diagnostics_ = self._diagnose(train)
         return self
 
@@ -395,28 +397,6 @@ class BPMF(PosteriorModel):
         template = initial_point(self.map_, train, model_config)
         return sample_nuts(model, template, start, sampler_config, var_names, seed, progressbar)
 
-    def _add_requested_groups(self, train, sampler_config, rng):
-        """Pointwise log-likelihood and posterior predictive at the training pairs, on request."""
-        if not (sampler_config["log_likelihood"] or sampler_config["posterior_predictive"]):
-            return
-        n_chains, n_draws = self._sample_shape()
-        expected = self._expected_draws(train.user_codes, train.item_codes)
-        sigma = self._draws()["sigma"][:, None]
-        coords = self.idata_["observed_data"].ds.coords
-        groups = {}
-        if sampler_config["log_likelihood"]:
-            z = (train.values[None, :] - expected) / sigma
-            groups["log_likelihood"] = -0.5 * z**2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)
-        if sampler_config["posterior_predictive"]:
-            groups["posterior_predictive"] = expected + rng.standard_normal(expected.shape) * sigma
-        for name, values in groups.items():
-            self.idata_[name] = xr.DataTree(
-                xr.Dataset(
-                    {"rating": (("chain", "draw", "obs"), values.reshape(n_chains, n_draws, -1))},
-                    coords={"chain": np.arange(n_chains), "draw": np.arange(n_draws), **coords},
-                )
-            )
-
     def _diagnose(self, train, n_pairs=200):
         n_chains, n_draws = self._sample_shape()
         rng = np.random.default_rng(0)
@@ -430,49 +410,6 @@ class BPMF(PosteriorModel):
             predictions.reshape(n_chains, n_draws, -1),
             label=label,
         )
-
-    def summary(self, n_pairs=10, random_state=0, **kwargs):
-        """Posterior summary (arviz-stats) of the identifiable quantities.
-
-        ``sigma``, ``mu``, the bias scales and the expected rating of ``n_pairs`` training pairs
-        drawn at random. Raw factors are left out: they are identified only up to a rotation,
-        so their R-hat says nothing about convergence.
-
-        Parameters
-        ----------
-        n_pairs : int, default 10
-        random_state : int, default 0
-            Chooses the pairs.
-        **kwargs
-            Passed to :func:`arviz.summary` (e.g. ``kind="diagnostics"``).
-        """
-        import arviz as az
-
-        self._check_is_fitted()
-        observed = self.idata_["observed_data"].ds
-        rng = np.random.default_rng(random_state)
-        rows = np.sort(
-            rng.choice(observed.sizes["obs"], min(n_pairs, observed.sizes["obs"]), replace=False)
-        )
-        # the posterior's coordinates list the ids in code order, in the form obs_* uses
-        posterior = self.idata_["posterior"].ds
-        users = pd.Index(posterior["user"].values).get_indexer(observed["obs_user"].values[rows])
-        items = pd.Index(posterior["item"].values).get_indexer(observed["obs_item"].values[rows])
-        n_chains, n_draws = self._sample_shape()
-        predicted = self._expected_draws(users, items).reshape(n_chains, n_draws, -1)
-        names = [n for n in ("sigma", "mu", "user_bias_sd", "item_bias_sd") if n in posterior]
-        ds = posterior[names].drop_vars(
-            [c for c in posterior.coords if c not in ("chain", "draw")], errors="ignore"
-        )
-        labels = [
-            f"{u}, {i}"
-            for u, i in zip(
-                observed["obs_user"].values[rows], observed["obs_item"].values[rows], strict=True
-            )
-        ]
-        ds["rating_pred"] = (("chain", "draw", "pair"), predicted)
-        ds = ds.assign_coords(pair=labels)
-        return az.summary(xr.DataTree.from_dict({"posterior": ds}), **kwargs)
 
 
 def _cpu_count():
