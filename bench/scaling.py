@@ -254,17 +254,23 @@ def sweep_worker(n_ratings, seed=0):
     return result
 
 
-def sweep_table(sizes):
+def run_workers(flag, sizes, label=""):
+    """One fresh subprocess per size (``--worker`` or ``--sweep-worker``); their results."""
     rows = []
     for size in sizes:
-        print(f"{size:.0e} ratings (sweep) ...", flush=True)
+        print(f"{size:.0e} ratings{label} ...", flush=True)
         done = subprocess.run(
-            [sys.executable, __file__, "--sweep-worker", str(size)], capture_output=True, text=True
+            [sys.executable, __file__, flag, str(size)], capture_output=True, text=True
         )
         if done.returncode != 0:
             print(done.stderr[-2000:])
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def sweep_table(sizes):
+    rows = run_workers("--sweep-worker", sizes, " (sweep)")
     if not rows:
         return
     cores = rows[0]["cores"]
@@ -313,16 +319,7 @@ def main(argv=None):
 
 
 def size_table(sizes):
-    rows = []
-    for size in sizes:
-        print(f"{size:.0e} ratings ...", flush=True)
-        done = subprocess.run(
-            [sys.executable, __file__, "--worker", str(size)], capture_output=True, text=True
-        )
-        if done.returncode != 0:
-            print(done.stderr[-2000:])
-            continue
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rows = run_workers("--worker", sizes)
 
     header = (
         f"{'ratings':>10}{'users':>9}{'items':>9}{'grad ms':>10}{'(min)':>9}{'(random)':>10}"
