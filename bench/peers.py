@@ -106,9 +106,9 @@ def run_gibbs_kernel(train, test, seed):
     """The conjugate (Normal-Wishart) sampler called directly, 200 sweeps from a random start,
     as myFM runs: no MAP, one chain."""
     from bpmf.inference.gibbs import sample_gibbs
-    from bpmf.inference.hyperpriors import WISHART_WARMUP
+    from bpmf.inference.hyperpriors import WISHART_DEFAULTS
 
-    config = {**WISHART_WARMUP, "mu_sd": 1.0, "sigma": None}
+    config = {**WISHART_DEFAULTS, "mu_sd": 1.0, "sigma": None}
     common = dict(n_factors=RANK, chains=1, biases=True, covariance_prior="wishart",
                   model_config=config, random_state=seed, progressbar=False)
     # load (or, on the very first run, compile) the numba kernels outside the timing: they are

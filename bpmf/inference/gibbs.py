@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
 from bpmf.inference import rows as rows_module
-from bpmf.inference.hyperpriors import WISHART_WARMUP, LKJHyperpriors, WishartHyperpriors
+from bpmf.inference.hyperpriors import WISHART_DEFAULTS, LKJHyperpriors, WishartHyperpriors
 from bpmf.inference.rows import available_cores, sample_side, workspace
 from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows, sample_rows_parallel
 
@@ -430,7 +430,7 @@ def sample_gibbs(
     # covariances does it in a few. Warm-up draws are discarded, so this changes no draw's law.
     early = tune // 3 if covariance_prior == "lkj" else 0
     hyper = _hyperpriors(covariance_prior, config, D, tune - early, dict(nuts or {}))
-    early_hyper = WishartHyperpriors(WISHART_WARMUP, D) if early else None
+    early_hyper = WishartHyperpriors(WISHART_DEFAULTS, D) if early else None
     if isinstance(random_state, np.random.Generator):
         random_state = int(random_state.integers(2**63))
     seeds = np.random.SeedSequence(random_state).spawn(chains)

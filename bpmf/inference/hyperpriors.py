@@ -26,7 +26,7 @@ from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
 from bpmf.kernels.slice import slice_log_scales
 
 __all__ = [
-    "WISHART_WARMUP",
+    "WISHART_DEFAULTS",
     "LKJHyperpriors",
     "WishartHyperpriors",
     "draw_halfnormal_scale",
@@ -35,8 +35,8 @@ __all__ = [
 
 _MAX_REJECTIONS = 50
 
-#: The Normal-Wishart / Gamma settings of the conjugate warm-up sweeps of LKJ chains.
-WISHART_WARMUP = {
+#: Defaults of the Normal-Wishart / Gamma hyperpriors (also the LKJ chains' warm-up sweeps).
+WISHART_DEFAULTS = {
     "beta0": 2.0,
     "nu0": None,
     "W0": None,

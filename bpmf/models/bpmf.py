@@ -9,6 +9,7 @@ import xarray as xr
 from bpmf._config import resolve_progressbar
 from bpmf._validation import check_n_factors
 from bpmf.inference.diagnostics import diagnose
+from bpmf.inference.hyperpriors import WISHART_DEFAULTS
 from bpmf.models._graph import build_graph, factor_means, initial_point
 from bpmf.models._posterior import POSTERIOR_DIMS, PosteriorModel, make_datatree
 from bpmf.models.pmf import merge_config
@@ -39,16 +40,7 @@ _PRIOR_KEYS = {
         "bias_center_min": 5,
         "fused_likelihood": True,
     },
-    "wishart": {
-        "beta0": 2.0,
-        "nu0": None,
-        "W0": None,
-        "mu0": 0.0,
-        "noise_shape": 1.0,
-        "noise_rate": 1.0,
-        "bias_precision_shape": 1.0,
-        "bias_precision_rate": 0.1,
-    },
+    "wishart": dict(WISHART_DEFAULTS),
 }
 
 
