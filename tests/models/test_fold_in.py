@@ -139,7 +139,9 @@ def test_fold_in_refuses_what_it_cannot_do_exactly(fitted, split):
         pmf.fold_in(given)
 
 
-def test_folded_model_saves_loads_and_predicts_from_the_command_line(fitted, split, tmp_path):
+def test_folded_model_saves_loads_and_predicts_from_the_command_line(
+    fitted, split, tmp_path, capsys
+):
     _, given, test = split
     folded = fitted.fold_in(given)
     path = folded.save(tmp_path / "folded.bpmf")
@@ -166,6 +168,12 @@ def test_folded_model_saves_loads_and_predicts_from_the_command_line(fitted, spl
     result = pd.read_csv(out)
     assert (result["unseen"] == 0).all()
     np.testing.assert_allclose(result["mean"], folded.predict(pairs), rtol=1e-10)
+    # a rating between a fitted user and a fitted item cannot be folded in: a one-line error
+    train, _, _ = split
+    train.iloc[:2].to_csv(tmp_path / "known.csv", index=False)
+    argv[argv.index("--given") + 1] = str(tmp_path / "known.csv")
+    assert main(argv) == 1
+    assert "fitted user with a fitted item" in capsys.readouterr().err
 
 
 def test_fold_in_is_reproducible_whatever_the_threads(fitted, split):
