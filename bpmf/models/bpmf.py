@@ -11,7 +11,7 @@ from bpmf._validation import check_n_factors
 from bpmf.inference.diagnostics import diagnose
 from bpmf.inference.hyperpriors import WISHART_DEFAULTS
 from bpmf.models._graph import build_graph, factor_means, initial_point
-from bpmf.models._posterior import POSTERIOR_DIMS, PosteriorModel, make_datatree
+from bpmf.models._posterior import POSTERIOR_DIMS, PosteriorModel, make_datatree, split_moments
 from bpmf.models.pmf import merge_config
 
 _METHODS = ("gibbs", "nuts")
@@ -86,7 +86,13 @@ class BPMF(PosteriorModel):
         ``cores`` (None: one per chain, up to the CPUs), ``log_likelihood`` (False),
         ``posterior_predictive`` (False). Gibbs: ``lkj_target_accept`` (0.8),
         ``lkj_max_treedepth`` (8), ``lkj_tune_transitions`` (3) for the NUTS step of the LKJ
-        block, ``init_jitter`` (0.01). NUTS: ``target_accept`` (0.9), ``max_treedepth`` (10),
+        block, ``init_jitter`` (0.01), ``threads`` (None: every CPU, shared by the chains
+        that run at once; the draws do not depend on it), ``thin`` (1: keep every sweep),
+        ``keep`` ("all"; "moments" keeps every draw of the scalars and hyperparameters, the
+        running mean and variance of the rows and ``factor_draws`` (100) evenly spaced joint
+        draws of the rows, which predictions use: the memory of ``chains x (factor_draws +
+        2)`` copies of the factors instead of ``chains x draws``). NUTS: ``target_accept``
+        (0.9), ``max_treedepth`` (10),
         ``nuts_sampler`` (nutpie when installed, else "pymc"; also "numpyro", "blackjax"),
         ``adaptation`` ("diag", nutpie's), ``init`` ("gibbs": each chain starts from the MAP
         moved into the posterior by ``init_sweeps`` (100) Gibbs sweeps; "map": from the MAP
@@ -169,6 +175,13 @@ class BPMF(PosteriorModel):
         "adaptation": "diag",
         "init": "gibbs",
         "init_sweeps": 100,
+        # Gibbs at scale: threads for the whole fit (None: every CPU), thinning, and what is
+        # kept ("all" draws, or "moments": running moments of the rows plus factor_draws
+        # joint draws of them for predictions)
+        "threads": None,
+        "thin": 1,
+        "keep": "all",
+        "factor_draws": 100,
     }
 
     def __init__(
@@ -235,7 +248,24 @@ class BPMF(PosteriorModel):
             config["init_jitter"] = 0.01 if gibbs else 0.05
         if config["cores"] is None:
             config["cores"] = min(int(config["chains"]), _cpu_count())
-        for key, low in (("draws", 1), ("chains", 1), ("tune", 0), ("cores", 1)):
+        if config["keep"] not in ("all", "moments"):
+            raise ValueError(
+                f"sampler_config['keep'] must be 'all' or 'moments', got {config['keep']!r}."
+            )
+        if config["threads"] is not None:
+            value = config["threads"]
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(
+                    f"sampler_config['threads'] must be None or an integer >= 1, got {value!r}."
+                )
+        for key, low in (
+            ("draws", 1),
+            ("chains", 1),
+            ("tune", 0),
+            ("cores", 1),
+            ("thin", 1),
+            ("factor_draws", 0),
+        ):
             value = config[key]
             if isinstance(value, bool) or int(value) != value or value < low:
                 raise ValueError(
@@ -271,15 +301,20 @@ class BPMF(PosteriorModel):
         train = self._start_fit(train)
         progressbar = resolve_progressbar(self.progressbar)
         seeds = np.random.SeedSequence(self.random_state).generate_state(3)
-        self.map_ = self._fit_map(train, n_factors, model_config, int(seeds[0]))
+        self.map_ = self._fit_map(
+            train, n_factors, model_config, int(seeds[0]), sampler_config["threads"]
+        )
         sample = self._sample_gibbs if self.method == "gibbs" else self._sample_nuts
-        posterior, stats = sample(train, model_config, sampler_config, int(seeds[2]), progressbar)
+        posterior, stats, groups = sample(
+            train, model_config, sampler_config, int(seeds[2]), progressbar
+        )
         if "sigma" not in posterior:
             posterior["sigma"] = np.full(posterior["mu"].shape, float(model_config["sigma"]))
         extra = {
+            **groups,
             "map_estimate": xr.Dataset(
                 {name: (POSTERIOR_DIMS[name], value) for name, value in self.map_.items()}
-            )
+            ),
         }
         self.idata_ = make_datatree(
             posterior, train, n_factors=n_factors, sample_stats=stats, extra=extra
@@ -291,7 +326,7 @@ class BPMF(PosteriorModel):
         self.diagnostics_ = self._diagnose(train)
         return self
 
-    def _fit_map(self, train, n_factors, model_config, seed):
+    def _fit_map(self, train, n_factors, model_config, seed, threads=None):
         from bpmf.inference.map import alternating_least_squares
         from bpmf.models.pmf import PMF
 
@@ -311,11 +346,24 @@ class BPMF(PosteriorModel):
             sigma_sd=config["sigma_sd"],
             init_sd=config["init_sd"],
             random_state=seed,
+            threads=threads,
         )
         return point
 
     def _gibbs(
-        self, train, model_config, sampler_config, seed, progressbar, *, init, draws, tune, chains
+        self,
+        train,
+        model_config,
+        sampler_config,
+        seed,
+        progressbar,
+        *,
+        init,
+        draws,
+        tune,
+        chains,
+        keep="all",
+        thin=1,
     ):
         from bpmf.inference.gibbs import sample_gibbs
 
@@ -342,6 +390,10 @@ class BPMF(PosteriorModel):
                 "max_treedepth": sampler_config["lkj_max_treedepth"],
                 "tune_transitions": sampler_config["lkj_tune_transitions"],
             },
+            threads=sampler_config["threads"],
+            thin=thin,
+            keep=keep,
+            factor_draws=int(sampler_config["factor_draws"]) if keep == "moments" else None,
         )
 
     def _sample_gibbs(self, train, model_config, sampler_config, seed, progressbar):
@@ -355,10 +407,15 @@ class BPMF(PosteriorModel):
             draws=int(sampler_config["draws"]),
             tune=int(sampler_config["tune"]),
             chains=int(sampler_config["chains"]),
+            keep=sampler_config["keep"],
+            thin=int(sampler_config["thin"]),
         )
+        if sampler_config["keep"] == "moments":
+            posterior, stats, groups = split_moments(draws, train, n_factors=int(self.n_factors))
+            return posterior, (stats or None), groups
         stats = {name: value for name, value in draws.items() if name not in POSTERIOR_DIMS}
         posterior = {name: value for name, value in draws.items() if name in POSTERIOR_DIMS}
-        return posterior, (stats or None)
+        return posterior, (stats or None), {}
 
     def _sample_nuts(self, train, model_config, sampler_config, seed, progressbar):
         from bpmf.inference.nuts import sample_nuts
@@ -387,17 +444,24 @@ class BPMF(PosteriorModel):
 
         var_names = [n for n in POSTERIOR_DIMS if n in model.named_vars]
         template = initial_point(self.map_, train, model_config)
-        return sample_nuts(model, template, start, sampler_config, var_names, seed, progressbar)
+        posterior, stats = sample_nuts(
+            model, template, start, sampler_config, var_names, seed, progressbar
+        )
+        return posterior, stats, {}
 
     def _diagnose(self, train, n_pairs=200):
         n_chains, n_draws = self._sample_shape()
         rng = np.random.default_rng(0)
         rows = rng.choice(train.n_ratings, min(n_pairs, train.n_ratings), replace=False)
         predictions = self._expected_draws(train.user_codes[rows], train.item_codes[rows])
-        stats = self.idata_["sample_stats"].ds if "sample_stats" in self.idata_.children else None
+        # every kept draw: a keep="moments" fit has them in "trace" and "trace_stats"
+        children = self.idata_.children
+        stats_group = "trace_stats" if "trace_stats" in children else "sample_stats"
+        stats = self.idata_[stats_group].ds if stats_group in children else None
         label = f"BPMF ({self.method}, {self._model_config()['covariance_prior']})"
+        trace = "trace" if "trace" in children else "posterior"
         return diagnose(
-            self.idata_["posterior"].ds,
+            self.idata_[trace].ds,
             stats,
             predictions.reshape(n_chains, n_draws, -1),
             label=label,
