@@ -30,6 +30,7 @@ from scipy import special
 from bpmf._estimator import RatingEstimator
 from bpmf._validation import check_prob, check_threshold, default_threshold, describe
 from bpmf.datasets import Ratings, as_pairs, as_ratings
+from bpmf.kernels.predict import expected_ratings
 from bpmf.models._io import ModelIO
 from bpmf.models._io import coord_values as _coord_values
 from bpmf.models._io import ids_like as _ids_like
@@ -247,12 +248,23 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 "only predict() of the pairs streamed during the fit (predict_pairs) is "
                 "available; refit with factor_draws >= 1 for intervals and recommendations."
             )
-        U = _rows(post, "U", "mu_U", "Sigma_U", user_codes, rng)
-        V = _rows(post, "V", "mu_V", "Sigma_V", item_codes, rng)
-        expected = np.einsum("snk,snk->sn", U, V) + post["mu"][:, None]
-        for name, codes in (("user_bias", user_codes), ("item_bias", item_codes)):
-            if name in post:
-                expected += _bias_rows(post, name, codes, rng)
+        user_codes = np.asarray(user_codes, dtype=np.int64)
+        item_codes = np.asarray(item_codes, dtype=np.int64)
+        no_bias = np.zeros((len(post["mu"]), 1))
+        expected = expected_ratings(
+            post["U"], post["V"], post["mu"], post.get("user_bias", no_bias),
+            post.get("item_bias", no_bias), user_codes, item_codes,
+        )
+        unseen = (user_codes < 0) | (item_codes < 0)
+        if unseen.any():  # population rows (means, or draws with rng) for the unseen ids
+            users, items = user_codes[unseen], item_codes[unseen]
+            U = _rows(post, "U", "mu_U", "Sigma_U", users, rng)
+            V = _rows(post, "V", "mu_V", "Sigma_V", items, rng)
+            fill = np.einsum("snk,snk->sn", U, V) + post["mu"][:, None]
+            for name, codes in (("user_bias", users), ("item_bias", items)):
+                if name in post:
+                    fill += _bias_rows(post, name, codes, rng)
+            expected[:, unseen] = fill
         return expected
 
     def _streamed_means(self, user_codes, item_codes):
