@@ -155,9 +155,12 @@ class LKJHyperpriors:
         base = np.eye(self.dim)
         if n_rows > self.dim:
             try:
-                base = np.linalg.cholesky(scatter / n_rows)
+                chol = np.linalg.cholesky(scatter / n_rows)
             except np.linalg.LinAlgError:
-                pass
+                chol = None
+            # a nearly singular scatter (rows in a subspace) would make a poor base
+            if chol is not None and np.diag(chol).min() > 1e-6 * np.diag(chol).max():
+                base = chol
         return base, scatter, float(n_rows), self.eta, self.scale_sd
 
     def factor_step(self, side, state, rng):

@@ -28,6 +28,7 @@ from numba import njit
 
 __all__ = [
     "lkj_conditional_logp_grad",
+    "lower_inverse",
     "lkj_relative_logp_grad",
     "pack_cholesky",
     "unpack_cholesky",
@@ -60,6 +61,26 @@ def pack_cholesky(L):
 
 
 @njit(cache=True, nogil=True)
+def lower_inverse(L):
+    """Inverse of a lower-triangular matrix by forward substitution.
+
+    Never raises: a vanishing pivot gives infinities, which make the density ``-inf`` or
+    NaN, and the NUTS trajectory that reached it ends as a divergence (LAPACK's inverse
+    would raise from inside the compiled sampler instead).
+    """
+    dim = L.shape[0]
+    A = np.zeros((dim, dim))
+    for j in range(dim):
+        A[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, dim):
+            acc = 0.0
+            for k in range(j, i):
+                acc += L[i, k] * A[k, j]
+            A[i, j] = -acc / L[i, i]
+    return A
+
+
+@njit(cache=True, nogil=True)
 def _logp_grad_cholesky(L, scatter, n_rows, eta, scale_sd):
     """Log density of ``L`` itself (no transform) given the rows, and its gradient in ``L``."""
     dim = scatter.shape[0]
@@ -80,7 +101,7 @@ def _logp_grad_cholesky(L, scatter, n_rows, eta, scale_sd):
         logp += (2.0 * eta - 2.0 + dim - k - n_rows) * np.log(L[k, k])
         logp -= sd_power * np.log(sd[k]) + 0.5 * sd[k] * sd[k] * inv_var
     # trace term: with A = L^-1, tr(Sigma^-1 S) = tr(A S A^T)
-    A = np.linalg.inv(L)
+    A = lower_inverse(L)
     ASAt = A @ scatter @ A.T
     for k in range(dim):
         logp -= 0.5 * ASAt[k, k]

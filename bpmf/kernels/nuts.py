@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numba import njit
 
-from bpmf.kernels.lkj import lkj_relative_logp_grad
+from bpmf.kernels.lkj import lkj_relative_logp_grad, lower_inverse
 
 __all__ = ["StepAdapter", "laplace_chol_cov", "nuts_transition"]
 
@@ -84,7 +84,7 @@ def nuts_transition(
     states built, the statistic that step-size adaptation targets.
     """
     dim = x0.shape[0]
-    y0 = np.linalg.solve(chol_cov, x0)
+    y0 = lower_inverse(chol_cov) @ x0
     logp0, grad0 = _whitened_logp_grad(y0, chol_cov, base, scatter, n_rows, eta, scale_sd)
     p0 = momentum_normals.copy()
     energy0 = logp0 - _kinetic(p0)

@@ -221,7 +221,9 @@ def test_nuts_kernel_samples_the_lkj_prior(dim):
         for j in range(i):
             p_values[f"corr[{i},{j}]"] = stats.kstest(corr[:, i, j], marginal.cdf).pvalue
         p_values[f"sd[{i}]"] = stats.kstest(sd[:, i], stats.halfnorm(scale=scale_sd).cdf).pvalue
-    failed = {name: round(p, 4) for name, p in p_values.items() if p <= 0.01}
+    # one test of the family: 1% overall (Bonferroni), not 1% for each of the D (D + 1) / 2
+    # marginals, which a correct sampler would fail about once in ten runs at D = 4
+    failed = {name: round(p, 4) for name, p in p_values.items() if p <= 0.01 / len(p_values)}
     assert not failed, failed
 
 

@@ -25,3 +25,17 @@ def test_fits_and_predicts_within_the_scale(case, method):
     posterior = model.idata_["posterior"].ds
     for name in ("sigma", "user_bias_sd", "item_bias_sd"):
         assert np.isfinite(posterior[name].values).all() and (posterior[name].values > 0).all()
+
+
+@pytest.mark.parametrize("seed", [7, 13])
+def test_more_factors_than_the_data_support(seed):
+    """200 ratings and 10 factors: the LKJ blocks' trajectories reach nearly singular
+    Cholesky factors, which must end as divergences, not as a LinAlgError from inside the
+    compiled sampler (these seeds raised one)."""
+    from bpmf.datasets import load_food_world_cup
+
+    ratings = load_food_world_cup()
+    ratings = ratings.subset(np.arange(ratings.n_ratings) < 200)
+    model = BPMF(10, sampler_config={"draws": 2, "tune": 3}, random_state=seed,
+                 progressbar=False).fit(ratings)
+    assert np.isfinite(model.predict(ratings)).all()
