@@ -85,7 +85,7 @@ PRESETS = {
         },
         "pmf": {"n_factors": 3},
         "adagrad": {"n_factors": 10},
-        "softmax": {"max_iter": 500},
+        "softmax": {"max_iter": 3000},
     },
 }
 
