@@ -34,6 +34,7 @@ _PRIOR_KEYS = {
         "bias_scale_sd": 1.0,
         "sigma_sd": 1.0,
         "factor_means": "auto",
+        "correlated_biases": False,
         # how the joint NUTS graph is written (the model is the same whatever they are)
         "parameterization": "noncentered",
         "bias_parameterization": "auto",
@@ -225,6 +226,10 @@ class BPMF(PosteriorModel):
                 raise ValueError("model_config['factor_means'] must be True, False, 'auto', 'U' "
                                  f"or 'V', got {config['factor_means']!r}.")
             config["factor_means"] = factor_means(config)
+            if config["correlated_biases"] and not (config["biases"]
+                                                    and config["factor_means"] is False):
+                raise ValueError("model_config['correlated_biases'] needs biases=True and "
+                                 "factor means fixed at zero (factor_means=False or 'auto').")
             for key, allowed in (
                 ("parameterization", ("noncentered", "centered")),
                 ("bias_parameterization", ("auto", "noncentered", "centered")),
