@@ -136,12 +136,19 @@ def _shift_moves(state, hyper, biases, config, rng):
         state["mu"] += d
         state[bias] = b - d
     # (mu_U + e, U + e, c - V e) and (mu_V + f, V + f, b - U f)
+    # With biases correlated to the factors a priori, the side's own biases move too, along
+    # their regression on the factors (b + gamma . e, mu - gamma . e): the level then shifts
+    # with the factors' mean, the direction in which it is otherwise slow.
     for side, other, other_bias in (("U", "V", "item_bias"), ("V", "U", "user_bias")):
         A, a = hyper.mean_prior(side, state)
         lam, weights = hyper.bias_terms(other_bias, state)
         partner = state[other]
         precision = A + lam * partner.T @ partner
         linear = a + partner.T @ weights
+        gamma = hyper.bias_regression(side, state)
+        if gamma is not None:
+            precision = precision + prior_prec * np.outer(gamma, gamma)
+            linear = linear + prior_prec * (state["mu"] - config["intercept_mean"]) * gamma
         chol = np.linalg.cholesky(0.5 * (precision + precision.T))
         shift = np.linalg.solve(
             chol.T, np.linalg.solve(chol, linear) + rng.standard_normal(linear.shape[0])
@@ -150,6 +157,10 @@ def _shift_moves(state, hyper, biases, config, rng):
         if hyper.free_means[side]:  # a fixed (zero) mean stays: the rows took the shift alone
             state[f"mu_{side}"] = state[f"mu_{side}"] + shift
         state[other_bias] = state[other_bias] - partner @ shift
+        if gamma is not None:
+            own_bias = "user_bias" if side == "U" else "item_bias"
+            state[own_bias] = state[own_bias] + gamma @ shift
+            state["mu"] -= gamma @ shift
 
 
 def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1):

@@ -240,6 +240,10 @@ class LKJHyperpriors:
         lam = state[f"{bias}_precision"]
         return lam, lam * state[bias]
 
+    def bias_regression(self, side, state):
+        """The regression of a side's biases on its factors in the prior (None: independent)."""
+        return None
+
     def mean_prior(self, side, state):
         """``(A, a)`` with the factor mean's prior term ``-e^T A e / 2 + a^T e`` in a shift
         ``e`` of the whole side (rows and mean together); rows alone when the mean is fixed."""
@@ -327,6 +331,7 @@ class WishartHyperpriors:
         return rng.gamma(shape, 1.0 / (self.config["noise_rate"] + 0.5 * sse))
 
     bias_terms = LKJHyperpriors.bias_terms
+    bias_regression = LKJHyperpriors.bias_regression
 
     def bias_precision(self, biases, rng):
         shape = self.config["bias_precision_shape"] + 0.5 * biases.shape[0]
@@ -418,12 +423,21 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         precision = state[f"row_precision_{side}"]
         return precision[-1, -1], self._rows(side, state) @ precision[-1]
 
+    def bias_regression(self, side, state):
+        D = self.dim
+        cov = state[f"chol_{side}"] @ state[f"chol_{side}"].T
+        return np.linalg.solve(cov[:D, :D], cov[:D, D])
+
     def mean_prior(self, side, state):
-        """The rows' prior term of a shift ``e`` of the factors (``(U_u + e, b_u)``)."""
+        """The rows' prior term of a shift ``(e, gamma . e)`` of every row (factors and bias,
+        along the bias's regression ``gamma`` on the factors): only the factors' marginal
+        precision ``Sigma_UU^-1`` sees it."""
         D = self.dim
         precision = state[f"row_precision_{side}"]
         rows = self._rows(side, state)
-        return rows.shape[0] * precision[:D, :D], -(precision @ rows.sum(axis=0))[:D]
+        direction = np.vstack([np.eye(D), self.bias_regression(side, state)[None, :]])
+        return (rows.shape[0] * direction.T @ precision @ direction,
+                -direction.T @ (precision @ rows.sum(axis=0)))
 
     def rescale(self, state, rng):
         """As :meth:`LKJHyperpriors.rescale`, on the factor rows of each side's Cholesky
