@@ -167,6 +167,7 @@ def bpmf_entries():
             "bpmf": {},  # the package defaults: LKJ priors, blocked Gibbs
             "bpmf-nuts": {"method": "nuts"},
             "bpmf-wishart": {"model_config": {"covariance_prior": "wishart"}},
+            "bpmf-correlated": {"model_config": {"correlated_biases": True}},
         }
         # load the compiled kernels outside the timing (cached on disk after the first run)
         tiny = load_food_world_cup_tiny()

@@ -41,7 +41,12 @@ from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
 from bpmf.inference import rows as rows_module
-from bpmf.inference.hyperpriors import WISHART_DEFAULTS, LKJHyperpriors, WishartHyperpriors
+from bpmf.inference.hyperpriors import (
+    WISHART_DEFAULTS,
+    CorrelatedLKJHyperpriors,
+    LKJHyperpriors,
+    WishartHyperpriors,
+)
 from bpmf.inference.rows import available_cores, sample_side, workspace
 from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows, sample_rows_parallel
 
@@ -124,19 +129,26 @@ def _shift_moves(state, hyper, biases, config, rng):
     prior_prec = 1.0 / config["mu_sd"] ** 2
     for bias in ("user_bias", "item_bias"):
         b = state[bias]
-        lam = state[f"{bias}_precision"]
+        lam, weights = hyper.bias_terms(bias, state)
         precision = prior_prec + b.shape[0] * lam
-        linear = -prior_prec * (state["mu"] - config["intercept_mean"]) + lam * b.sum()
+        linear = -prior_prec * (state["mu"] - config["intercept_mean"]) + weights.sum()
         d = linear / precision + rng.standard_normal() / np.sqrt(precision)
         state["mu"] += d
         state[bias] = b - d
     # (mu_U + e, U + e, c - V e) and (mu_V + f, V + f, b - U f)
+    # With biases correlated to the factors a priori, the side's own biases move too, along
+    # their regression on the factors (b + gamma . e, mu - gamma . e): the level then shifts
+    # with the factors' mean, the direction in which it is otherwise slow.
     for side, other, other_bias in (("U", "V", "item_bias"), ("V", "U", "user_bias")):
         A, a = hyper.mean_prior(side, state)
-        lam = state[f"{other_bias}_precision"]
+        lam, weights = hyper.bias_terms(other_bias, state)
         partner = state[other]
         precision = A + lam * partner.T @ partner
-        linear = a + lam * partner.T @ state[other_bias]
+        linear = a + partner.T @ weights
+        gamma = hyper.bias_regression(side, state)
+        if gamma is not None:
+            precision = precision + prior_prec * np.outer(gamma, gamma)
+            linear = linear + prior_prec * (state["mu"] - config["intercept_mean"]) * gamma
         chol = np.linalg.cholesky(0.5 * (precision + precision.T))
         shift = np.linalg.solve(
             chol.T, np.linalg.solve(chol, linear) + rng.standard_normal(linear.shape[0])
@@ -145,6 +157,10 @@ def _shift_moves(state, hyper, biases, config, rng):
         if hyper.free_means[side]:  # a fixed (zero) mean stays: the rows took the shift alone
             state[f"mu_{side}"] = state[f"mu_{side}"] + shift
         state[other_bias] = state[other_bias] - partner @ shift
+        if gamma is not None:
+            own_bias = "user_bias" if side == "U" else "item_bias"
+            state[own_bias] = state[own_bias] + gamma @ shift
+            state["mu"] -= gamma @ shift
 
 
 def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1):
@@ -171,7 +187,9 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1):
         state["tau"] = hyper.noise_precision(n_ratings, sse, rng)
     if biases:
         for bias in ("user_bias", "item_bias"):
-            state[f"{bias}_precision"] = hyper.bias_precision(state[bias], rng)
+            precision = hyper.bias_precision(state[bias], rng)
+            if precision is not None:  # None: the bias scale belongs to the covariance block
+                state[f"{bias}_precision"] = precision
     _shift_moves(state, hyper, biases, config, rng)
     hyper.rescale(state, rng)
 
@@ -314,8 +332,10 @@ def row_threads(threads, workers, n_ratings=None, check_layer=True):
     return per_chain
 
 
-def _hyperpriors(covariance_prior, config, n_factors, tune, nuts):
+def _hyperpriors(covariance_prior, config, n_factors, tune, nuts, biases=True):
     if covariance_prior == "lkj":
+        if biases and config.get("correlated_biases"):
+            return CorrelatedLKJHyperpriors(config, n_factors, tune, **nuts)
         return LKJHyperpriors(config, n_factors, tune, **nuts)
     if covariance_prior == "wishart":
         return WishartHyperpriors(config, n_factors)
@@ -429,7 +449,7 @@ def sample_gibbs(
     # hundreds of sweeps to regrow it, while the Wishart prior's pull away from zero
     # covariances does it in a few. Warm-up draws are discarded, so this changes no draw's law.
     early = tune // 3 if covariance_prior == "lkj" else 0
-    hyper = _hyperpriors(covariance_prior, config, D, tune - early, dict(nuts or {}))
+    hyper = _hyperpriors(covariance_prior, config, D, tune - early, dict(nuts or {}), biases)
     early_hyper = WishartHyperpriors(WISHART_DEFAULTS, D) if early else None
     if isinstance(random_state, np.random.Generator):
         random_state = int(random_state.integers(2**63))

@@ -27,6 +27,7 @@ from bpmf.kernels.slice import slice_log_scales
 
 __all__ = [
     "WISHART_DEFAULTS",
+    "CorrelatedLKJHyperpriors",
     "LKJHyperpriors",
     "WishartHyperpriors",
     "draw_halfnormal_scale",
@@ -151,9 +152,9 @@ class LKJHyperpriors:
         """
         centred = rows - mean
         scatter = centred.T @ centred
-        n_rows = rows.shape[0]
-        base = np.eye(self.dim)
-        if n_rows > self.dim:
+        n_rows, dim = rows.shape
+        base = np.eye(dim)
+        if n_rows > dim:
             try:
                 chol = np.linalg.cholesky(scatter / n_rows)
             except np.linalg.LinAlgError:
@@ -232,6 +233,16 @@ class LKJHyperpriors:
             biases.shape[0], float(biases @ biases), self.config["bias_scale_sd"], rng
         )
         return 1.0 / scale**2
+
+    def bias_terms(self, bias, state):
+        """``(lam, w)``: a shift ``c -> c - delta`` of the biases ``bias`` changes their prior
+        by ``-sum(delta^2) lam / 2 + delta . w``."""
+        lam = state[f"{bias}_precision"]
+        return lam, lam * state[bias]
+
+    def bias_regression(self, side, state):
+        """The regression of a side's biases on its factors in the prior (None: independent)."""
+        return None
 
     def mean_prior(self, side, state):
         """``(A, a)`` with the factor mean's prior term ``-e^T A e / 2 + a^T e`` in a shift
@@ -319,6 +330,9 @@ class WishartHyperpriors:
         shape = self.config["noise_shape"] + 0.5 * n_ratings
         return rng.gamma(shape, 1.0 / (self.config["noise_rate"] + 0.5 * sse))
 
+    bias_terms = LKJHyperpriors.bias_terms
+    bias_regression = LKJHyperpriors.bias_regression
+
     def bias_precision(self, biases, rng):
         shape = self.config["bias_precision_shape"] + 0.5 * biases.shape[0]
         rate = self.config["bias_precision_rate"] + 0.5 * float(biases @ biases)
@@ -327,3 +341,113 @@ class WishartHyperpriors:
     def mean_prior(self, side, state):
         precision = self.beta0 * state[f"Lambda_{side}"]
         return precision, -precision @ (state[f"mu_{side}"] - self.mu0)
+
+
+_BIAS_OF = {"U": "user_bias", "V": "item_bias"}
+
+
+class CorrelatedLKJHyperpriors(LKJHyperpriors):
+    """The LKJ prior on each side's factors and bias together: ``(U_u, b_u) ~ N(0, Sigma')``
+    with ``Sigma'`` of size ``D + 1`` under ``LKJCholeskyCov(eta, HalfNormal)`` (scale
+    ``factor_scale_sd`` for the factors, ``bias_scale_sd`` for the bias), and the same for
+    ``(V_i, c_i)``: a bias correlates with its row's factors, so an item with few ratings has
+    its bias predicted from its factors. The factor means are zero.
+    """
+
+    name = "lkj-correlated"
+
+    def __init__(self, config, n_factors, n_tune, **nuts):
+        super().__init__(config, n_factors, n_tune, **nuts)
+        self.free_means = {"U": False, "V": False}
+        self.bias_scale_sd = float(config["bias_scale_sd"])
+
+    def _rows(self, side, state):
+        return np.column_stack([state[side], state[_BIAS_OF[side]]])
+
+    def _set_covariance(self, side, state, chol):
+        D = self.dim
+        state[f"chol_{side}"] = chol
+        cov = chol @ chol.T
+        precision = np.linalg.inv(cov)
+        precision = 0.5 * (precision + precision.T)
+        state[f"row_precision_{side}"] = precision
+        state[f"Sigma_{side}"] = cov[:D, :D]
+        state[f"Lambda_{side}"] = np.linalg.inv(cov[:D, :D])
+        # the bias scale recorded (user_bias_sd, item_bias_sd) is its marginal sd
+        state[f"{_BIAS_OF[side]}_precision"] = 1.0 / cov[D, D]
+
+    def start(self, state, rng):
+        for side in ("U", "V"):
+            rows = self._rows(side, state)
+            args = self._conditional(rows, np.zeros(rows.shape[1]))
+            cov = args[1] / max(rows.shape[0], 1) + 1e-2 * np.eye(rows.shape[1])
+            chol = np.linalg.cholesky(cov)
+            x = pack_cholesky(np.linalg.solve(args[0], chol))
+            chol_cov = laplace_chol_cov(x, *args, self.bias_scale_sd)
+            if chol_cov is None:
+                chol_cov = 0.05 * np.eye(x.shape[0])
+            state[f"mu_{side}"] = np.zeros(self.dim)
+            self._set_covariance(side, state, chol)
+            state[f"adapter_{side}"] = StepAdapter(
+                chol_cov, self.n_tune * self.tune_transitions, self.target_accept
+            )
+
+    def factor_step(self, side, state, rng):
+        rows = self._rows(side, state)
+        adapter = state[f"adapter_{side}"]
+        args = self._conditional(rows, np.zeros(rows.shape[1]))
+        x = pack_cholesky(np.linalg.solve(args[0], state[f"chol_{side}"]))
+        transitions = self.tune_transitions if adapter.tuning else 1
+        n_steps = 0
+        diverging = False
+        for _ in range(transitions):
+            z = rng.standard_normal(x.shape[0])
+            u = rng.random(3 * self.max_treedepth)
+            tuning = adapter.tuning
+            x, accept, steps, div = nuts_transition(
+                x, adapter.chol_cov, *args, adapter.step_size, self.max_treedepth, z, u,
+                self.bias_scale_sd,
+            )
+            adapter.update(accept, lambda x=x: laplace_chol_cov(x, *args, self.bias_scale_sd))
+            n_steps += steps
+            diverging = diverging or (div and not tuning)
+        self._set_covariance(side, state, args[0] @ unpack_cholesky(x, rows.shape[1]))
+        state[f"steps_{side}"] = n_steps
+        state[f"diverging_{side}"] = diverging
+
+    def bias_precision(self, biases, rng):
+        return None  # the bias scale is a coordinate of the LKJ block
+
+    def bias_terms(self, bias, state):
+        side = "U" if bias == "user_bias" else "V"
+        precision = state[f"row_precision_{side}"]
+        return precision[-1, -1], self._rows(side, state) @ precision[-1]
+
+    def bias_regression(self, side, state):
+        D = self.dim
+        cov = state[f"chol_{side}"] @ state[f"chol_{side}"].T
+        return np.linalg.solve(cov[:D, :D], cov[:D, D])
+
+    def mean_prior(self, side, state):
+        """The rows' prior term of a shift ``(e, gamma . e)`` of every row (factors and bias,
+        along the bias's regression ``gamma`` on the factors): only the factors' marginal
+        precision ``Sigma_UU^-1`` sees it."""
+        D = self.dim
+        precision = state[f"row_precision_{side}"]
+        rows = self._rows(side, state)
+        direction = np.vstack([np.eye(D), self.bias_regression(side, state)[None, :]])
+        return (rows.shape[0] * direction.T @ precision @ direction,
+                -direction.T @ (precision @ rows.sum(axis=0)))
+
+    def rescale(self, state, rng):
+        """As :meth:`LKJHyperpriors.rescale`, on the factor rows of each side's Cholesky
+        factor (the bias row is not rescaled)."""
+        D = self.dim
+        terms = [(state[f"chol_{side}"][:D] ** 2).sum(axis=1) / (2.0 * self.scale_sd**2)
+                 for side in ("U", "V")]
+        g = np.exp(slice_log_scales(terms[0], terms[1], rng.random((D, 32))))
+        for side, factor in (("U", g), ("V", 1.0 / g)):
+            state[side] = state[side] * factor
+            chol = state[f"chol_{side}"].copy()
+            chol[:D] *= factor[:, None]
+            self._set_covariance(side, state, chol)

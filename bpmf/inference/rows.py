@@ -82,10 +82,13 @@ def sample_side(state, side, csr, biases, work, rng, residuals, noise=True, thre
     if biases:
         X[:, -1] = state[other_bias]
     dim = rows.shape[1]
-    prec = np.zeros((dim, dim))
-    prec[:D, :D] = state[f"Lambda_{side}"]
-    if biases:
-        prec[D, D] = state[f"{bias}_precision"]
+    if f"row_precision_{side}" in state:  # factors and bias correlated a priori
+        prec = state[f"row_precision_{side}"]
+    else:
+        prec = np.zeros((dim, dim))
+        prec[:D, :D] = state[f"Lambda_{side}"]
+        if biases:
+            prec[D, D] = state[f"{bias}_precision"]
     mean = np.zeros(dim)
     mean[:D] = state[f"mu_{side}"]
     if noise:

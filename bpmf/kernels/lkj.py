@@ -81,8 +81,11 @@ def lower_inverse(L):
 
 
 @njit(cache=True, nogil=True)
-def _logp_grad_cholesky(L, scatter, n_rows, eta, scale_sd):
-    """Log density of ``L`` itself (no transform) given the rows, and its gradient in ``L``."""
+def _logp_grad_cholesky(L, scatter, n_rows, eta, scale_sd, last_scale_sd):
+    """Log density of ``L`` itself (no transform) given the rows, and its gradient in ``L``.
+
+    The standard deviation of the last row has the half-normal scale ``last_scale_sd`` when
+    it is positive (a bias as the last coordinate), ``scale_sd`` otherwise."""
     dim = scatter.shape[0]
     for k in range(dim):
         # a diverging trajectory can reach a singular or overflowing factor: zero density
@@ -95,11 +98,13 @@ def _logp_grad_cholesky(L, scatter, n_rows, eta, scale_sd):
             acc += L[k, j] * L[k, j]
         sd[k] = np.sqrt(acc)
     sd_power = 2.0 * eta - 2.0 + dim
-    inv_var = 1.0 / (scale_sd * scale_sd)
+    inv_var = np.full(dim, 1.0 / (scale_sd * scale_sd))
+    if last_scale_sd > 0.0:
+        inv_var[dim - 1] = 1.0 / (last_scale_sd * last_scale_sd)
     logp = 0.0
     for k in range(dim):
         logp += (2.0 * eta - 2.0 + dim - k - n_rows) * np.log(L[k, k])
-        logp -= sd_power * np.log(sd[k]) + 0.5 * sd[k] * sd[k] * inv_var
+        logp -= sd_power * np.log(sd[k]) + 0.5 * sd[k] * sd[k] * inv_var[k]
     # trace term: with A = L^-1, tr(Sigma^-1 S) = tr(A S A^T)
     A = lower_inverse(L)
     ASAt = A @ scatter @ A.T
@@ -108,7 +113,7 @@ def _logp_grad_cholesky(L, scatter, n_rows, eta, scale_sd):
     # d/dL of -0.5 tr(A^T A S) is A^T A S A^T = A^T (A S A^T)
     grad = A.T @ ASAt
     for k in range(dim):
-        d_sd = -sd_power / sd[k] - sd[k] * inv_var
+        d_sd = -sd_power / sd[k] - sd[k] * inv_var[k]
         for j in range(k + 1):
             grad[k, j] += d_sd * L[k, j] / sd[k]
         grad[k, k] += (2.0 * eta - 2.0 + dim - k - n_rows) / L[k, k]
@@ -118,7 +123,7 @@ def _logp_grad_cholesky(L, scatter, n_rows, eta, scale_sd):
 
 
 @njit(cache=True, nogil=True)
-def lkj_conditional_logp_grad(x, scatter, n_rows, eta, scale_sd):
+def lkj_conditional_logp_grad(x, scatter, n_rows, eta, scale_sd, last_scale_sd=0.0):
     """Log density (up to a constant) of the unconstrained Cholesky factor given the rows, and
     its gradient.
 
@@ -135,11 +140,13 @@ def lkj_conditional_logp_grad(x, scatter, n_rows, eta, scale_sd):
     scale_sd : float
         Scale of the half-normal prior on the standard deviations.
     """
-    return lkj_relative_logp_grad(x, np.eye(scatter.shape[0]), scatter, n_rows, eta, scale_sd)
+    return lkj_relative_logp_grad(
+        x, np.eye(scatter.shape[0]), scatter, n_rows, eta, scale_sd, last_scale_sd
+    )
 
 
 @njit(cache=True, nogil=True)
-def lkj_relative_logp_grad(x, base, scatter, n_rows, eta, scale_sd):
+def lkj_relative_logp_grad(x, base, scatter, n_rows, eta, scale_sd, last_scale_sd=0.0):
     """The same conditional for ``L = base @ T``, in the unconstrained form ``x`` of ``T``.
 
     ``base`` is a fixed lower-triangular matrix with a positive diagonal (for example the
@@ -150,7 +157,7 @@ def lkj_relative_logp_grad(x, base, scatter, n_rows, eta, scale_sd):
     """
     dim = scatter.shape[0]
     T = unpack_cholesky(x, dim)
-    logp, grad_L = _logp_grad_cholesky(base @ T, scatter, n_rows, eta, scale_sd)
+    logp, grad_L = _logp_grad_cholesky(base @ T, scatter, n_rows, eta, scale_sd, last_scale_sd)
     grad_T = base.T @ grad_L
     grad = np.empty(x.shape[0])
     n = 0

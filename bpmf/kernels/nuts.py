@@ -56,8 +56,10 @@ def _no_uturn(rho, p_first, p_last):
 
 
 @njit(cache=True, nogil=True)
-def _whitened_logp_grad(y, chol_cov, base, scatter, n_rows, eta, scale_sd):
-    logp, grad_x = lkj_relative_logp_grad(chol_cov @ y, base, scatter, n_rows, eta, scale_sd)
+def _whitened_logp_grad(y, chol_cov, base, scatter, n_rows, eta, scale_sd, last_scale_sd):
+    logp, grad_x = lkj_relative_logp_grad(
+        chol_cov @ y, base, scatter, n_rows, eta, scale_sd, last_scale_sd
+    )
     return logp, chol_cov.T @ grad_x
 
 
@@ -74,6 +76,7 @@ def nuts_transition(
     max_depth,
     momentum_normals,
     uniforms,
+    last_scale_sd=0.0,
 ):
     """One NUTS transition of the LKJ block from ``x0``; returns ``(x, accept_stat, n_steps,
     diverging)``.
@@ -85,7 +88,9 @@ def nuts_transition(
     """
     dim = x0.shape[0]
     y0 = lower_inverse(chol_cov) @ x0
-    logp0, grad0 = _whitened_logp_grad(y0, chol_cov, base, scatter, n_rows, eta, scale_sd)
+    logp0, grad0 = _whitened_logp_grad(
+        y0, chol_cov, base, scatter, n_rows, eta, scale_sd, last_scale_sd
+    )
     p0 = momentum_normals.copy()
     energy0 = logp0 - _kinetic(p0)
     x_left, p_left, g_left = y0.copy(), p0.copy(), grad0.copy()
@@ -122,7 +127,9 @@ def nuts_transition(
             for a in range(dim):
                 p[a] += 0.5 * eps * g[a]
                 x[a] += eps * p[a]
-            logp, g = _whitened_logp_grad(x, chol_cov, base, scatter, n_rows, eta, scale_sd)
+            logp, g = _whitened_logp_grad(
+                x, chol_cov, base, scatter, n_rows, eta, scale_sd, last_scale_sd
+            )
             for a in range(dim):
                 p[a] += 0.5 * eps * g[a]
             energy = logp - _kinetic(p)
@@ -193,7 +200,8 @@ def nuts_transition(
     return chol_cov @ x_out, accept_sum / max(n_steps, 1), n_steps, diverging
 
 
-def laplace_chol_cov(x, base, scatter, n_rows, eta, scale_sd, relative_step=1e-5):
+def laplace_chol_cov(x, base, scatter, n_rows, eta, scale_sd, last_scale_sd=0.0,
+                     relative_step=1e-5):
     """Cholesky factor of the inverse negative Hessian of the conditional at ``x`` (central
     finite differences of the gradient), or None where that is not positive definite."""
     dim = x.shape[0]
@@ -204,8 +212,8 @@ def laplace_chol_cov(x, base, scatter, n_rows, eta, scale_sd, relative_step=1e-5
         up[a] += h
         down[a] -= h
         hessian[a] = (
-            lkj_relative_logp_grad(up, base, scatter, n_rows, eta, scale_sd)[1]
-            - lkj_relative_logp_grad(down, base, scatter, n_rows, eta, scale_sd)[1]
+            lkj_relative_logp_grad(up, base, scatter, n_rows, eta, scale_sd, last_scale_sd)[1]
+            - lkj_relative_logp_grad(down, base, scatter, n_rows, eta, scale_sd, last_scale_sd)[1]
         ) / (2.0 * h)
     precision = -0.5 * (hessian + hessian.T)
     try:

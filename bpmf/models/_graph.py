@@ -27,29 +27,15 @@ def build_graph(train, n_factors, config):
         "factor_": np.arange(n_factors),
         "obs": np.arange(train.n_ratings),
     }
+    correlated = bool(config["biases"] and config.get("correlated_biases"))
+    if correlated:
+        coords["factor_bias"] = np.arange(n_factors + 1)
     with pm.Model(coords=coords) as model:
         mu = pm.Normal("mu", float(train.values.mean()), config["mu_sd"])
-        factors = {}
-        for side, dim in (("U", "user"), ("V", "item")):
-            if mean_is_free(config, side):
-                mean = pm.Normal(f"mu_{side}", 0.0, config["factor_mean_sd"], dims="factor")
-            else:  # the biases carry the mean effects; a zero mean keeps the layout
-                mean = pm.Deterministic(f"mu_{side}", pt.zeros(n_factors), dims="factor")
-            chol = cholesky_prior(f"chol_{side}", n_factors, config)
-            pm.Deterministic(f"Sigma_{side}", chol @ chol.T, dims=("factor", "factor_"))
-            if noncentered:
-                z = pm.Normal(f"{side}_z", 0.0, 1.0, dims=(dim, "factor"))
-                factors[side] = pm.Deterministic(side, mean + z @ chol.T, dims=(dim, "factor"))
-            else:
-                factors[side] = pm.MvNormal(side, mean, chol=chol, dims=(dim, "factor"))
-        biases = {}
-        if config["biases"]:
-            for name, dim, counts in (
-                ("user_bias", "user", row_counts(train.user_codes, train.n_users)),
-                ("item_bias", "item", row_counts(train.item_codes, train.n_items)),
-            ):
-                scale = pm.HalfNormal(f"{name}_sd", config["bias_scale_sd"])
-                biases[name] = bias_block(name, dim, scale, centred_rows(counts, config))
+        if correlated:
+            factors, biases = _correlated_rows(n_factors, config, noncentered)
+        else:
+            factors, biases = _independent_rows(train, n_factors, config, noncentered)
         if config["sigma"] is None:
             sigma = pm.HalfNormal("sigma", config["sigma_sd"])
         else:
@@ -67,6 +53,59 @@ def build_graph(train, n_factors, config):
     return model
 
 
+def _correlated_rows(n_factors, config, noncentered):
+    """Rows ``(U_u, b_u) ~ N(0, L L^T)``, ``L ~ LKJCholeskyCov`` over ``D + 1`` coordinates
+    (half-normal scales ``factor_scale_sd`` for the factors, ``bias_scale_sd`` for the bias);
+    the same for ``(V_i, c_i)``."""
+    factors, biases = {}, {}
+    scales = np.r_[np.full(n_factors, config["factor_scale_sd"]), config["bias_scale_sd"]]
+    for side, dim, bias in (("U", "user", "user_bias"), ("V", "item", "item_bias")):
+        packed = pm.LKJCholeskyCov(
+            f"chol_{side}", n=n_factors + 1, eta=config["lkj_eta"],
+            sd_dist=pm.HalfNormal.dist(scales, shape=n_factors + 1), compute_corr=False,
+        )
+        chol = unpack_lower(packed, n_factors + 1)
+        cov = chol @ chol.T
+        pm.Deterministic(f"mu_{side}", pt.zeros(n_factors), dims="factor")
+        pm.Deterministic(f"Sigma_{side}", cov[:n_factors, :n_factors], dims=("factor", "factor_"))
+        pm.Deterministic(f"{bias}_sd", pt.sqrt(cov[n_factors, n_factors]))
+        if noncentered:
+            z = pm.Normal(f"{side}_z", 0.0, 1.0, dims=(dim, "factor_bias"))
+            rows = z @ chol.T
+        else:
+            rows = pm.MvNormal(f"{side}_rows", pt.zeros(n_factors + 1), chol=chol,
+                               dims=(dim, "factor_bias"))
+        factors[side] = pm.Deterministic(side, rows[:, :n_factors], dims=(dim, "factor"))
+        biases[bias] = pm.Deterministic(bias, rows[:, n_factors], dims=dim)
+    return factors, biases
+
+
+def _independent_rows(train, n_factors, config, noncentered):
+    """Factor rows ``N(mu, Sigma)`` under an LKJ prior, and biases with half-normal scales."""
+    factors = {}
+    for side, dim in (("U", "user"), ("V", "item")):
+        if mean_is_free(config, side):
+            mean = pm.Normal(f"mu_{side}", 0.0, config["factor_mean_sd"], dims="factor")
+        else:  # the biases carry the mean effects; a zero mean keeps the layout
+            mean = pm.Deterministic(f"mu_{side}", pt.zeros(n_factors), dims="factor")
+        chol = cholesky_prior(f"chol_{side}", n_factors, config)
+        pm.Deterministic(f"Sigma_{side}", chol @ chol.T, dims=("factor", "factor_"))
+        if noncentered:
+            z = pm.Normal(f"{side}_z", 0.0, 1.0, dims=(dim, "factor"))
+            factors[side] = pm.Deterministic(side, mean + z @ chol.T, dims=(dim, "factor"))
+        else:
+            factors[side] = pm.MvNormal(side, mean, chol=chol, dims=(dim, "factor"))
+    biases = {}
+    if config["biases"]:
+        for name, dim, counts in (
+            ("user_bias", "user", row_counts(train.user_codes, train.n_users)),
+            ("item_bias", "item", row_counts(train.item_codes, train.n_items)),
+        ):
+            scale = pm.HalfNormal(f"{name}_sd", config["bias_scale_sd"])
+            biases[name] = bias_block(name, dim, scale, centred_rows(counts, config))
+    return factors, biases
+
+
 def initial_point(point, train, model_config, rng=None, jitter=0.0):
     """A state (e.g. the MAP) as an initial point of the graph (constrained values)."""
     point = {name: np.array(value, dtype=np.float64) for name, value in point.items()}
@@ -80,6 +119,16 @@ def initial_point(point, train, model_config, rng=None, jitter=0.0):
         init["sigma"] = point["sigma"]
     n_factors = point["U"].shape[1]
     noncentered = model_config["parameterization"] == "noncentered"
+    if model_config["biases"] and model_config.get("correlated_biases"):
+        for side, bias in (("U", "user_bias"), ("V", "item_bias")):
+            rows = np.column_stack([point[side], point[bias]])
+            chol = np.linalg.cholesky(rows.T @ rows / len(rows) + 1e-3 * np.eye(n_factors + 1))
+            init[f"chol_{side}"] = chol[np.tril_indices(n_factors + 1)]
+            if noncentered:
+                init[f"{side}_z"] = np.linalg.solve(chol, rows.T).T
+            else:
+                init[f"{side}_rows"] = rows
+        return init
     for side in ("U", "V"):
         factors = point[side]
         if mean_is_free(model_config, side):

@@ -53,7 +53,8 @@ def _summaries(model, pairs):
 
 
 @pytest.mark.slow
-def test_lkj_gibbs_and_joint_nuts_agree(small_synthetic):
+@pytest.mark.parametrize("correlated_biases", [False, True])
+def test_lkj_gibbs_and_joint_nuts_agree(small_synthetic, correlated_biases):
     pytest.importorskip("nutpie")
     ratings, _ = small_synthetic  # 60 x 40, D = 2, ~720 ratings
     pairs = _heldout_pairs(ratings, 200, np.random.default_rng(1))
@@ -66,7 +67,8 @@ def test_lkj_gibbs_and_joint_nuts_agree(small_synthetic):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = BPMF(
-                2, method=method, sampler_config=sampler_config, random_state=3, progressbar=False
+                2, method=method, sampler_config=sampler_config, random_state=3,
+                progressbar=False, model_config={"correlated_biases": correlated_biases},
             ).fit(ratings)
         if method == "nuts":
             assert model.diagnostics_["divergences"] <= 0.01 * 4 * 500
@@ -99,7 +101,10 @@ def test_lkj_gibbs_and_joint_nuts_agree(small_synthetic):
 
 # ---------------------------------------------------------------------- SBC
 N_USERS, N_ITEMS, D = 30, 20, 2
-SBC_PRIORS = {"factor_scale_sd": 0.5, "bias_scale_sd": 0.5, "sigma_sd": 0.5}
+# the independent-bias LKJ model, which _draw_from_prior simulates (the correlated variant is
+# checked against joint NUTS in test_lkj_gibbs_and_joint_nuts_agree)
+SBC_PRIORS = {"factor_scale_sd": 0.5, "bias_scale_sd": 0.5, "sigma_sd": 0.5,
+              "correlated_biases": False}
 
 
 def _draw_from_prior(config, rng):

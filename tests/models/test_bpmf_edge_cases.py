@@ -39,3 +39,11 @@ def test_more_factors_than_the_data_support(seed):
     model = BPMF(10, sampler_config={"draws": 2, "tune": 3}, random_state=seed,
                  progressbar=False).fit(ratings)
     assert np.isfinite(model.predict(ratings)).all()
+
+
+def test_correlated_biases_need_biases_and_zero_means():
+    ratings = CASES["one item"]
+    for config in ({"correlated_biases": True, "biases": False},
+                   {"correlated_biases": True, "factor_means": True}):
+        with pytest.raises(ValueError, match="correlated_biases"):
+            BPMF(2, model_config=config, progressbar=False).fit(ratings)
