@@ -168,8 +168,21 @@ class LKJHyperpriors:
         """Draw ``chol_side`` given the rows and mean (NUTS), then the mean given both."""
         rows = state[side]
         n_rows = rows.shape[0]
-        adapter = state[f"adapter_{side}"]
         args = self._conditional(rows, state[f"mu_{side}"])
+        chol = self._nuts_update(side, state, args, 0.0, rng)
+        state[f"chol_{side}"] = chol
+        Lambda = np.linalg.inv(chol @ chol.T)
+        Lambda = 0.5 * (Lambda + Lambda.T)
+        if self.free_means[side]:
+            precision = self.mean_precision * np.eye(self.dim) + n_rows * Lambda
+            state[f"mu_{side}"] = _draw_gaussian(precision, Lambda @ rows.sum(axis=0), rng)
+        state[f"Lambda_{side}"] = Lambda
+        state[f"Sigma_{side}"] = chol @ chol.T
+
+    def _nuts_update(self, side, state, args, last_scale_sd, rng):
+        """NUTS transitions of ``chol_side`` on its conditional (``args``: base, scatter, n,
+        eta, s_f); records the steps and divergences; returns the new Cholesky factor."""
+        adapter = state[f"adapter_{side}"]
         x = pack_cholesky(np.linalg.solve(args[0], state[f"chol_{side}"]))
         transitions = self.tune_transitions if adapter.tuning else 1
         n_steps = 0
@@ -179,22 +192,15 @@ class LKJHyperpriors:
             u = rng.random(3 * self.max_treedepth)
             tuning = adapter.tuning
             x, accept, steps, div = nuts_transition(
-                x, adapter.chol_cov, *args, adapter.step_size, self.max_treedepth, z, u
+                x, adapter.chol_cov, *args, adapter.step_size, self.max_treedepth, z, u,
+                last_scale_sd,
             )
-            adapter.update(accept, lambda x=x: laplace_chol_cov(x, *args))
+            adapter.update(accept, lambda x=x: laplace_chol_cov(x, *args, last_scale_sd))
             n_steps += steps
             diverging = diverging or (div and not tuning)
-        chol = args[0] @ unpack_cholesky(x, self.dim)
-        state[f"chol_{side}"] = chol
-        Lambda = np.linalg.inv(chol @ chol.T)
-        Lambda = 0.5 * (Lambda + Lambda.T)
-        if self.free_means[side]:
-            precision = self.mean_precision * np.eye(self.dim) + n_rows * Lambda
-            state[f"mu_{side}"] = _draw_gaussian(precision, Lambda @ rows.sum(axis=0), rng)
-        state[f"Lambda_{side}"] = Lambda
-        state[f"Sigma_{side}"] = chol @ chol.T
         state[f"steps_{side}"] = n_steps
         state[f"diverging_{side}"] = diverging
+        return args[0] @ unpack_cholesky(x, args[1].shape[0])
 
     def noise_precision(self, n_ratings, sse, rng):
         return 1.0 / draw_halfnormal_scale(n_ratings, sse, self.config["sigma_sd"], rng) ** 2
@@ -394,26 +400,9 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
 
     def factor_step(self, side, state, rng):
         rows = self._rows(side, state)
-        adapter = state[f"adapter_{side}"]
         args = self._conditional(rows, np.zeros(rows.shape[1]))
-        x = pack_cholesky(np.linalg.solve(args[0], state[f"chol_{side}"]))
-        transitions = self.tune_transitions if adapter.tuning else 1
-        n_steps = 0
-        diverging = False
-        for _ in range(transitions):
-            z = rng.standard_normal(x.shape[0])
-            u = rng.random(3 * self.max_treedepth)
-            tuning = adapter.tuning
-            x, accept, steps, div = nuts_transition(
-                x, adapter.chol_cov, *args, adapter.step_size, self.max_treedepth, z, u,
-                self.bias_scale_sd,
-            )
-            adapter.update(accept, lambda x=x: laplace_chol_cov(x, *args, self.bias_scale_sd))
-            n_steps += steps
-            diverging = diverging or (div and not tuning)
-        self._set_covariance(side, state, args[0] @ unpack_cholesky(x, rows.shape[1]))
-        state[f"steps_{side}"] = n_steps
-        state[f"diverging_{side}"] = diverging
+        self._set_covariance(side, state, self._nuts_update(side, state, args,
+                                                            self.bias_scale_sd, rng))
 
     def bias_precision(self, biases, rng):
         return None  # the bias scale is a coordinate of the LKJ block
