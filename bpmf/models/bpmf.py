@@ -7,7 +7,7 @@ import numpy as np
 import xarray as xr
 
 from bpmf._config import resolve_progressbar
-from bpmf._validation import check_n_factors
+from bpmf._validation import check_n_factors, check_positive
 from bpmf.inference.diagnostics import diagnose
 from bpmf.inference.hyperpriors import WISHART_DEFAULTS
 from bpmf.models._graph import build_graph, factor_means, initial_point
@@ -261,25 +261,11 @@ class BPMF(PosteriorModel):
             raise ValueError(
                 f"sampler_config['keep'] must be 'all' or 'moments', got {config['keep']!r}."
             )
-        if config["threads"] is not None:
-            value = config["threads"]
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(
-                    f"sampler_config['threads'] must be None or an integer >= 1, got {value!r}."
-                )
-        for key, low in (
-            ("draws", 1),
-            ("chains", 1),
-            ("tune", 0),
-            ("cores", 1),
-            ("thin", 1),
-            ("factor_draws", 0),
-        ):
-            value = config[key]
-            if isinstance(value, bool) or int(value) != value or value < low:
-                raise ValueError(
-                    f"sampler_config[{key!r}] must be an integer >= {low}, got {value!r}."
-                )
+        for key, allow_zero in (("draws", False), ("chains", False), ("tune", True),
+                                ("cores", False), ("thin", False), ("factor_draws", True),
+                                ("threads", False)):
+            config[key] = check_positive(f"sampler_config[{key!r}]", config[key], integer=True,
+                                         allow_zero=allow_zero, allow_none=key == "threads")
         if not gibbs:
             if config["nuts_sampler"] is None:
                 config["nuts_sampler"] = default_backend()
