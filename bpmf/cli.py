@@ -209,7 +209,7 @@ def _build_parser():
         parents=[common],
         help="fit one model and save it",
         description="Fit a model or baseline on rating data; report its training fit and "
-        "save it with --out (models with a posterior: pmf, bpmf, bpmf-gibbs).",
+        "save it with --out (models with a posterior: pmf, bpmf, bpmf-nuts, bpmf-wishart).",
     )
     sub.add_argument("--model", required=True, help="model name (see `bpmf models`)")
     _data_options(sub)
