@@ -130,19 +130,26 @@ class LKJHyperpriors:
         for side in ("U", "V"):
             rows = state[side]
             mean = rows.mean(axis=0) if self.free_means[side] else np.zeros(self.dim)
-            args = self._conditional(rows, mean)
-            cov = args[1] / max(rows.shape[0], 1) + 1e-2 * np.eye(self.dim)
-            chol = np.linalg.cholesky(cov)
-            x = pack_cholesky(np.linalg.solve(args[0], chol))
-            chol_cov = laplace_chol_cov(x, *args)
-            if chol_cov is None:  # far from the mode: a small isotropic metric to begin with
-                chol_cov = 0.05 * np.eye(x.shape[0])
+            chol, cov = self._start_block(side, state, self._conditional(rows, mean), 0.0)
             state[f"mu_{side}"] = mean
             state[f"chol_{side}"] = chol
             state[f"Lambda_{side}"] = np.linalg.inv(cov)
-            state[f"adapter_{side}"] = StepAdapter(
-                chol_cov, self.n_tune * self.tune_transitions, self.target_accept
-            )
+
+    def _start_block(self, side, state, args, last_scale_sd):
+        """A side's starting Cholesky factor (from the rows' scatter in ``args``) and its
+        NUTS adapter, with a Laplace metric at that start; returns the factor and its
+        covariance."""
+        dim = args[1].shape[0]
+        cov = args[1] / max(args[2], 1.0) + 1e-2 * np.eye(dim)
+        chol = np.linalg.cholesky(cov)
+        x = pack_cholesky(np.linalg.solve(args[0], chol))
+        chol_cov = laplace_chol_cov(x, *args, last_scale_sd)
+        if chol_cov is None:  # far from the mode: a small isotropic metric to begin with
+            chol_cov = 0.05 * np.eye(x.shape[0])
+        state[f"adapter_{side}"] = StepAdapter(
+            chol_cov, self.n_tune * self.tune_transitions, self.target_accept
+        )
+        return chol, cov
 
     def _conditional(self, rows, mean):
         """Arguments of the Cholesky factor's conditional: base, scatter, n, eta, s_f.
@@ -386,17 +393,9 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         for side in ("U", "V"):
             rows = self._rows(side, state)
             args = self._conditional(rows, np.zeros(rows.shape[1]))
-            cov = args[1] / max(rows.shape[0], 1) + 1e-2 * np.eye(rows.shape[1])
-            chol = np.linalg.cholesky(cov)
-            x = pack_cholesky(np.linalg.solve(args[0], chol))
-            chol_cov = laplace_chol_cov(x, *args, self.bias_scale_sd)
-            if chol_cov is None:
-                chol_cov = 0.05 * np.eye(x.shape[0])
             state[f"mu_{side}"] = np.zeros(self.dim)
+            chol, _ = self._start_block(side, state, args, self.bias_scale_sd)
             self._set_covariance(side, state, chol)
-            state[f"adapter_{side}"] = StepAdapter(
-                chol_cov, self.n_tune * self.tune_transitions, self.target_accept
-            )
 
     def factor_step(self, side, state, rng):
         rows = self._rows(side, state)
