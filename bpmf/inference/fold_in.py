@@ -70,7 +70,7 @@ def _draw_per_sample(
             X,
             mu[s],
             precision[s],
-            linear[s],
+            linear[s : s + 1],
             tau[s],
             z[s],
             rows[s],

@@ -167,9 +167,12 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1):
     user_csr, item_csr = csrs
     hyper.factor_step("U", state, rng)
     hyper.factor_step("V", state, rng)
-    sample_side(state, "U", user_csr, biases, work["U"], rng, residuals=False, threads=threads)
+    alpha = config.get("overrelax", 0.0)
+    sample_side(
+        state, "U", user_csr, biases, work["U"], rng, False, threads=threads, overrelax=alpha
+    )
     sum_errors, sum_squares = sample_side(
-        state, "V", item_csr, biases, work["V"], rng, residuals=True, threads=threads
+        state, "V", item_csr, biases, work["V"], rng, True, threads=threads, overrelax=alpha
     )
     # intercept: e_n = r_n - mu_old - fitted_n, so sum(r - fitted) = sum(e) + N mu_old
     mu_old = state["mu"]
@@ -367,6 +370,7 @@ def sample_gibbs(
     keep="all",
     factor_draws=None,
     predict_pairs=None,
+    overrelax=0.0,
 ):
     r"""Draw from the BPMF posterior with the blocked Gibbs sampler.
 
@@ -443,7 +447,10 @@ def sample_gibbs(
     )
     thin = int(thin)
     slots = {} if retained is None else {int(d): slot for slot, d in enumerate(retained)}
-    config = {**model_config, "intercept_mean": float(ratings.mean())}
+    overrelax = float(overrelax)
+    if not -1.0 < overrelax < 1.0:
+        raise ValueError(f"overrelax must lie in (-1, 1), got {overrelax!r}")
+    config = {**model_config, "intercept_mean": float(ratings.mean()), "overrelax": overrelax}
     # With the LKJ prior, the first third of the warm-up runs the conjugate sweeps: from a
     # start with a factor shrunk on both sides (a MAP on little data), LKJ sweeps take
     # hundreds of sweeps to regrow it, while the Wishart prior's pull away from zero
@@ -542,10 +549,11 @@ def _compile_kernels(n_factors, biases, parallel=False):
             X,
             0.0,
             np.eye(dim),
-            np.zeros(dim),
+            np.zeros((1, dim)),
             1.0,
             np.zeros((2, dim)),
             rows,
             True,
             blocks,
+            0.0,
         )

@@ -65,14 +65,17 @@ _SIDES = {
 }
 
 
-def sample_side(state, side, csr, biases, work, rng, residuals, noise=True, threads=1):
+def sample_side(
+    state, side, csr, biases, work, rng, residuals, noise=True, threads=1, overrelax=0.0
+):
     """Draw every row of ``state[side]`` (and its bias) jointly, given the other side.
 
     With ``residuals``, returns the sum and the sum of squares of the residuals
     ``r - mu - b - c - U.V`` under the new rows. ``noise=False`` gives the conditional means
     instead of draws (a step of alternating least squares). ``threads > 1`` draws the blocks
     of rows in parallel when there are at least :data:`PARALLEL_MIN_RATINGS` ratings; the
-    result does not depend on ``threads``.
+    result does not depend on ``threads``. ``overrelax`` in ``(-1, 1)`` overrelaxes each row's
+    draw about its conditional mean (:func:`bpmf.kernels.rows.sample_rows`; 0: a plain draw).
     """
     other, bias, other_bias = _SIDES[side]
     indptr, partners, ratings = csr
@@ -95,6 +98,11 @@ def sample_side(state, side, csr, biases, work, rng, residuals, noise=True, thre
         rng.standard_normal(out=z)
     else:
         z[:] = 0.0
+        overrelax = 0.0
+    if overrelax:
+        rows[:, :D] = state[side]
+        if biases:
+            rows[:, D] = state[bias]
     blocks = work.get("blocks")
     if blocks is None or blocks[-1] != len(indptr) - 1:
         blocks = work["blocks"] = row_blocks(indptr)
@@ -105,12 +113,13 @@ def sample_side(state, side, csr, biases, work, rng, residuals, noise=True, thre
         X,
         state["mu"],
         prec,
-        prec @ mean,
+        (prec @ mean)[None, :],
         state["tau"],
         z,
         rows,
         residuals,
         blocks,
+        float(overrelax),
     )
     if threads > 1 and len(ratings) >= PARALLEL_MIN_RATINGS:
         with numba_threads(threads):

@@ -94,6 +94,7 @@ def _sample_block(
     z,
     out,
     residuals,
+    alpha,
 ):
     """Rows ``first:last`` of :func:`sample_rows`, with their own scratch buffers and
     prefetch stream; returns the block's ``(sum_n e_n, sum_n e_n^2)``."""
@@ -102,6 +103,9 @@ def _sample_block(
     L = np.empty((dim, dim))
     h = np.empty(dim)
     y = np.empty(dim)
+    previous = np.empty(dim)
+    noise_scale = np.sqrt(1.0 - alpha * alpha)
+    per_row_prior = prior_h.shape[0] > 1
     Xt = np.empty((dim, CHUNK + 8))  # padded: rows 2 KiB apart would share cache sets
     targets = np.empty(CHUNK)
     errors = np.empty(CHUNK)
@@ -110,8 +114,9 @@ def _sample_block(
     issued = indptr[first]  # the partner rows of ratings [indptr[first], issued) are prefetched
     per_step = -(-_LOOKAHEAD // dim)
     for r in range(first, last):
+        hr = r if per_row_prior else 0
         for a in range(dim):
-            h[a] = prior_h[a]
+            h[a] = prior_h[hr, a]
             for b in range(a + 1):
                 P[a, b] = prior_prec[a, b]
         start, stop = indptr[r], indptr[r + 1]
@@ -151,19 +156,31 @@ def _sample_block(
                 for k in range(a):
                     s -= L[b, k] * L[a, k]
                 L[b, a] = s / L[a, a]
-        # forward solve L y = h, then add noise: L^T row = y + z  =>  row ~ N(P^-1 h, P^-1)
+        # forward solve L y = h, then add noise: L^T row = y + z  =>  row ~ N(P^-1 h, P^-1).
+        # Overrelaxed (alpha != 0): row = m + alpha (previous - m) + sqrt(1 - alpha^2) L^-T z
+        # with m = P^-1 h, i.e. L^T (row - alpha previous) = (1 - alpha) y + sqrt(1 - alpha^2) z
         for a in range(dim):
             s = h[a]
             for k in range(a):
                 s -= L[a, k] * y[k]
             y[a] = s / L[a, a]
-        for a in range(dim):
-            y[a] += z[r, a]
+        if alpha != 0.0:
+            for a in range(dim):
+                previous[a] = out[r, a]
+                y[a] = (1.0 - alpha) * y[a] + noise_scale * z[r, a]
+        else:
+            for a in range(dim):
+                y[a] += z[r, a]
         for a in range(dim - 1, -1, -1):
             s = y[a]
             for k in range(a + 1, dim):
                 s -= L[k, a] * out[r, k]
             out[r, a] = s / L[a, a]
+        if alpha != 0.0:
+            # the back solve above read out[r, k > a] as (row - alpha previous)[k]: it solved
+            # for row - alpha previous, so add alpha previous back now
+            for a in range(dim):
+                out[r, a] += alpha * previous[a]
         if residuals:
             for begin in range(start, stop, CHUNK):
                 count = min(CHUNK, stop - begin)
@@ -207,6 +224,7 @@ def sample_rows(
     out,
     residuals,
     blocks=None,
+    alpha=0.0,
 ):
     """Draw every row ``r`` from N(P^-1 h, P^-1), in place into ``out``; one thread.
 
@@ -214,8 +232,16 @@ def sample_rows(
     ratings ``n`` of row ``r`` (positions ``indptr[r]:indptr[r+1]`` of the sorted arrays), with
     ``x_n = X[other_sorted[n], :-1]`` and target ``t_n = ratings_sorted[n] - shift -
     X[other_sorted[n], -1]`` (the last column of ``X`` holds the other side's offsets, e.g. its
-    biases). ``z`` holds standard normals, one row per row of ``out``. The rows are drawn by
+    biases). ``prior_h`` has one row shared by every row, or one row per row (per-row prior
+    means). ``z`` holds standard normals, one row per row of ``out``. The rows are drawn by
     blocks, rows ``blocks[b]:blocks[b+1]`` (:func:`row_blocks`; None: one block).
+
+    ``alpha`` in ``(-1, 1)`` overrelaxes the draw (Adler, 1981): the new row is
+    ``m + alpha (x - m) + sqrt(1 - alpha^2) P^-1/2 z`` where ``m = P^-1 h`` and ``x`` is the row
+    that ``out[r]`` holds on entry. The map leaves N(m, P^-1) invariant and is reversible with
+    respect to it for every alpha, so it is an exact Gibbs update; a negative alpha moves each
+    row to the far side of its conditional mean, which suppresses the random walk of two
+    strongly coupled sides. ``alpha = 0`` is the plain draw and ignores ``out`` on entry.
 
     Returns ``(sum_n e_n, sum_n e_n^2)`` over all ratings of the residuals
     ``e_n = t_n - x_n . out[r]`` under the new rows when ``residuals`` is true, else zeros;
@@ -240,6 +266,7 @@ def sample_rows(
             z,
             out,
             residuals,
+            alpha,
         )
     return _ordered_total(block_sums)
 
@@ -258,6 +285,7 @@ def sample_rows_parallel(
     out,
     residuals,
     blocks=None,
+    alpha=0.0,
 ):
     """:func:`sample_rows` with the blocks spread over numba's threads (``prange``).
 
@@ -285,6 +313,7 @@ def sample_rows_parallel(
             z,
             out,
             residuals,
+            alpha,
         )
     return _ordered_total(block_sums)
 

@@ -187,6 +187,7 @@ class BPMF(PosteriorModel):
         "thin": 1,
         "keep": "all",
         "factor_draws": 100,
+        "overrelax": 0.0,
     }
 
     def __init__(
@@ -389,6 +390,7 @@ class BPMF(PosteriorModel):
             thin=thin,
             keep=keep,
             factor_draws=int(sampler_config["factor_draws"]) if keep == "moments" else None,
+            overrelax=float(sampler_config["overrelax"]),
         )
 
     def _sample_gibbs(self, train, model_config, sampler_config, seed, progressbar):

@@ -57,7 +57,7 @@ def test_parallel_blocks_give_the_serial_draws_and_sums_bit_for_bit(ratings):
     dim = N_FACTORS + 1
     X = np.column_stack([rng.normal(size=(ratings.n_items, dim)), rng.normal(size=ratings.n_items)])
     z = rng.normal(size=(ratings.n_users, dim))
-    args = (indptr, partners, values, X, 0.3, 2.0 * np.eye(dim), np.ones(dim), 1.5, z)
+    args = (indptr, partners, values, X, 0.3, 2.0 * np.eye(dim), np.ones((1, dim)), 1.5, z)
     serial, parallel, one_block = (np.empty((ratings.n_users, dim)) for _ in range(3))
     sums = sample_rows(*args, serial, True, blocks)
     import numba
