@@ -81,7 +81,15 @@ def sample_side(
     indptr, partners, ratings = csr
     D = state[other].shape[1]
     X, rows, z = work["X"], work["rows"], work["z"]
-    X[:, :D] = state[other]
+    # Two hooks for model extensions, both optional arrays in ``state``:
+    # ``row_mean_<side>`` (n_rows, D): a prior mean per row (e.g. a regression on side
+    # features) instead of the shared ``mu_<side>``; ``offset_<side>`` (n_rows, D): a known
+    # addition to each row's factor vector in the likelihood (e.g. implicit feedback), so
+    # that the ratings see ``<side> + offset``. The row is drawn as ``w = row + offset``
+    # (prior mean shifted by the offset) and the offset taken off again.
+    own_offset = state.get(f"offset_{side}")
+    other_offset = state.get(f"offset_{other}")
+    X[:, :D] = state[other] if other_offset is None else state[other] + other_offset
     if biases:
         X[:, -1] = state[other_bias]
     dim = rows.shape[1]
@@ -92,15 +100,22 @@ def sample_side(
         prec[:D, :D] = state[f"Lambda_{side}"]
         if biases:
             prec[D, D] = state[f"{bias}_precision"]
-    mean = np.zeros(dim)
-    mean[:D] = state[f"mu_{side}"]
+    row_mean = state.get(f"row_mean_{side}")
+    if row_mean is None and own_offset is None:
+        mean = np.zeros((1, dim))
+        mean[0, :D] = state[f"mu_{side}"]
+    else:
+        mean = np.zeros((len(indptr) - 1, dim))
+        mean[:, :D] = state[f"mu_{side}"] if row_mean is None else row_mean
+        if own_offset is not None:
+            mean[:, :D] += own_offset
     if noise:
         rng.standard_normal(out=z)
     else:
         z[:] = 0.0
         overrelax = 0.0
     if overrelax:
-        rows[:, :D] = state[side]
+        rows[:, :D] = state[side] if own_offset is None else state[side] + own_offset
         if biases:
             rows[:, D] = state[bias]
     blocks = work.get("blocks")
@@ -113,7 +128,7 @@ def sample_side(
         X,
         state["mu"],
         prec,
-        (prec @ mean)[None, :],
+        mean @ prec.T,
         state["tau"],
         z,
         rows,
@@ -126,7 +141,7 @@ def sample_side(
             sums = sample_rows_parallel(*args)
     else:
         sums = sample_rows(*args)
-    state[side] = rows[:, :D].copy()
+    state[side] = rows[:, :D].copy() if own_offset is None else rows[:, :D] - own_offset
     if biases:
         state[bias] = rows[:, D].copy()
     return sums
