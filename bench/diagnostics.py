@@ -41,6 +41,7 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--method", default=None, help="gibbs or nuts (default: the package's)")
     parser.add_argument("--sampler-config", default="{}", help="JSON merged into sampler_config")
+    parser.add_argument("--model-config", default="{}", help="JSON merged into model_config")
     parser.add_argument("--data-home", default=None)
     args = parser.parse_args(argv)
     split = load_movielens_folds("ml-100k", data_home=args.data_home, download=False)[args.fold]
@@ -51,7 +52,8 @@ def main(argv=None):
     )
     for seed in (int(s) for s in args.seeds.split(",")):
         model = BPMF(10, random_state=seed, progressbar=False,
-                     sampler_config=json.loads(args.sampler_config), **kwargs)
+                     sampler_config=json.loads(args.sampler_config),
+                     model_config=json.loads(args.model_config), **kwargs)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
