@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+from scipy import stats
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -48,6 +49,7 @@ from bpmf.inference.hyperpriors import (
     WishartHyperpriors,
 )
 from bpmf.inference.rows import available_cores, sample_side, workspace
+from bpmf.kernels.residuals import row_residual_sums
 from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows, sample_rows_parallel
 
 __all__ = ["check_inputs", "sample_gibbs"]
@@ -163,6 +165,56 @@ def _shift_moves(state, hyper, biases, config, rng):
             state["mu"] -= gamma @ shift
 
 
+def _bias_scale_moves(state, csrs, hyper, rng):
+    """Scale each side's biases and their scale together: ``(g b, g s)``.
+
+    A generalised Gibbs step on the multiplicative group (Liu & Sabatti, 2000). The biases'
+    prior ``N(0, s^2)`` (in the correlated prior, the rows' Gaussian with the Cholesky
+    factor's bias row scaled) and the Jacobian cancel against the Haar measure ``dg / g``,
+    leaving the likelihood, Gaussian in ``g``, times the half-normal prior of ``g s``: ``g``
+    is a normal truncated to ``g > 0``, drawn exactly. It moves the bias scale along the
+    direction its conditional draw given the biases explores only by small steps (the two
+    are strongly coupled when the biases are well determined). Not applied with per-row
+    prior means (side features): the biases' prior then has a regression mean as well.
+    """
+    if "row_mean_U" in state or "row_mean_V" in state:
+        return
+    for bias, side, other, other_bias, csr in (
+        ("item_bias", "V", "U", "user_bias", csrs[1]),
+        ("user_bias", "U", "V", "item_bias", csrs[0]),
+    ):
+        scale = hyper.bias_scale(bias, state)
+        if scale is None:
+            continue
+        s, prior_sd = scale
+        own, partner = state[side], state[other]
+        if state.get(f"offset_{side}") is not None:
+            own = own + state[f"offset_{side}"]
+        if state.get(f"offset_{other}") is not None:
+            partner = partner + state[f"offset_{other}"]
+        indptr, partners, values = csr
+        residual_sums = row_residual_sums(
+            indptr, partners, values, own, partner, state[bias], state[other_bias], state["mu"]
+        )
+        b = state[bias]
+        quadratic = float(np.diff(indptr) @ (b * b))
+        cross = float(b @ residual_sums)
+        precision = state["tau"] * quadratic + (s / prior_sd) ** 2
+        mean = state["tau"] * (quadratic + cross) / precision
+        g = _positive_normal(mean, 1.0 / np.sqrt(precision), rng)
+        hyper.scale_biases(bias, state, g)
+
+
+def _positive_normal(mean, sd, rng):
+    """A draw of N(mean, sd^2) truncated to (0, inf)."""
+    if mean > -sd:  # rejection accepts with probability > 0.15
+        while True:
+            g = mean + sd * rng.standard_normal()
+            if g > 0.0:
+                return g
+    return float(stats.truncnorm.rvs(-mean / sd, np.inf, loc=mean, scale=sd, random_state=rng))
+
+
 def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1):
     user_csr, item_csr = csrs
     hyper.factor_step("U", state, rng)
@@ -195,6 +247,8 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1):
                 state[f"{bias}_precision"] = precision
     _shift_moves(state, hyper, biases, config, rng)
     hyper.rescale(state, rng)
+    if biases:
+        _bias_scale_moves(state, csrs, hyper, rng)
 
 
 #: the per-row variables: with ``keep="moments"`` their running moments replace their draws

@@ -247,6 +247,16 @@ class LKJHyperpriors:
         )
         return 1.0 / scale**2
 
+    def bias_scale(self, bias, state):
+        """``(s, s0)``: the current scale of the biases ``bias`` and the sd of its half-normal
+        prior, for the scaling move of :mod:`bpmf.inference.gibbs` (None: no such move)."""
+        return 1.0 / np.sqrt(state[f"{bias}_precision"]), float(self.config["bias_scale_sd"])
+
+    def scale_biases(self, bias, state, g):
+        """Multiply the biases ``bias`` and their scale by ``g``."""
+        state[bias] = state[bias] * g
+        state[f"{bias}_precision"] = state[f"{bias}_precision"] / g**2
+
     def bias_terms(self, bias, state):
         """``(lam, w)``: a shift ``c -> c - delta`` of the biases ``bias`` changes their prior
         by ``-sum(delta^2) lam / 2 + delta . w``."""
@@ -346,6 +356,9 @@ class WishartHyperpriors:
     bias_terms = LKJHyperpriors.bias_terms
     bias_regression = LKJHyperpriors.bias_regression
 
+    def bias_scale(self, bias, state):
+        return None  # Gamma precisions: the scaling move is not implemented for them
+
     def bias_precision(self, biases, rng):
         shape = self.config["bias_precision_shape"] + 0.5 * biases.shape[0]
         rate = self.config["bias_precision_rate"] + 0.5 * float(biases @ biases)
@@ -405,6 +418,21 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
 
     def bias_precision(self, biases, rng):
         return None  # the bias scale is a coordinate of the LKJ block
+
+    def bias_scale(self, bias, state):
+        """The bias's sd in the LKJ block, the norm of the Cholesky factor's last row (the
+        correlations are the other rows' business), and its half-normal prior sd."""
+        side = "U" if bias == "user_bias" else "V"
+        return float(np.linalg.norm(state[f"chol_{side}"][-1])), self.bias_scale_sd
+
+    def scale_biases(self, bias, state, g):
+        """Multiply the biases and the Cholesky factor's last row (the bias's sd; its
+        correlations with the factors stay) by ``g``."""
+        side = "U" if bias == "user_bias" else "V"
+        state[bias] = state[bias] * g
+        chol = state[f"chol_{side}"].copy()
+        chol[-1] *= g
+        self._set_covariance(side, state, chol)
 
     def bias_terms(self, bias, state):
         side = "U" if bias == "user_bias" else "V"

@@ -96,7 +96,10 @@ class BPMF(PosteriorModel):
         ``keep`` ("all"; "moments" keeps every draw of the scalars and hyperparameters, the
         running mean and variance of the rows and ``factor_draws`` (100) evenly spaced joint
         draws of the rows, which predictions use: the memory of ``chains x (factor_draws +
-        2)`` copies of the factors instead of ``chains x draws``). NUTS: ``target_accept``
+        2)`` copies of the factors instead of ``chains x draws``), ``overrelax`` (-0.7: each
+        row is drawn as ``m + a (x - m) + sqrt(1 - a^2) P^-1/2 z`` about its conditional mean
+        ``m``, Adler's overrelaxation, exact for every ``a`` in (-1, 1); 0 is the plain draw).
+        NUTS: ``target_accept``
         (0.9), ``max_treedepth`` (10),
         ``nuts_sampler`` (nutpie when installed, else "pymc"; also "numpyro", "blackjax"),
         ``adaptation`` ("diag", nutpie's), ``init`` ("gibbs": each chain starts from the MAP
@@ -187,7 +190,11 @@ class BPMF(PosteriorModel):
         "thin": 1,
         "keep": "all",
         "factor_draws": 100,
-        "overrelax": 0.0,
+        # Adler's overrelaxation of the row draws: on ML-100K u1 it tripled the 5% quantile
+        # of the held-out predictions' bulk ESS (160 -> 471 per 1,000 draws); closer to -1
+        # the noise and bias scales, even functions of the rows, mix slower (sigma stuck at
+        # -0.9 in one of two seeds)
+        "overrelax": -0.7,
     }
 
     def __init__(
