@@ -89,6 +89,10 @@ PRESETS = {
             "n_factors": 3,
             "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
         },
+        "bpmf-features": {
+            "n_factors": 3,
+            "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
+        },
         "pmf": {"n_factors": 3},
         "adagrad": {"n_factors": 10},
         "softmax": {"max_iter": 3000},

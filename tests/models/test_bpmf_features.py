@@ -193,3 +193,19 @@ def test_nuts_graph_has_the_links(data):
         assert name in graph.named_vars
     assert graph.named_vars_to_dims["B_U"] == ("user_feature", "factor")
     assert np.isfinite(graph.compile_logp()(graph.initial_point()))
+
+
+def test_registered_model_uses_the_movielens_tables(movielens_home, monkeypatch):
+    from bpmf.datasets import load_movielens
+    from bpmf.models._features import encode_features
+    from bpmf.registry import make_model
+
+    monkeypatch.setenv("BPMF_DATA", str(movielens_home))
+    model = make_model("bpmf-features", preset="quick")
+    config = model._model_config()
+    assert config["user_features"] == config["item_features"] == "ml-100k"
+    ratings = load_movielens("ml-100k", data_home=movielens_home, download=False)
+    train = ratings.subset(np.arange(ratings.n_ratings) < 2000)
+    designs, state = encode_features(train, config)
+    assert designs["U"].shape[0] == train.n_users and designs["V"].shape[0] == train.n_items
+    assert len(state["user"]["ids"]) == 943 and len(state["item"]["ids"]) == 1682
