@@ -318,7 +318,8 @@ def load_movielens_features(name="ml-100k", data_home=None, download=True):
     year = pd.to_datetime(items["release"], format="%d-%b-%Y", errors="coerce").dt.year
     year = year.fillna(year.median()).astype("int64")
     item_features = pd.DataFrame(
-        {"release_year": year.to_numpy(), **{g: items[g].astype("int64").to_numpy() for g in genres}},
+        {"release_year": year.to_numpy(),
+         **{genre: items[genre].astype("int64").to_numpy() for genre in genres}},
         index=pd.Index(items["item"].astype("int64"), name="item"),
     )
     return user_features, item_features
