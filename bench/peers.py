@@ -5,7 +5,13 @@ Fits myFM (Bayesian factorisation machine, C++ Gibbs, rank 10, 200 iterations), 
 the sampler is timed, as myFM is (``bpmf-gibbs-kernel``), ``PMF``, ``BPMF`` with the package
 defaults (``bpmf``: LKJ priors, blocked Gibbs, the whole fit with its MAP),
 ``BPMF(method="nuts")`` (joint NUTS), ``BPMF`` with the conjugate Wishart prior, and the
-gradient-descent baselines. Prints, per fold and averaged over folds, test RMSE, wall time,
+gradient-descent baselines. With side features (the ML-100K user and item tables of
+:func:`bpmf.datasets.load_movielens_features`, encoded by :class:`bpmf.datasets.FeatureEncoder`
+for both): ``bpmf-features`` (``BPMF`` with ``user_features``/``item_features``) and
+``myfm-features`` (myFM with the same encoded features, in relation blocks as its
+documentation does for ML-100K).
+The ``BPMF`` entries also report the coverage of their 90% predictive intervals of the test
+ratings. Prints, per fold and averaged over folds, test RMSE, wall time,
 each wall time as a ratio to myFM's, and iterations per second for the Gibbs samplers. Every
 prediction is clipped to the rating scale [1, 5], peers included.
 
@@ -41,9 +47,12 @@ def rmse(y, yhat):
 
 
 # ------------------------------------------------------------------------------------ peers
-def run_myfm(train, test, seed):
+def run_myfm(train, test, seed, features=False):
     import myfm
     import scipy.sparse as sp
+
+    if features:
+        return run_myfm_features(train, test, seed)
 
     def design(users, items):
         """One-hot user and item blocks; a code of -1 (unseen) leaves its block empty."""
@@ -66,6 +75,56 @@ def run_myfm(train, test, seed):
     sampling = time.perf_counter() - start
     pred = fm.predict(design(train.encode_users(test.users), train.encode_items(test.items)))
     return pred, time.perf_counter() - start, ITERATIONS / sampling
+
+
+def run_myfm_features(train, test, seed):
+    """myFM with the side features, as its documentation does it for ML-100K: one relation
+    block per side whose rows are ``[one-hot id | features]`` (the one-hot empty for an id
+    without training ratings), indexed by each rating's user and item."""
+    import myfm
+    import scipy.sparse as sp
+
+    tables = encoded_features()
+    blocks = {}
+    for name, table, ids in (("user", tables["user"], train.user_ids),
+                             ("item", tables["item"], train.item_ids)):
+        codes = pd.Index(ids).get_indexer(table.index)  # -1: no training ratings
+        known = np.flatnonzero(codes >= 0)
+        one_hot = sp.csr_matrix((np.ones(len(known)), (known, codes[known])),
+                                shape=(len(table), len(ids)))
+        blocks[name] = (pd.Index(table.index),
+                        sp.hstack([one_hot, sp.csr_matrix(table.to_numpy())], format="csr"))
+
+    def relations(users, items):
+        return [myfm.RelationBlock(blocks["user"][0].get_indexer(users), blocks["user"][1]),
+                myfm.RelationBlock(blocks["item"][0].get_indexer(items), blocks["item"][1])]
+
+    groups = [train.n_users, tables["user"].shape[1], train.n_items, tables["item"].shape[1]]
+    start = time.perf_counter()
+    fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
+    fm.fit(
+        sp.csr_matrix((train.n_ratings, 0)),
+        train.values,
+        X_rel=relations(train.users, train.items),
+        n_iter=ITERATIONS,
+        n_kept_samples=ITERATIONS - GIBBS_BURN_IN,
+        group_shapes=groups,
+    )
+    sampling = time.perf_counter() - start
+    pred = fm.predict(sp.csr_matrix((len(test.values), 0)),
+                      X_rel=relations(test.users, test.items))
+    return pred, time.perf_counter() - start, ITERATIONS / sampling
+
+
+def encoded_features():
+    """The ML-100K user and item tables encoded as bpmf encodes them (DataFrames by id)."""
+    from bpmf.datasets import FeatureEncoder, load_movielens_features
+
+    users, items = load_movielens_features("ml-100k", download=False)
+    return {
+        name: pd.DataFrame(FeatureEncoder().fit_transform(table), index=table.index)
+        for name, table in (("user", users), ("item", items))
+    }
 
 
 def run_surprise(train, test, algorithm, seed):
@@ -135,12 +194,17 @@ def run_estimator(make):
             else model.predict(test)
         )
         seconds = time.perf_counter() - start
+        coverage = None
+        if hasattr(model, "predict_interval") and hasattr(model, "sampler_config"):
+            interval = model.predict_interval(test, prob=0.9, on_unseen="ignore")
+            coverage = float(np.mean((test.values >= interval["lower"].to_numpy())
+                                     & (test.values <= interval["upper"].to_numpy())))
         diagnostics = getattr(model, "diagnostics_", None)
         if diagnostics:
             rhat = {k: round(v, 4) for k, v in diagnostics.get("rhat", {}).items()}
             ess = {k: round(v) for k, v in diagnostics.get("ess_bulk", {}).items()}
             print(f"  divergences {diagnostics.get('divergences')}, R-hat {rhat}, bulk ESS {ess}")
-        return np.asarray(pred, dtype=float), seconds, None
+        return np.asarray(pred, dtype=float), seconds, None, coverage
 
     return run
 
@@ -168,6 +232,8 @@ def bpmf_entries():
             "bpmf-nuts": {"method": "nuts"},
             "bpmf-wishart": {"model_config": {"covariance_prior": "wishart"}},
             "bpmf-correlated": {"model_config": {"correlated_biases": True}},
+            "bpmf-features": {"model_config": {"user_features": "ml-100k",
+                                               "item_features": "ml-100k"}},
         }
         # load the compiled kernels outside the timing (cached on disk after the first run)
         tiny = load_food_world_cup_tiny()
@@ -216,6 +282,7 @@ def main(argv=None):
 
     entries = [
         ("myfm", run_myfm),
+        ("myfm-features", lambda tr, te, s: run_myfm(tr, te, s, features=True)),
         ("surprise-SVD", lambda tr, te, s: run_surprise(tr, te, surprise.SVD, s)),
         ("surprise-BaselineOnly", lambda tr, te, s: run_surprise(tr, te, surprise.BaselineOnly, s)),
         ("bpmf-gibbs-kernel", run_gibbs_kernel),
@@ -234,7 +301,7 @@ def main(argv=None):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    pred, seconds, rate = run(train, test, args.seed)
+                    pred, seconds, rate, *coverage = run(train, test, args.seed)
             except Exception as error:  # a broken entry must not hide the others' numbers
                 print(f"  failed: {type(error).__name__}: {error}")
                 traceback.print_exc(limit=2)
@@ -246,6 +313,7 @@ def main(argv=None):
                     "rmse": rmse(test.values, pred),
                     "seconds": seconds,
                     "it_per_s": rate,
+                    "coverage90": coverage[0] if coverage else None,
                 }
             )
             print(f"  rmse {rows[-1]['rmse']:.4f}  {seconds:.1f} s", flush=True)

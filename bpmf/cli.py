@@ -209,7 +209,8 @@ def _build_parser():
         parents=[common],
         help="fit one model and save it",
         description="Fit a model or baseline on rating data; report its training fit and "
-        "save it with --out (models with a posterior: pmf, bpmf, bpmf-nuts, bpmf-wishart).",
+        "save it with --out (models with a posterior: pmf, bpmf, bpmf-nuts, bpmf-wishart, "
+        "bpmf-features).",
     )
     sub.add_argument("--model", required=True, help="model name (see `bpmf models`)")
     _data_options(sub)
@@ -235,7 +236,8 @@ def _build_parser():
         help="predict ratings (mean and interval) for pairs",
         description="Predict the ratings of (user, item) pairs with a saved model. The output "
         "keeps the columns of --pairs and adds mean, lower, upper and unseen (1 where the user "
-        "or item was not in training: predicted from the population level).",
+        "or item was not in training: predicted from the population level, or from its "
+        "features by a model with side features).",
     )
     sub.add_argument("--model", required=True, metavar="FILE", help="a model saved by `bpmf fit`")
     sub.add_argument(
@@ -856,8 +858,14 @@ def _cmd_compare(args):
                 model_class(name)
             except ImportError as exc:
                 print(f"bpmf: warning: skipping model {name!r}: {_one_line(exc)}", file=sys.stderr)
-            else:
-                names.append(name)
+                continue
+            # a model tied to a dataset's side-feature tables fits that dataset only
+            tables = MODELS[name].fixed_params.get("model_config", {}).get("user_features")
+            if isinstance(tables, str) and tables != args.data:
+                print(f"bpmf: note: skipping model {name!r}: it uses the {tables} feature "
+                      "tables", file=sys.stderr)
+                continue
+            names.append(name)
     else:
         names = [name.strip().lower() for name in args.models.split(",") if name.strip()]
     if not names:

@@ -50,6 +50,12 @@ MODELS = {
             "Bayesian PMF, conjugate Normal-Wishart priors (the paper's), Gibbs",
             model_config={"covariance_prior": "wishart"},
         ),
+        _spec(
+            "bpmf-features",
+            "bpmf.models.BPMF",
+            "Bayesian PMF with the ML-100K user and item side features, Gibbs",
+            model_config={"user_features": "ml-100k", "item_features": "ml-100k"},
+        ),
         _spec("pmf", "bpmf.models.PMF", "Probabilistic matrix factorization, MAP"),
         _spec("adagrad", "bpmf.baselines.AdaGradMF", "Matrix factorization by AdaGrad (numpy)"),
         _spec("mlp", "bpmf.baselines.MLPRegressor", "Multi-layer perceptron on embeddings"),
@@ -80,6 +86,10 @@ PRESETS = {
             "sampler_config": {"draws": 200, "tune": 200, "chains": 2},
         },
         "bpmf-wishart": {
+            "n_factors": 3,
+            "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
+        },
+        "bpmf-features": {
             "n_factors": 3,
             "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
         },

@@ -2,12 +2,14 @@
 
 from bpmf._exceptions import RatingScaleWarning
 from bpmf.datasets._embedded import load_food_world_cup
+from bpmf.datasets._features import FeatureEncoder
 from bpmf.datasets._movielens import (
     DATA_HOME_ENV,
     MOVIELENS,
     download_movielens,
     get_data_home,
     load_movielens,
+    load_movielens_features,
     load_movielens_folds,
     movielens_path,
 )
@@ -19,6 +21,7 @@ from bpmf.datasets._synthetic import SyntheticTruth, make_synthetic_ratings
 
 __all__ = [
     "DATA_HOME_ENV",
+    "FeatureEncoder",
     "MOVIELENS",
     "RatingScaleWarning",
     "Ratings",
@@ -33,6 +36,7 @@ __all__ = [
     "load_dataset",
     "load_food_world_cup",
     "load_movielens",
+    "load_movielens_features",
     "load_movielens_folds",
     "make_synthetic_ratings",
     "movielens_path",

@@ -251,3 +251,75 @@ def load_movielens_folds(name="ml-100k", data_home=None, download=True, verify=T
         )
         for fold in spec.folds
     }
+
+
+#: The 19 genre flags of ML-100K's ``u.item``, in file order.
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance",
+    "Sci-Fi", "Thriller", "War", "Western",
+)
+
+
+def load_movielens_features(name="ml-100k", data_home=None, download=True):
+    """The user and item side information of ML-100K as feature tables.
+
+    Returns ``(user_features, item_features)``, DataFrames indexed by the same integer ids as
+    the :class:`Ratings` of :func:`load_movielens` (and of its folds), ready to pass as
+    ``BPMF(model_config={"user_features": ..., "item_features": ...})``:
+
+    - users (``u.user``, 943 rows): ``age`` (years, int), ``gender`` (category ``F``/``M``),
+      ``occupation`` (category, 21 levels), ``zip_region`` (category: the first character of
+      the zip code, ``0``-``9`` for the US regions, ``other`` for the few foreign codes);
+    - items (``u.item``, 1682 rows): ``release_year`` (int; the one movie without a date gets
+      the median year), and one 0/1 int column ``genre_<name>`` per genre of
+      :data:`ML100K_GENRES` (a movie may have several).
+
+    :class:`~bpmf.datasets.FeatureEncoder` standardises the numeric columns (age, year and the
+    genre flags) and one-hot encodes the categories.
+
+    Parameters
+    ----------
+    name : {"ml-100k"}
+        Only ML-100K ships these tables in this form.
+    data_home : str or Path, optional
+    download : bool, default True
+        Download the official archive when the files are absent.
+    """
+    if name != "ml-100k":
+        raise ValueError(f"Feature tables are available for 'ml-100k' only, got {name!r}.")
+    folder = movielens_path(name, data_home, download)
+    paths = {file: folder / file for file in ("u.user", "u.item")}
+    absent = [str(path) for path in paths.values() if not path.exists()]
+    if absent:
+        raise DataError(f"{absent[0]} is missing; restore the official {name} folder.")
+    try:
+        users = pd.read_csv(
+            io.StringIO(paths["u.user"].read_bytes().decode("latin-1")), sep="|", header=None,
+            names=["user", "age", "gender", "occupation", "zip"], dtype={"zip": str},
+        )
+        genres = [f"genre_{genre}" for genre in ML100K_GENRES]
+        items = pd.read_csv(
+            io.StringIO(paths["u.item"].read_bytes().decode("latin-1")), sep="|", header=None,
+            names=["item", "title", "release", "video_release", "url", *genres],
+        )
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"The {name} user or item file is not in the official form: {exc}") from exc
+    zip_region = users["zip"].str[0].where(users["zip"].str[0].str.isdigit(), "other")
+    user_features = pd.DataFrame(
+        {
+            "age": users["age"].astype("int64").to_numpy(),
+            "gender": pd.Categorical(users["gender"]),
+            "occupation": pd.Categorical(users["occupation"]),
+            "zip_region": pd.Categorical(zip_region),
+        },
+        index=pd.Index(users["user"].astype("int64"), name="user"),
+    )
+    year = pd.to_datetime(items["release"], format="%d-%b-%Y", errors="coerce").dt.year
+    year = year.fillna(year.median()).astype("int64")
+    item_features = pd.DataFrame(
+        {"release_year": year.to_numpy(),
+         **{genre: items[genre].astype("int64").to_numpy() for genre in genres}},
+        index=pd.Index(items["item"].astype("int64"), name="item"),
+    )
+    return user_features, item_features

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
 from bpmf.inference import rows as rows_module
+from bpmf.inference.features import FeatureLinks, bias_prior_values
 from bpmf.inference.hyperpriors import (
     WISHART_DEFAULTS,
     CorrelatedLKJHyperpriors,
@@ -215,10 +216,13 @@ def _positive_normal(mean, sd, rng):
     return float(stats.truncnorm.rvs(-mean / sd, np.inf, loc=mean, scale=sd, random_state=rng))
 
 
-def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1):
+def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None):
     user_csr, item_csr = csrs
     hyper.factor_step("U", state, rng)
     hyper.factor_step("V", state, rng)
+    if links is not None:  # side features: the links, then the rows' prior means from them
+        links.step(state, rng)
+        links.row_means(state)
     alpha = config.get("overrelax", 0.0)
     sample_side(
         state, "U", user_csr, biases, work["U"], rng, False, threads=threads, overrelax=alpha
@@ -242,7 +246,7 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1):
         state["tau"] = hyper.noise_precision(n_ratings, sse, rng)
     if biases:
         for bias in ("user_bias", "item_bias"):
-            precision = hyper.bias_precision(state[bias], rng)
+            precision = hyper.bias_precision(bias_prior_values(bias, state), rng)
             if precision is not None:  # None: the bias scale belongs to the covariance block
                 state[f"{bias}_precision"] = precision
     _shift_moves(state, hyper, biases, config, rng)
@@ -425,6 +429,7 @@ def sample_gibbs(
     factor_draws=None,
     predict_pairs=None,
     overrelax=0.0,
+    features=None,
 ):
     r"""Draw from the BPMF posterior with the blocked Gibbs sampler.
 
@@ -477,6 +482,13 @@ def sample_gibbs(
         With ``keep="moments"``: pairs whose expected rating ``mu + b_u + c_i + U_u . V_i``
         is averaged over every kept draw as the chain runs (exact posterior mean and
         variance of the expected rating, at the cost of one float pair per pair).
+    features : dict or None
+        Side features: ``{"U": X_users, "V": X_items}`` (either may be None), each an
+        ``(n_rows, F)`` design in code order. The rows' prior means (and the biases') then
+        regress on them through a link with a matrix normal prior
+        (:mod:`bpmf.inference.features`; ``model_config["link_precision_shape"]`` and
+        ``["link_precision_rate"]`` give the Gamma prior of its precision, default 1, 1), and
+        the draws also hold ``B_U``, ``user_bias_link``, ``link_precision_U`` (and ``V``'s).
 
     Returns
     -------
@@ -516,6 +528,7 @@ def sample_gibbs(
         random_state = int(random_state.integers(2**63))
     seeds = np.random.SeedSequence(random_state).spawn(chains)
     csrs = csr_pair(user_codes, item_codes, ratings, shapes[0], shapes[1])
+    links = _links(features, biases, config, shapes)
     out = _allocate(
         chains,
         draws,
@@ -526,6 +539,8 @@ def sample_gibbs(
         retained,
         0 if pairs is None else len(pairs[0]),
     )
+    if links is not None:
+        links.allocate(out, chains, draws)
     bar = tqdm(
         total=chains * (tune + draws * thin),
         desc="Gibbs",
@@ -541,6 +556,8 @@ def sample_gibbs(
         for bias in ("user_bias", "item_bias"):
             state[f"{bias}_precision"] = 1.0 / max(float(np.mean(state[bias] ** 2)), 1e-2)
         work = workspace(*shapes, biases)
+        if links is not None:
+            links.start(state, D)
         if early:
             early_hyper.start(state, rng)
             for _ in range(early):
@@ -553,15 +570,18 @@ def sample_gibbs(
                     work,
                     rng,
                     threads_per_chain,
+                    links,
                 )
                 bar.update()
         hyper.start(state, rng)
         for sweep in range(early, tune + draws * thin):
-            _sweep(state, csrs, hyper, config, biases, work, rng, threads_per_chain)
+            _sweep(state, csrs, hyper, config, biases, work, rng, threads_per_chain, links)
             bar.update()
             if sweep >= tune and (sweep - tune + 1) % thin == 0:
                 draw = (sweep - tune) // thin
                 _record(out, chain, draw, state, biases, keep, slots.get(draw), pairs)
+                if links is not None:
+                    links.record(out, chain, draw, state)
 
     workers = max(1, min(chains, int(cores) if cores else chains))
     # the parallel kernel is loaded (and numba's thread pool started, which a process must
@@ -584,6 +604,30 @@ def sample_gibbs(
     if keep == "moments":
         _finish_moments(out, draws)
     return out
+
+
+def _links(features, biases, config, shapes):
+    """The side-feature link block (None without features); checks the designs' shapes."""
+    if features is None or all(X is None for X in features.values()):
+        return None
+    if biases and config.get("correlated_biases"):
+        raise ValueError("side features need correlated_biases=False.")
+    designs = {}
+    for side, n_rows in (("U", shapes[0]), ("V", shapes[1])):
+        X = features.get(side)
+        if X is None:
+            continue
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] != n_rows or X.shape[1] < 1:
+            raise ValueError(
+                f"features[{side!r}] must be a 2-d array with {n_rows} rows and at least one "
+                f"column, got shape {X.shape}."
+            )
+        if not np.isfinite(X).all():
+            raise ValueError(f"features[{side!r}] contains NaN or infinite values.")
+        designs[side] = X
+    return FeatureLinks(designs, biases, config.get("link_precision_shape", 1.0),
+                        config.get("link_precision_rate", 1.0))
 
 
 def _compile_kernels(n_factors, biases, parallel=False):

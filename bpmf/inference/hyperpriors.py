@@ -21,6 +21,7 @@ Normal-Wishart factor hyperpriors and Gamma precisions.
 import numpy as np
 from scipy import stats
 
+from bpmf.inference.features import link_scatter
 from bpmf.kernels.lkj import pack_cholesky, unpack_cholesky
 from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
 from bpmf.kernels.slice import slice_log_scales
@@ -80,6 +81,15 @@ def draw_halfnormal_scale(n, sum_squares, prior_sd, rng):
         shape, np.sqrt(chi * sum_squares), random_state=rng
     )
     return 1.0 / np.sqrt(tau)
+
+
+def _prior_rows(side, state):
+    """A side's rows about their per-row link means (the rows themselves without features),
+    and the extra scatter and count that the link's prior adds to the covariance's
+    conditional (:mod:`bpmf.inference.features`)."""
+    link = state.get(f"link_mean_{side}")
+    rows = state[side] if link is None else state[side] - link
+    return (rows, *link_scatter(side, state))
 
 
 def _draw_gaussian(precision, linear, rng):
@@ -151,15 +161,20 @@ class LKJHyperpriors:
         )
         return chol, cov
 
-    def _conditional(self, rows, mean):
+    def _conditional(self, rows, mean, extra_scatter=None, extra_count=0):
         """Arguments of the Cholesky factor's conditional: base, scatter, n, eta, s_f.
 
         ``base`` is the Cholesky factor of the rows' covariance about ``mean`` (identity with
         too few rows), a function of the conditioning values only, so the kernel stays exact.
+        ``extra_scatter`` and ``extra_count`` are pseudo-rows of a side-feature link's prior
+        ``N(0, Sigma / lambda)`` per link row (``lambda B^T B`` and ``F``).
         """
         centred = rows - mean
         scatter = centred.T @ centred
         n_rows, dim = rows.shape
+        if extra_scatter is not None:
+            scatter = scatter + extra_scatter
+            n_rows += int(extra_count)
         base = np.eye(dim)
         if n_rows > dim:
             try:
@@ -173,9 +188,9 @@ class LKJHyperpriors:
 
     def factor_step(self, side, state, rng):
         """Draw ``chol_side`` given the rows and mean (NUTS), then the mean given both."""
-        rows = state[side]
+        rows, extra_scatter, extra_count = _prior_rows(side, state)
         n_rows = rows.shape[0]
-        args = self._conditional(rows, state[f"mu_{side}"])
+        args = self._conditional(rows, state[f"mu_{side}"], extra_scatter, extra_count)
         chol = self._nuts_update(side, state, args, 0.0, rng)
         state[f"chol_{side}"] = chol
         Lambda = np.linalg.inv(chol @ chol.T)
@@ -235,6 +250,11 @@ class LKJHyperpriors:
         for side, factor in (("U", g), ("V", 1.0 / g)):
             state[side] = state[side] * factor
             state[f"mu_{side}"] = state[f"mu_{side}"] * factor
+            # a side-feature link scales with its rows: its prior N(0, Sigma / lambda) per
+            # link row is invariant, its Jacobian g^F cancelling the |Sigma|^(-F/2) change
+            for key in (f"B_{side}", f"link_mean_{side}"):
+                if key in state:
+                    state[key] = state[key] * factor
             chol = state[f"chol_{side}"] * factor[:, None]
             state[f"chol_{side}"] = chol
             state[f"Sigma_{side}"] = chol @ chol.T
@@ -261,7 +281,8 @@ class LKJHyperpriors:
         """``(lam, w)``: a shift ``c -> c - delta`` of the biases ``bias`` changes their prior
         by ``-sum(delta^2) lam / 2 + delta . w``."""
         lam = state[f"{bias}_precision"]
-        return lam, lam * state[bias]
+        link = state.get(f"link_mean_{bias}")  # prior mean of each bias under features
+        return lam, lam * (state[bias] if link is None else state[bias] - link)
 
     def bias_regression(self, side, state):
         """The regression of a side's biases on its factors in the prior (None: independent)."""
@@ -274,7 +295,8 @@ class LKJHyperpriors:
             precision = self.mean_precision * np.eye(self.dim)
             return precision, -precision @ state[f"mu_{side}"]
         Lambda = state[f"Lambda_{side}"]
-        return state[side].shape[0] * Lambda, -Lambda @ state[side].sum(axis=0)
+        rows = _prior_rows(side, state)[0]
+        return rows.shape[0] * Lambda, -Lambda @ rows.sum(axis=0)
 
 
 def _sample_wishart(scale_chol, dof, rng):
@@ -339,8 +361,12 @@ class WishartHyperpriors:
             state[f"Lambda_{side}"] = np.linalg.inv(cov)
 
     def factor_step(self, side, state, rng):
+        # a side-feature link's prior N(0, Lambda^-1 / lambda) per link row is a Wishart
+        # likelihood term: F more degrees of freedom and lambda B^T B more scatter
+        rows, extra_scatter, extra_count = _prior_rows(side, state)
+        W0_inv = self.W0_inv if extra_scatter is None else self.W0_inv + extra_scatter
         mean, Lambda = sample_normal_wishart(
-            state[side], self.beta0, self.nu0, self.W0_inv, self.mu0, rng
+            rows, self.beta0, self.nu0 + extra_count, W0_inv, self.mu0, rng
         )
         state[f"mu_{side}"] = mean
         state[f"Lambda_{side}"] = Lambda

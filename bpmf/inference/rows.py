@@ -101,7 +101,9 @@ def sample_side(
         if biases:
             prec[D, D] = state[f"{bias}_precision"]
     row_mean = state.get(f"row_mean_{side}")
-    if row_mean is None and own_offset is None:
+    # ``row_mean_<bias>`` (n_rows,): a prior mean per bias (e.g. its regression on features)
+    bias_mean = state.get(f"row_mean_{bias}") if biases else None
+    if row_mean is None and own_offset is None and bias_mean is None:
         mean = np.zeros((1, dim))
         mean[0, :D] = state[f"mu_{side}"]
     else:
@@ -109,6 +111,8 @@ def sample_side(
         mean[:, :D] = state[f"mu_{side}"] if row_mean is None else row_mean
         if own_offset is not None:
             mean[:, :D] += own_offset
+        if bias_mean is not None:
+            mean[:, D] = bias_mean
     if noise:
         rng.standard_normal(out=z)
     else:

@@ -16,9 +16,11 @@ __all__ = [
 ]
 
 
-def build_graph(train, n_factors, config):
+def build_graph(train, n_factors, config, features=None):
     """The ``pm.Model`` of :class:`bpmf.models.BPMF` with LKJ priors (dims user, item,
-    factor, factor_, obs)."""
+    factor, factor_, obs; with side features ``features = {"U": X_users, "V": X_items}``
+    also user_feature, item_feature)."""
+    features = {side: X for side, X in (features or {}).items() if X is not None}
     noncentered = config["parameterization"] == "noncentered"
     coords = {
         "user": np.arange(train.n_users),
@@ -30,12 +32,16 @@ def build_graph(train, n_factors, config):
     correlated = bool(config["biases"] and config.get("correlated_biases"))
     if correlated:
         coords["factor_bias"] = np.arange(n_factors + 1)
+    for side, dim in (("U", "user_feature"), ("V", "item_feature")):
+        if side in features:
+            coords[dim] = np.arange(features[side].shape[1])
     with pm.Model(coords=coords) as model:
         mu = pm.Normal("mu", float(train.values.mean()), config["mu_sd"])
         if correlated:
             factors, biases = _correlated_rows(n_factors, config, noncentered)
         else:
-            factors, biases = _independent_rows(train, n_factors, config, noncentered)
+            factors, biases = _independent_rows(train, n_factors, config, noncentered,
+                                                features)
         if config["sigma"] is None:
             sigma = pm.HalfNormal("sigma", config["sigma_sd"])
         else:
@@ -80,9 +86,13 @@ def _correlated_rows(n_factors, config, noncentered):
     return factors, biases
 
 
-def _independent_rows(train, n_factors, config, noncentered):
-    """Factor rows ``N(mu, Sigma)`` under an LKJ prior, and biases with half-normal scales."""
-    factors = {}
+def _independent_rows(train, n_factors, config, noncentered, features=None):
+    """Factor rows ``N(mu, Sigma)`` under an LKJ prior, and biases with half-normal scales;
+    with side features, rows ``N(mu + B^T x, Sigma)`` and biases ``N(beta^T x, s^2)`` with
+    the link ``[B, beta] ~ MN(0, I / lambda, diag(Sigma, s^2))`` (non-centred:
+    ``B = Z L^T / sqrt(lambda)``), ``lambda ~ Gamma``."""
+    features = features or {}
+    factors, precisions = {}, {}
     for side, dim in (("U", "user"), ("V", "item")):
         if mean_is_free(config, side):
             mean = pm.Normal(f"mu_{side}", 0.0, config["factor_mean_sd"], dims="factor")
@@ -90,6 +100,14 @@ def _independent_rows(train, n_factors, config, noncentered):
             mean = pm.Deterministic(f"mu_{side}", pt.zeros(n_factors), dims="factor")
         chol = cholesky_prior(f"chol_{side}", n_factors, config)
         pm.Deterministic(f"Sigma_{side}", chol @ chol.T, dims=("factor", "factor_"))
+        if side in features:
+            lam = pm.Gamma(f"link_precision_{side}", alpha=config["link_precision_shape"],
+                           beta=config["link_precision_rate"])
+            precisions[side] = lam
+            link_z = pm.Normal(f"B_{side}_z", 0.0, 1.0, dims=(f"{dim}_feature", "factor"))
+            link = pm.Deterministic(f"B_{side}", link_z @ chol.T / pt.sqrt(lam),
+                                    dims=(f"{dim}_feature", "factor"))
+            mean = mean + pt.constant(features[side]) @ link
         if noncentered:
             z = pm.Normal(f"{side}_z", 0.0, 1.0, dims=(dim, "factor"))
             factors[side] = pm.Deterministic(side, mean + z @ chol.T, dims=(dim, "factor"))
@@ -97,17 +115,27 @@ def _independent_rows(train, n_factors, config, noncentered):
             factors[side] = pm.MvNormal(side, mean, chol=chol, dims=(dim, "factor"))
     biases = {}
     if config["biases"]:
-        for name, dim, counts in (
-            ("user_bias", "user", row_counts(train.user_codes, train.n_users)),
-            ("item_bias", "item", row_counts(train.item_codes, train.n_items)),
+        for name, dim, side, counts in (
+            ("user_bias", "user", "U", row_counts(train.user_codes, train.n_users)),
+            ("item_bias", "item", "V", row_counts(train.item_codes, train.n_items)),
         ):
             scale = pm.HalfNormal(f"{name}_sd", config["bias_scale_sd"])
-            biases[name] = bias_block(name, dim, scale, centred_rows(counts, config))
+            mean = None
+            if side in features:
+                link_z = pm.Normal(f"{name}_link_z", 0.0, 1.0, dims=f"{dim}_feature")
+                link = pm.Deterministic(f"{name}_link",
+                                        scale * link_z / pt.sqrt(precisions[side]),
+                                        dims=f"{dim}_feature")
+                mean = pt.constant(features[side]) @ link
+            biases[name] = bias_block(name, dim, scale, centred_rows(counts, config), mean)
     return factors, biases
 
 
-def initial_point(point, train, model_config, rng=None, jitter=0.0):
-    """A state (e.g. the MAP) as an initial point of the graph (constrained values)."""
+def initial_point(point, train, model_config, rng=None, jitter=0.0, features=None):
+    """A state (e.g. the MAP) as an initial point of the graph (constrained values); with
+    side features, the links in ``point`` (``B_U``, ``user_bias_link``, ``link_precision_U``,
+    ...) or zero links."""
+    features = {side: X for side, X in (features or {}).items() if X is not None}
     point = {name: np.array(value, dtype=np.float64) for name, value in point.items()}
     if rng is not None and jitter > 0:
         for name, value in point.items():
@@ -129,6 +157,7 @@ def initial_point(point, train, model_config, rng=None, jitter=0.0):
             else:
                 init[f"{side}_rows"] = rows
         return init
+    links = {}
     for side in ("U", "V"):
         factors = point[side]
         if mean_is_free(model_config, side):
@@ -143,6 +172,15 @@ def initial_point(point, train, model_config, rng=None, jitter=0.0):
         init[f"chol_{side}"] = (
             np.sqrt(cov[0, 0:1]) if n_factors == 1 else chol[np.tril_indices(n_factors)]
         )
+        if side in features:
+            X = features[side]
+            lam = float(point.get(f"link_precision_{side}", model_config["link_precision_shape"]
+                                  / model_config["link_precision_rate"]))
+            link = point.get(f"B_{side}", np.zeros((X.shape[1], n_factors)))
+            init[f"link_precision_{side}"] = np.asarray(lam)
+            init[f"B_{side}_z"] = np.linalg.solve(chol, link.T).T * np.sqrt(lam)
+            mean = mean + X @ link
+            links[side] = lam
         if noncentered:
             init[f"{side}_z"] = np.linalg.solve(chol, (factors - mean).T).T
         else:
@@ -155,14 +193,22 @@ def initial_point(point, train, model_config, rng=None, jitter=0.0):
             bias = point[name]
             scale = max(float(np.sqrt(np.mean(bias**2))), 1e-2)
             init[f"{name}_sd"] = np.asarray(scale)
+            side = "U" if name == "user_bias" else "V"
+            if side in links:  # the non-centred biases are about their link means
+                X = features[side]
+                link = point.get(f"{name}_link", np.zeros(X.shape[1]))
+                init[f"{name}_link_z"] = link / scale * np.sqrt(links[side])
+                bias_z = (bias - X @ link) / scale
+            else:
+                bias_z = bias / scale
             centred = centred_rows(counts, model_config)
             if centred.all():
                 init[name] = bias
             elif not centred.any():
-                init[f"{name}_z"] = bias / scale
+                init[f"{name}_z"] = bias_z
             else:
                 init[f"{name}_c"] = bias[centred]
-                init[f"{name}_z"] = bias[~centred] / scale
+                init[f"{name}_z"] = bias_z[~centred]
     return init
 
 
@@ -195,21 +241,29 @@ def centred_rows(counts, config):
     return counts >= int(config["bias_center_min"])
 
 
-def bias_block(name, dim, scale, centred):
-    """Biases ``b ~ Normal(0, scale)``, centred on the rows in ``centred``, non-centred elsewhere.
+def bias_block(name, dim, scale, centred, mean=None):
+    """Biases ``b ~ Normal(mean, scale)`` (``mean`` 0 or one per row), centred on the rows in
+    ``centred``, non-centred elsewhere.
 
     A bias informed by many ratings is sampled directly (non-centring it would tie its
     standard-normal coordinate to ``scale`` and slow ``scale`` down); one informed by a few is
     sampled as ``scale * z`` (centring it would make a funnel with ``scale``).
     """
+    if mean is None:
+        mean = pt.zeros(centred.size)
     if centred.all():
-        return pm.Normal(name, 0.0, scale, dims=dim)
+        return pm.Normal(name, mean, scale, dims=dim)
     if not centred.any():
-        return pm.Deterministic(name, scale * pm.Normal(f"{name}_z", 0.0, 1.0, dims=dim), dims=dim)
+        return pm.Deterministic(
+            name, mean + scale * pm.Normal(f"{name}_z", 0.0, 1.0, dims=dim), dims=dim
+        )
     rich, poor = np.flatnonzero(centred), np.flatnonzero(~centred)
     bias = pt.zeros(centred.size)
-    bias = pt.set_subtensor(bias[rich], pm.Normal(f"{name}_c", 0.0, scale, shape=rich.size))
-    bias = pt.set_subtensor(bias[poor], scale * pm.Normal(f"{name}_z", 0.0, 1.0, shape=poor.size))
+    bias = pt.set_subtensor(bias[rich],
+                            pm.Normal(f"{name}_c", mean[rich], scale, shape=rich.size))
+    bias = pt.set_subtensor(
+        bias[poor], mean[poor] + scale * pm.Normal(f"{name}_z", 0.0, 1.0, shape=poor.size)
+    )
     return pm.Deterministic(name, bias, dims=dim)
 
 

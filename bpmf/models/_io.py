@@ -121,7 +121,7 @@ class ModelIO:
             "bpmf_version": __version__,
             "bpmf_model": type(self).__name__,
             "bpmf_model_module": type(self).__module__,
-            "bpmf_params": json.dumps(_encode_params(self.get_params())),
+            "bpmf_params": json.dumps(_encode_params(self._saved_params())),
             "bpmf_state": json.dumps(_encode(state, arrays, "state")),
             "bpmf_tree_attrs": json.dumps(_encode(dict(self.idata_.attrs), arrays, "attrs")),
             "bpmf_user_ids": json.dumps(_encode(self.user_index_, arrays, "user_ids")),
@@ -221,6 +221,12 @@ class ModelIO:
         return model
 
     # ------------------------------------------------------------------ hooks for subclasses
+    def _saved_params(self):
+        """The constructor arguments to save (JSON values); the default is ``get_params()``.
+        A subclass whose arguments hold other values (e.g. tables) saves them as fitted state
+        and puts them back in :meth:`_restore_state`."""
+        return self.get_params()
+
     def _extra_state(self):
         """Fitted state to save beyond ``idata_``, the id maps, ``scale_`` and ``n_train_``.
 

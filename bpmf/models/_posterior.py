@@ -30,7 +30,9 @@ from scipy import special
 from bpmf._estimator import RatingEstimator
 from bpmf._validation import check_prob, check_threshold, default_threshold, describe
 from bpmf.datasets import Ratings, as_pairs, as_ratings
+from bpmf.inference.features import LINK_DIMS
 from bpmf.kernels.predict import expected_ratings
+from bpmf.models._features import cold_codes, cold_start_links
 from bpmf.models._io import ModelIO
 from bpmf.models._io import coord_values as _coord_values
 from bpmf.models._io import ids_like as _ids_like
@@ -49,6 +51,7 @@ POSTERIOR_DIMS = {
     "item_bias": ("item",),
     "user_bias_sd": (),
     "item_bias_sd": (),
+    **LINK_DIMS,  # side features: links B_U, B_V, user_bias_link, ... and their precisions
 }
 
 # Pairs per block when averaging over draws: bounds memory at about draws x block floats.
@@ -60,7 +63,7 @@ _MIN_PREDICTIVE_SAMPLES = 1_000
 
 
 # ---------------------------------------------------------------------- building the tree
-def make_datatree(posterior, train, *, n_factors, sample_stats=None, extra=None):
+def make_datatree(posterior, train, *, n_factors, sample_stats=None, extra=None, coords=None):
     """Wrap posterior arrays into a DataTree with named dims and the original ids as coords.
 
     Parameters
@@ -76,8 +79,11 @@ def make_datatree(posterior, train, *, n_factors, sample_stats=None, extra=None)
         Sampler statistics with ``(chain, draw)`` leading dims.
     extra : dict of str -> xarray.Dataset, optional
         Further groups (``log_likelihood``, ``posterior_predictive``, ``map_estimate``, ...).
+    coords : dict, optional
+        Further coordinates (e.g. ``user_feature``: the names of the side features).
     """
     coords = {
+        **(coords or {}),
         "user": _coord_values(train.user_ids),
         "item": _coord_values(train.item_ids),
         "factor": np.arange(n_factors),
@@ -250,6 +256,7 @@ class PosteriorModel(ModelIO, RatingEstimator):
             )
         user_codes = np.asarray(user_codes, dtype=np.int64)
         item_codes = np.asarray(item_codes, dtype=np.int64)
+        features = getattr(self, "features_", None)
         no_bias = np.zeros((len(post["mu"]), 1))
         expected = expected_ratings(
             post["U"], post["V"], post["mu"], post.get("user_bias", no_bias),
@@ -258,12 +265,16 @@ class PosteriorModel(ModelIO, RatingEstimator):
         unseen = (user_codes < 0) | (item_codes < 0)
         if unseen.any():  # population rows (means, or draws with rng) for the unseen ids
             users, items = user_codes[unseen], item_codes[unseen]
-            U = _rows(post, "U", "mu_U", "Sigma_U", users, rng)
-            V = _rows(post, "V", "mu_V", "Sigma_V", items, rng)
+            # codes <= -2: unseen ids with side features, predicted from their link means
+            user_links = cold_start_links(features, post, "user", users)
+            item_links = cold_start_links(features, post, "item", items)
+            U = _rows(post, "U", "mu_U", "Sigma_U", users, rng, user_links[0])
+            V = _rows(post, "V", "mu_V", "Sigma_V", items, rng, item_links[0])
             fill = np.einsum("snk,snk->sn", U, V) + post["mu"][:, None]
-            for name, codes in (("user_bias", users), ("item_bias", items)):
+            for name, codes, links in (("user_bias", users, user_links),
+                                       ("item_bias", items, item_links)):
                 if name in post:
-                    fill += _bias_rows(post, name, codes, rng)
+                    fill += _bias_rows(post, name, codes, rng, links[1])
             expected[:, unseen] = fill
         return expected
 
@@ -296,9 +307,12 @@ class PosteriorModel(ModelIO, RatingEstimator):
     def _prepare_pairs(self, pairs, on_unseen):
         self._check_is_fitted()
         users, items = _pair_ids(pairs)
-        user_codes = self.user_index_.get_indexer(users)
-        item_codes = self.item_index_.get_indexer(items)
-        self._handle_unseen(user_codes, item_codes, on_unseen, users, items)
+        features = getattr(self, "features_", None)
+        # unseen ids with a side-feature row get codes <= -2 and are not reported as unseen
+        user_codes = cold_codes(features, "user", users, self.user_index_.get_indexer(users))
+        item_codes = cold_codes(features, "item", items, self.item_index_.get_indexer(items))
+        self._handle_unseen(np.where(user_codes <= -2, 0, user_codes),
+                            np.where(item_codes <= -2, 0, item_codes), on_unseen, users, items)
         return user_codes, item_codes
 
     def _add_requested_groups(self, train, log_likelihood, posterior_predictive, rng):
@@ -548,8 +562,12 @@ class PosteriorModel(ModelIO, RatingEstimator):
             )
         threshold = check_threshold(threshold, self.scale_)
         user_code = int(self.user_index_.get_indexer(_as_user_list(user))[0])
+        # an unseen user with side features is ranked from them (code <= -2)
+        user_code = int(cold_codes(getattr(self, "features_", None), "user",
+                                   _as_user_list(user), np.array([user_code]))[0])
         self._handle_unseen(
-            np.array([user_code]), np.array([0]), "warn", np.array([user], dtype=object)
+            np.array([-1 if user_code == -1 else 0]), np.array([0]), "warn",
+            np.array([user], dtype=object)
         )
         item_codes = np.arange(len(self.item_index_))
         if exclude_seen and user_code >= 0:
@@ -608,6 +626,12 @@ class PosteriorModel(ModelIO, RatingEstimator):
 
         self._check_is_fitted()
         post = self._draws()
+        if getattr(self, "features_", None):
+            raise ValueError(
+                "fold_in does not support models with side features (user_features, "
+                "item_features): refit with the new ratings, or predict new ids with a "
+                "feature row from their features."
+            )
         needed = [n for n in ("U", "V", "Sigma_U", "Sigma_V") if n not in post]
         if needed:
             raise ValueError(
@@ -715,8 +739,9 @@ class PosteriorModel(ModelIO, RatingEstimator):
 
 
 # ---------------------------------------------------------------------- helpers
-def _rows(post, name, mean_name, cov_name, codes, rng):
-    """Factor rows per draw ``(samples, pairs, factors)``; unseen codes from the population."""
+def _rows(post, name, mean_name, cov_name, codes, rng, link=None):
+    """Factor rows per draw ``(samples, pairs, factors)``; unseen codes from the population
+    (plus ``link``, the side features' link means of the unseen codes, when given)."""
     factors = post[name]
     rows = factors[:, np.maximum(codes, 0), :]
     unseen = codes < 0
@@ -724,6 +749,8 @@ def _rows(post, name, mean_name, cov_name, codes, rng):
         n_samples, n_factors = factors.shape[0], factors.shape[2]
         mean = post.get(mean_name, np.zeros((n_samples, n_factors)))
         fill = np.broadcast_to(mean[:, None, :], (n_samples, int(unseen.sum()), n_factors))
+        if link is not None:
+            fill = fill + link
         if rng is not None and cov_name in post:
             chol = np.linalg.cholesky(post[cov_name] + 1e-12 * np.eye(n_factors))
             noise = rng.standard_normal((n_samples, int(unseen.sum()), n_factors))
@@ -732,14 +759,14 @@ def _rows(post, name, mean_name, cov_name, codes, rng):
     return rows
 
 
-def _bias_rows(post, name, codes, rng):
+def _bias_rows(post, name, codes, rng, link=None):
     biases = post[name][:, np.maximum(codes, 0)]
     unseen = codes < 0
     if unseen.any():
-        biases[:, unseen] = 0.0
+        biases[:, unseen] = 0.0 if link is None else link
         if rng is not None and f"{name}_sd" in post:
             scale = post[f"{name}_sd"][:, None]
-            biases[:, unseen] = rng.standard_normal((len(scale), int(unseen.sum()))) * scale
+            biases[:, unseen] += rng.standard_normal((len(scale), int(unseen.sum()))) * scale
     return biases
 
 

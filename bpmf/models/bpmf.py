@@ -10,6 +10,7 @@ from bpmf._config import resolve_progressbar
 from bpmf._validation import check_n_factors, check_positive
 from bpmf.inference.diagnostics import diagnose
 from bpmf.inference.hyperpriors import WISHART_DEFAULTS
+from bpmf.models._features import encode_features, restore_tables, saved_config
 from bpmf.models._graph import build_graph, factor_means, initial_point
 from bpmf.models._posterior import POSTERIOR_DIMS, PosteriorModel, make_datatree, split_moments
 from bpmf.models.pmf import merge_config
@@ -25,6 +26,12 @@ _COMMON = {
     # the MAP that starts the chains: on ML-100K u1, from factor_sd 0.2 (an underfit MAP)
     # the Gibbs chains' sigma took ~300 sweeps to settle; from 0.3 or 0.5, none
     "map_config": {"factor_sd": 0.3},
+    # side features (bpmf.models._features, bpmf.inference.features)
+    "user_features": None,
+    "item_features": None,
+    "missing_features": "raise",
+    "link_precision_shape": 1.0,
+    "link_precision_rate": 1.0,
 }
 _PRIOR_KEYS = {
     "lkj": {
@@ -65,7 +72,17 @@ class BPMF(PosteriorModel):
         - ``mu_sd`` (1.0): prior sd of the intercept ``mu`` around the training mean;
         - ``sigma`` (None): fixed observation noise sd, or None to estimate it;
         - ``map_config`` ({"factor_sd": 0.3}): ``model_config`` of the :class:`PMF` whose
-          MAP (by alternating least squares) starts the chains.
+          MAP (by alternating least squares) starts the chains;
+        - ``user_features``, ``item_features`` (None): side features, a DataFrame indexed by
+          user (item) id with numeric, boolean or categorical columns
+          (:class:`bpmf.datasets.FeatureEncoder` standardises the numbers and one-hot
+          encodes the categories), or ``"ml-100k"`` for
+          :func:`bpmf.datasets.load_movielens_features`; rows for ids without ratings are
+          allowed and predict them (the cold start);
+        - ``missing_features`` ("raise"): an id of the ratings without a feature row raises,
+          ``"zero"`` gives it zero features;
+        - ``link_precision_shape``, ``link_precision_rate`` (1.0, 1.0): the Gamma prior of
+          the links' precisions ``lambda_U``, ``lambda_V`` (see Notes).
 
         With ``covariance_prior="lkj"``: ``factor_mean_sd`` (1.0), ``lkj_eta`` (2.0),
         ``factor_scale_sd`` (1.0), ``bias_scale_sd`` (1.0), ``sigma_sd`` (1.0),
@@ -149,6 +166,25 @@ class BPMF(PosteriorModel):
     :math:`\mu_U \mid \Sigma_U \sim \mathcal N(\mu_0, \Sigma_U / \beta_0)`, and Gamma
     priors on :math:`\sigma^{-2}, s_b^{-2}, s_c^{-2}`.
 
+    With side features :math:`x_i \in \mathbb R^{F_U}` of the users (and :math:`y_j` of the
+    items, symmetrically), the factor means and the biases regress on them (Macau; Porteous,
+    Asuncion & Welling, 2010):
+
+    .. math::
+
+        U_i &\sim \mathcal N(\mu_U + B_U^\top x_i, \Sigma_U), \qquad
+        b_i \sim \mathcal N(\beta_U^\top x_i, s_b^2), \\
+        [B_U, \beta_U] &\sim \mathcal{MN}\big(0,\ I_{F_U} / \lambda_U,\
+        \mathrm{diag}(\Sigma_U, s_b^2)\big), \qquad
+        \lambda_U \sim \mathrm{Gamma}(a_\lambda, b_\lambda),
+
+    i.e. each row of the link :math:`[B_U, \beta_U]` is :math:`\mathcal N(0,
+    \mathrm{diag}(\Sigma_U, s_b^2) / \lambda_U)`. Gibbs draws the link and
+    :math:`\lambda_U` from their conjugate conditionals
+    (:mod:`bpmf.inference.features`); joint NUTS samples them with the rest. A user without
+    ratings but with features is predicted from :math:`N(\mu_U + B_U^\top x_i, \Sigma_U)`
+    and :math:`N(\beta_U^\top x_i, s_b^2)` per draw.
+
     ``fit`` finds the MAP of the matching :class:`PMF` by alternating least squares and
     starts every chain from it. The Gibbs sampler draws every row of factors with its bias
     from its Gaussian conditional, the intercept and the factor means from theirs, the
@@ -231,6 +267,15 @@ class BPMF(PosteriorModel):
                 f"{other!r}, not {prior!r}; remove them or set covariance_prior."
             )
         config = merge_config({**_COMMON, **_PRIOR_KEYS[prior]}, given, "model_config")
+        if config["missing_features"] not in ("raise", "zero"):
+            raise ValueError("model_config['missing_features'] must be 'raise' or 'zero', got "
+                             f"{config['missing_features']!r}.")
+        for key in ("link_precision_shape", "link_precision_rate"):
+            config[key] = check_positive(f"model_config[{key!r}]", config[key])
+        features = config["user_features"] is not None or config["item_features"] is not None
+        if features and config.get("correlated_biases"):
+            raise ValueError("model_config['correlated_biases'] cannot be combined with side "
+                             "features (user_features, item_features); set it to False.")
         if config["sigma"] is not None and not config["sigma"] > 0:
             raise ValueError(f"model_config['sigma'] must be > 0 or None, got {config['sigma']!r}.")
         if prior == "lkj":
@@ -288,7 +333,8 @@ class BPMF(PosteriorModel):
                 "build_model builds the LKJ model; covariance_prior='wishart' "
                 "is sampled by method='gibbs' only."
             )
-        return build_graph(train, check_n_factors(self.n_factors), config)
+        designs, _ = encode_features(train, config)
+        return build_graph(train, check_n_factors(self.n_factors), config, designs)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, train):
@@ -302,6 +348,10 @@ class BPMF(PosteriorModel):
                 "for covariance_prior='wishart'."
             )
         train = self._start_fit(train)
+        self._designs, features = encode_features(train, model_config)
+        self.__dict__.pop("features_", None)
+        if features is not None:
+            self.features_ = features
         progressbar = resolve_progressbar(self.progressbar)
         seeds = np.random.SeedSequence(self.random_state).generate_state(3)
         self.map_ = self._fit_map(
@@ -320,7 +370,9 @@ class BPMF(PosteriorModel):
             ),
         }
         self.idata_ = make_datatree(
-            posterior, train, n_factors=n_factors, sample_stats=stats, extra=extra
+            posterior, train, n_factors=n_factors, sample_stats=stats, extra=extra,
+            coords={f"{dim}_feature": value["names"]
+                    for dim, value in (features or {}).items()},
         )
         self._add_requested_groups(
             train, sampler_config["log_likelihood"], sampler_config["posterior_predictive"],
@@ -398,6 +450,7 @@ class BPMF(PosteriorModel):
             keep=keep,
             factor_draws=int(sampler_config["factor_draws"]) if keep == "moments" else None,
             overrelax=float(sampler_config["overrelax"]),
+            features=getattr(self, "_designs", None),
         )
 
     def _sample_gibbs(self, train, model_config, sampler_config, seed, progressbar):
@@ -424,13 +477,14 @@ class BPMF(PosteriorModel):
     def _sample_nuts(self, train, model_config, sampler_config, seed, progressbar):
         from bpmf.inference.nuts import sample_nuts
 
-        model = build_graph(train, int(self.n_factors), model_config)
+        model = build_graph(train, int(self.n_factors), model_config, self._designs)
 
         def start(chain_seed):
             rng = np.random.default_rng(chain_seed)
             if sampler_config["init"] == "map" or int(sampler_config["init_sweeps"]) == 0:
                 return initial_point(
-                    self.map_, train, model_config, rng, float(sampler_config["init_jitter"])
+                    self.map_, train, model_config, rng, float(sampler_config["init_jitter"]),
+                    self._designs,
                 )
             state = self._gibbs(
                 train,
@@ -444,14 +498,28 @@ class BPMF(PosteriorModel):
                 chains=1,
             )
             point = {name: np.asarray(state[name])[0, -1] for name in self.map_}
-            return initial_point(point, train, model_config)
+            point.update({name: np.asarray(state[name])[0, -1] for name in state
+                          if name.startswith(("B_", "link_precision_")) or
+                          name.endswith("_bias_link")})
+            return initial_point(point, train, model_config, features=self._designs)
 
         var_names = [n for n in POSTERIOR_DIMS if n in model.named_vars]
-        template = initial_point(self.map_, train, model_config)
+        template = initial_point(self.map_, train, model_config, features=self._designs)
         posterior, stats = sample_nuts(
             model, template, start, sampler_config, var_names, seed, progressbar
         )
         return posterior, stats, {}
+
+    # ------------------------------------------------------------------ persistence
+    def _saved_params(self):
+        """Constructor arguments to save: feature tables travel in ``features_`` instead."""
+        params = self.get_params()
+        params["model_config"] = saved_config(params.get("model_config"))
+        return params
+
+    def _restore_state(self, state):
+        super()._restore_state(state)
+        self.model_config = restore_tables(self.model_config, state.get("features_"))
 
     def _diagnose(self, train, n_pairs=200):
         n_chains, n_draws = self._sample_shape()
