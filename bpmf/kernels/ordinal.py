@@ -54,6 +54,7 @@ __all__ = [
     "log_ndtr",
     "log_prob_between",
     "ordinal_pair_logp",
+    "pointwise_loglik",
     "pair_logp_and_grads",
 ]
 
@@ -393,3 +394,22 @@ def _source_key():
 
     return source_key(pair_logp_and_grads.py_func, log_prob_between.py_func, log_ndtr.py_func,
                       _register_numba)
+
+
+@numba.njit(cache=True, nogil=True)
+def pointwise_loglik(eta, categories, cutpoints):
+    """``log P(r = k_p | eta[s, p], cutpoints[s])`` for every draw ``s`` and pair ``p``.
+
+    ``eta`` is ``(draws, pairs)``, ``categories`` ``(pairs,)`` in ``0..K-1`` and
+    ``cutpoints`` ``(draws, K - 1)``.
+    """
+    n_draws, n_pairs = eta.shape
+    n_cuts = cutpoints.shape[1]
+    out = np.empty((n_draws, n_pairs))
+    for s in range(n_draws):
+        for p in range(n_pairs):
+            k = categories[p]
+            lower = -np.inf if k == 0 else cutpoints[s, k - 1] - eta[s, p]
+            upper = np.inf if k == n_cuts else cutpoints[s, k] - eta[s, p]
+            out[s, p] = log_prob_between(lower, upper)
+    return out
