@@ -4,8 +4,10 @@ Fits myFM (Bayesian factorisation machine, C++ Gibbs, rank 10, 200 iterations), 
 ``SVD`` and ``BaselineOnly``, bpmf's conjugate Gibbs sampler called directly, so that only
 the sampler is timed, as myFM is (``bpmf-gibbs-kernel``), ``PMF``, ``BPMF`` with the package
 defaults (``bpmf``: LKJ priors, blocked Gibbs, the whole fit with its MAP),
-``BPMF(method="nuts")`` (joint NUTS), ``BPMF`` with the conjugate Wishart prior, and the
-gradient-descent baselines. Prints, per fold and averaged over folds, test RMSE, wall time,
+``BPMF(method="nuts")`` (joint NUTS), ``BPMF`` with the conjugate Wishart prior, the ordinal
+``BPMF`` (``bpmf-ordinal``: ordered probit) against myFM's ordered probit (``myfm-ordinal``),
+and the gradient-descent baselines. The estimators with intervals also print the coverage of
+their 90% predictive intervals on the test ratings. Prints, per fold and averaged over folds, test RMSE, wall time,
 each wall time as a ratio to myFM's, and iterations per second for the Gibbs samplers. Every
 prediction is clipped to the rating scale [1, 5], peers included.
 
@@ -41,8 +43,7 @@ def rmse(y, yhat):
 
 
 # ------------------------------------------------------------------------------------ peers
-def run_myfm(train, test, seed):
-    import myfm
+def myfm_design(train):
     import scipy.sparse as sp
 
     def design(users, items):
@@ -54,6 +55,13 @@ def run_myfm(train, test, seed):
             shape=(len(users), train.n_users + train.n_items),
         )
 
+    return design
+
+
+def run_myfm(train, test, seed):
+    import myfm
+
+    design = myfm_design(train)
     start = time.perf_counter()
     fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
     fm.fit(
@@ -66,6 +74,33 @@ def run_myfm(train, test, seed):
     sampling = time.perf_counter() - start
     pred = fm.predict(design(train.encode_users(test.users), train.encode_items(test.items)))
     return pred, time.perf_counter() - start, ITERATIONS / sampling
+
+
+def run_myfm_ordinal(train, test, seed):
+    """myFM's ordered probit (``MyFMOrderedProbit``): expected rating for the RMSE, and the
+    90% interval of whole ratings from its predictive probabilities (as bpmf-ordinal's)."""
+    import myfm
+
+    design = myfm_design(train)
+    levels = np.arange(SCALE[0], SCALE[1] + 1)
+    start = time.perf_counter()
+    fm = myfm.MyFMOrderedProbit(rank=RANK, random_seed=seed)
+    fm.fit(
+        design(train.user_codes, train.item_codes),
+        (train.values - SCALE[0]).astype(np.int64),
+        n_iter=ITERATIONS,
+        n_kept_samples=ITERATIONS - GIBBS_BURN_IN,
+        group_shapes=[train.n_users, train.n_items],
+    )
+    sampling = time.perf_counter() - start
+    proba = fm.predict_proba(design(train.encode_users(test.users), train.encode_items(test.items)))
+    seconds = time.perf_counter() - start
+    cdf = np.cumsum(proba, axis=1)
+    lower = levels[np.minimum((cdf < 0.05 - 1e-12).sum(1), len(levels) - 1)]
+    upper = levels[np.minimum((cdf < 0.95 - 1e-12).sum(1), len(levels) - 1)]
+    inside = (test.values >= lower) & (test.values <= upper)
+    print(f"  90% interval coverage {inside.mean():.4f}")
+    return proba @ levels, seconds, ITERATIONS / sampling
 
 
 def run_surprise(train, test, algorithm, seed):
@@ -135,6 +170,10 @@ def run_estimator(make):
             else model.predict(test)
         )
         seconds = time.perf_counter() - start
+        if hasattr(model, "predict_interval"):  # outside the timing
+            interval = model.predict_interval(test, 0.9, on_unseen="ignore")
+            inside = (test.values >= interval["lower"]) & (test.values <= interval["upper"])
+            print(f"  90% interval coverage {inside.mean():.4f}")
         diagnostics = getattr(model, "diagnostics_", None)
         if diagnostics:
             rhat = {k: round(v, 4) for k, v in diagnostics.get("rhat", {}).items()}
@@ -168,10 +207,13 @@ def bpmf_entries():
             "bpmf-nuts": {"method": "nuts"},
             "bpmf-wishart": {"model_config": {"covariance_prior": "wishart"}},
             "bpmf-correlated": {"model_config": {"correlated_biases": True}},
+            "bpmf-ordinal": {"model_config": {"likelihood": "ordinal"}, "rating_scale": SCALE},
         }
         # load the compiled kernels outside the timing (cached on disk after the first run)
         tiny = load_food_world_cup_tiny()
         BPMF(n_factors=RANK, sampler_config={"draws": 2, "tune": 3}, progressbar=False).fit(tiny)
+        BPMF(n_factors=RANK, sampler_config={"draws": 2, "tune": 3}, progressbar=False,
+             model_config={"likelihood": "ordinal"}).fit(tiny)
         for name, kwargs in variants.items():
             entries.append((name, run_estimator(
                 lambda seed, kwargs=kwargs: BPMF(n_factors=RANK, random_state=seed,
@@ -216,6 +258,7 @@ def main(argv=None):
 
     entries = [
         ("myfm", run_myfm),
+        ("myfm-ordinal", run_myfm_ordinal),
         ("surprise-SVD", lambda tr, te, s: run_surprise(tr, te, surprise.SVD, s)),
         ("surprise-BaselineOnly", lambda tr, te, s: run_surprise(tr, te, surprise.BaselineOnly, s)),
         ("bpmf-gibbs-kernel", run_gibbs_kernel),

@@ -209,7 +209,7 @@ def _build_parser():
         parents=[common],
         help="fit one model and save it",
         description="Fit a model or baseline on rating data; report its training fit and "
-        "save it with --out (models with a posterior: pmf, bpmf, bpmf-nuts, bpmf-wishart).",
+        "save it with --out (models with a posterior: pmf, bpmf, bpmf-nuts, bpmf-wishart, bpmf-ordinal).",
     )
     sub.add_argument("--model", required=True, help="model name (see `bpmf models`)")
     _data_options(sub)
@@ -716,7 +716,7 @@ def _cmd_fit(args):
     if args.out is not None and not hasattr(model, "save"):
         raise _Failure(
             f"Model {args.model!r} ({type(model).__name__}) cannot be saved to a file; only "
-            "models with a posterior can (pmf, bpmf, bpmf-nuts, bpmf-wishart). Run without --out "
+            "models with a posterior can (pmf, bpmf, bpmf-nuts, bpmf-wishart, bpmf-ordinal). Run without --out "
             "to see its training fit, or use `bpmf compare` to score it."
         )
     if args.out is not None:
