@@ -50,7 +50,7 @@ from bpmf.kernels.rows import csr_pair
 __all__ = ["OrdinalGibbs", "cutpoint_prior_means", "rating_categories"]
 
 #: Metropolis steps on the cut-points per sweep
-METROPOLIS_STEPS = 4
+METROPOLIS_STEPS = 2
 #: target acceptance rate of the cut-point proposals during the warm-up
 TARGET_ACCEPT = 0.3
 
