@@ -7,9 +7,9 @@ defaults (``bpmf``: LKJ priors, blocked Gibbs, the whole fit with its MAP),
 ``BPMF(method="nuts")`` (joint NUTS), ``BPMF`` with the conjugate Wishart prior, the ordinal
 ``BPMF`` (``bpmf-ordinal``: ordered probit) against myFM's ordered probit (``myfm-ordinal``),
 and the gradient-descent baselines. The estimators with intervals also print the coverage of
-their 90% predictive intervals on the test ratings. Prints, per fold and averaged over folds, test RMSE, wall time,
-each wall time as a ratio to myFM's, and iterations per second for the Gibbs samplers. Every
-prediction is clipped to the rating scale [1, 5], peers included.
+their 90% predictive intervals on the test ratings. Prints, per fold and averaged over folds,
+test RMSE, wall time, each wall time as a ratio to myFM's, and iterations per second for the
+Gibbs samplers. Every prediction is clipped to the rating scale [1, 5], peers included.
 
 The peers come from the ``bench`` extra (``pip install "bpmf[bench]"``), never from the runtime
 dependencies.

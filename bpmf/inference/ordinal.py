@@ -41,7 +41,6 @@ intercept and hyperparameter steps apply unchanged. :class:`OrdinalGibbs` adds, 
 """
 
 import numpy as np
-
 from scipy.linalg import solve_triangular
 
 from bpmf.kernels.ordinal import cutpoint_loglik_curvature, draw_latents, linear_predictor

@@ -223,7 +223,9 @@ def pair_logp_and_grads(categories, mu, U, V, user_bias, item_bias, cutpoints, u
     n_cuts = cutpoints.shape[0]
     n_factors = U.shape[1]
     if user_codes.shape[0] != n_pairs or item_codes.shape[0] != n_pairs:
-        raise ValueError("OrderedProbitPairLogp: ratings, user_codes and item_codes differ in length")
+        raise ValueError(
+            "OrderedProbitPairLogp: ratings, user_codes and item_codes differ in length"
+        )
     if V.shape[1] != n_factors:
         raise ValueError("OrderedProbitPairLogp: U and V have different numbers of columns")
     if user_bias.shape[0] != U.shape[0] or item_bias.shape[0] != V.shape[0]:
@@ -314,7 +316,8 @@ class OrderedProbitPairLogp(Op):
             np.ascontiguousarray(categories, dtype=np.int64), float(mu),
             np.ascontiguousarray(U), np.ascontiguousarray(V), np.ascontiguousarray(b),
             np.ascontiguousarray(c), np.ascontiguousarray(cut),
-            np.ascontiguousarray(users, dtype=np.int64), np.ascontiguousarray(items, dtype=np.int64),
+            np.ascontiguousarray(users, dtype=np.int64),
+            np.ascontiguousarray(items, dtype=np.int64),
         )
         for storage, value in zip(output_storage, results, strict=True):
             storage[0] = np.asarray(value, dtype="float64")

@@ -8,8 +8,8 @@ import xarray as xr
 
 from bpmf._config import resolve_progressbar
 from bpmf._validation import check_n_factors, check_positive
-from bpmf.inference.diagnostics import diagnose
 from bpmf.datasets import Ratings, as_ratings
+from bpmf.inference.diagnostics import diagnose
 from bpmf.inference.hyperpriors import WISHART_DEFAULTS
 from bpmf.inference.ordinal import cutpoint_prior_means, rating_categories
 from bpmf.models._graph import build_graph, factor_means, initial_point
