@@ -25,9 +25,14 @@ intercept and hyperparameter steps apply unchanged. :class:`OrdinalGibbs` adds, 
    :math:`\mathcal N(\eta_n, 1)` truncated to :math:`(c_{r_n - 1}, c_{r_n}]`. The Metropolis
    steps leave :math:`p(c \mid \eta, r)` invariant and the truncated normals are exact
    conditionals, so the pair of steps leaves :math:`p(c, z \mid \eta, r)` invariant (Cowles,
-   1996). The proposal covariance adapts during the warm-up only (from the warm-up draws of
-   :math:`\theta` and the acceptance rate) and is frozen afterwards, so every kept draw comes
-   from a fixed Metropolis kernel.
+   1996). The proposal is Gaussian about the current point with covariance ``s^2 F^{-1}``,
+   ``F`` the negative Hessian of the target in ``c`` (tridiagonal; positive definite since
+   the ordered-probit log-likelihood is concave in the cut-points) carried to
+   :math:`\theta`: it follows the conditional's shape whatever :math:`\eta` is. As the
+   covariance depends on the point, the acceptance ratio includes the proposal densities
+   both ways (Metropolis-Hastings), which keeps the step exact. Only the scale ``s`` adapts,
+   toward an acceptance rate of 0.3 during the warm-up, and it is frozen afterwards, so every
+   kept draw comes from a fixed kernel.
 2. **the latents into the regression**: ``z`` is written into the value arrays of both CSR
    layouts (user order and item order), which the row kernel regresses on.
 3. **a level shift** :math:`(\mu + d, c + d, z + d)` after the other steps: it leaves every
