@@ -4,14 +4,15 @@ Fits myFM (Bayesian factorisation machine, C++ Gibbs, rank 10, 200 iterations), 
 ``SVD`` and ``BaselineOnly``, bpmf's conjugate Gibbs sampler called directly, so that only
 the sampler is timed, as myFM is (``bpmf-gibbs-kernel``), ``PMF``, ``BPMF`` with the package
 defaults (``bpmf``: LKJ priors, blocked Gibbs, the whole fit with its MAP),
-``BPMF(method="nuts")`` (joint NUTS), ``BPMF`` with the conjugate Wishart prior, and the
-gradient-descent baselines. With side features (the ML-100K user and item tables of
+``BPMF(method="nuts")`` (joint NUTS), ``BPMF`` with the conjugate Wishart prior, the ordinal
+``BPMF`` (``bpmf-ordinal``: ordered probit) against myFM's ordered probit (``myfm-ordinal``),
+and the gradient-descent baselines. With side features (the ML-100K user and item tables of
 :func:`bpmf.datasets.load_movielens_features`, encoded by :class:`bpmf.datasets.FeatureEncoder`
 for both): ``bpmf-features`` (``BPMF`` with ``user_features``/``item_features``) and
 ``myfm-features`` (myFM with the same encoded features, in relation blocks as its
 documentation does for ML-100K).
-The ``BPMF`` entries also report the coverage of their 90% predictive intervals of the test
-ratings. Prints, per fold and averaged over folds, test RMSE, wall time,
+The ``BPMF`` entries and ``myfm-ordinal`` also report the coverage of their 90% predictive
+intervals of the test ratings. Prints, per fold and averaged over folds, test RMSE, wall time,
 each wall time as a ratio to myFM's, and iterations per second for the Gibbs samplers. Every
 prediction is clipped to the rating scale [1, 5], peers included.
 
@@ -47,12 +48,8 @@ def rmse(y, yhat):
 
 
 # ------------------------------------------------------------------------------------ peers
-def run_myfm(train, test, seed, features=False):
-    import myfm
+def myfm_design(train):
     import scipy.sparse as sp
-
-    if features:
-        return run_myfm_features(train, test, seed)
 
     def design(users, items):
         """One-hot user and item blocks; a code of -1 (unseen) leaves its block empty."""
@@ -63,6 +60,15 @@ def run_myfm(train, test, seed, features=False):
             shape=(len(users), train.n_users + train.n_items),
         )
 
+    return design
+
+
+def run_myfm(train, test, seed, features=False):
+    import myfm
+
+    if features:
+        return run_myfm_features(train, test, seed)
+    design = myfm_design(train)
     start = time.perf_counter()
     fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
     fm.fit(
@@ -125,6 +131,32 @@ def encoded_features():
         name: pd.DataFrame(FeatureEncoder().fit_transform(table), index=table.index)
         for name, table in (("user", users), ("item", items))
     }
+
+
+def run_myfm_ordinal(train, test, seed):
+    """myFM's ordered probit (``MyFMOrderedProbit``): expected rating for the RMSE, and the
+    90% interval of whole ratings from its predictive probabilities (as bpmf-ordinal's)."""
+    import myfm
+
+    design = myfm_design(train)
+    levels = np.arange(SCALE[0], SCALE[1] + 1)
+    start = time.perf_counter()
+    fm = myfm.MyFMOrderedProbit(rank=RANK, random_seed=seed)
+    fm.fit(
+        design(train.user_codes, train.item_codes),
+        (train.values - SCALE[0]).astype(np.int64),
+        n_iter=ITERATIONS,
+        n_kept_samples=ITERATIONS - GIBBS_BURN_IN,
+        group_shapes=[train.n_users, train.n_items],
+    )
+    sampling = time.perf_counter() - start
+    proba = fm.predict_proba(design(train.encode_users(test.users), train.encode_items(test.items)))
+    seconds = time.perf_counter() - start
+    cdf = np.cumsum(proba, axis=1)
+    lower = levels[np.minimum((cdf < 0.05 - 1e-12).sum(1), len(levels) - 1)]
+    upper = levels[np.minimum((cdf < 0.95 - 1e-12).sum(1), len(levels) - 1)]
+    inside = (test.values >= lower) & (test.values <= upper)
+    return proba @ levels, seconds, ITERATIONS / sampling, float(inside.mean())
 
 
 def run_surprise(train, test, algorithm, seed):
@@ -234,10 +266,13 @@ def bpmf_entries():
             "bpmf-correlated": {"model_config": {"correlated_biases": True}},
             "bpmf-features": {"model_config": {"user_features": "ml-100k",
                                                "item_features": "ml-100k"}},
+            "bpmf-ordinal": {"model_config": {"likelihood": "ordinal"}, "rating_scale": SCALE},
         }
         # load the compiled kernels outside the timing (cached on disk after the first run)
         tiny = load_food_world_cup_tiny()
         BPMF(n_factors=RANK, sampler_config={"draws": 2, "tune": 3}, progressbar=False).fit(tiny)
+        BPMF(n_factors=RANK, sampler_config={"draws": 2, "tune": 3}, progressbar=False,
+             model_config={"likelihood": "ordinal"}).fit(tiny)
         for name, kwargs in variants.items():
             entries.append((name, run_estimator(
                 lambda seed, kwargs=kwargs: BPMF(n_factors=RANK, random_state=seed,
@@ -283,6 +318,7 @@ def main(argv=None):
     entries = [
         ("myfm", run_myfm),
         ("myfm-features", lambda tr, te, s: run_myfm(tr, te, s, features=True)),
+        ("myfm-ordinal", run_myfm_ordinal),
         ("surprise-SVD", lambda tr, te, s: run_surprise(tr, te, surprise.SVD, s)),
         ("surprise-BaselineOnly", lambda tr, te, s: run_surprise(tr, te, surprise.BaselineOnly, s)),
         ("bpmf-gibbs-kernel", run_gibbs_kernel),

@@ -56,6 +56,12 @@ MODELS = {
             "Bayesian PMF with the ML-100K user and item side features, Gibbs",
             model_config={"user_features": "ml-100k", "item_features": "ml-100k"},
         ),
+        _spec(
+            "bpmf-ordinal",
+            "bpmf.models.BPMF",
+            "Bayesian PMF, LKJ priors, ordered-probit likelihood on whole ratings, Gibbs",
+            model_config={"likelihood": "ordinal"},
+        ),
         _spec("pmf", "bpmf.models.PMF", "Probabilistic matrix factorization, MAP"),
         _spec("adagrad", "bpmf.baselines.AdaGradMF", "Matrix factorization by AdaGrad (numpy)"),
         _spec("mlp", "bpmf.baselines.MLPRegressor", "Multi-layer perceptron on embeddings"),
@@ -90,6 +96,10 @@ PRESETS = {
             "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
         },
         "bpmf-features": {
+            "n_factors": 3,
+            "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
+        },
+        "bpmf-ordinal": {
             "n_factors": 3,
             "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
         },

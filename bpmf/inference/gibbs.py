@@ -49,6 +49,7 @@ from bpmf.inference.hyperpriors import (
     LKJHyperpriors,
     WishartHyperpriors,
 )
+from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
 from bpmf.inference.rows import available_cores, sample_side, workspace
 from bpmf.kernels.residuals import row_residual_sums
 from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows, sample_rows_parallel
@@ -216,7 +217,10 @@ def _positive_normal(mean, sd, rng):
     return float(stats.truncnorm.rvs(-mean / sd, np.inf, loc=mean, scale=sd, random_state=rng))
 
 
-def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None):
+def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None, ordinal=None):
+    if ordinal is not None:  # latent scores of the ordinal likelihood become the ratings
+        ordinal.step(state, biases, rng)
+        csrs = ordinal.csrs
     user_csr, item_csr = csrs
     hyper.factor_step("U", state, rng)
     hyper.factor_step("V", state, rng)
@@ -253,6 +257,8 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None)
     hyper.rescale(state, rng)
     if biases:
         _bias_scale_moves(state, csrs, hyper, rng)
+    if ordinal is not None:
+        ordinal.shift(state, config, rng)
 
 
 #: the per-row variables: with ``keep="moments"`` their running moments replace their draws
@@ -309,6 +315,8 @@ def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=No
     for name in ("mu_U", "mu_V", "Sigma_U", "Sigma_V", "mu"):
         out[name][chain, draw] = state[name]
     out["sigma"][chain, draw] = 1.0 / np.sqrt(state["tau"])
+    if "cutpoints" in out:
+        out["cutpoints"][chain, draw] = state["cutpoints"]
     if biases:
         for name in ("user_bias", "item_bias"):
             out[f"{name}_sd"][chain, draw] = 1.0 / np.sqrt(state[f"{name}_precision"])
@@ -430,6 +438,7 @@ def sample_gibbs(
     predict_pairs=None,
     overrelax=0.0,
     features=None,
+    ordinal=None,
 ):
     r"""Draw from the BPMF posterior with the blocked Gibbs sampler.
 
@@ -489,6 +498,12 @@ def sample_gibbs(
         (:mod:`bpmf.inference.features`; ``model_config["link_precision_shape"]`` and
         ``["link_precision_rate"]`` give the Gamma prior of its precision, default 1, 1), and
         the draws also hold ``B_U``, ``user_bias_link``, ``link_precision_U`` (and ``V``'s).
+    ordinal : (low, high) or None
+        The ordered-probit likelihood on the whole ratings ``low..high`` instead of the
+        Gaussian one (:mod:`bpmf.inference.ordinal`; ``model_config["cutpoint_sd"]``, default 1,
+        is the prior sd of the cut-points about the midpoints between ratings):
+        the noise sd is 1 and the cut-points are drawn and returned as ``cutpoints``
+        ``(chain, draw, K - 1)``.
 
     Returns
     -------
@@ -517,6 +532,10 @@ def sample_gibbs(
     if not -1.0 < overrelax < 1.0:
         raise ValueError(f"overrelax must lie in (-1, 1), got {overrelax!r}")
     config = {**model_config, "intercept_mean": float(ratings.mean()), "overrelax": overrelax}
+    if ordinal is not None:
+        low, high = ordinal
+        categories = rating_categories(ratings, low, high)
+        config["sigma"] = 1.0
     # With the LKJ prior, the first third of the warm-up runs the conjugate sweeps: from a
     # start with a factor shrunk on both sides (a MAP on little data), LKJ sweeps take
     # hundreds of sweeps to regrow it, while the Wishart prior's pull away from zero
@@ -541,6 +560,8 @@ def sample_gibbs(
     )
     if links is not None:
         links.allocate(out, chains, draws)
+    if ordinal is not None:
+        out["cutpoints"] = np.empty((chains, draws, int(round(high - low))))
     bar = tqdm(
         total=chains * (tune + draws * thin),
         desc="Gibbs",
@@ -558,6 +579,13 @@ def sample_gibbs(
         work = workspace(*shapes, biases)
         if links is not None:
             links.start(state, D)
+        steps = None
+        if ordinal is not None:
+            steps = OrdinalGibbs(
+                user_codes, item_codes, categories, int(round(high - low)) + 1, csrs,
+                cutpoint_prior_means(low, high), config.get("cutpoint_sd", 1.0), tune,
+            )
+            steps.start(state)
         if early:
             early_hyper.start(state, rng)
             for _ in range(early):
@@ -571,11 +599,12 @@ def sample_gibbs(
                     rng,
                     threads_per_chain,
                     links,
+                    steps,
                 )
                 bar.update()
         hyper.start(state, rng)
         for sweep in range(early, tune + draws * thin):
-            _sweep(state, csrs, hyper, config, biases, work, rng, threads_per_chain, links)
+            _sweep(state, csrs, hyper, config, biases, work, rng, threads_per_chain, links, steps)
             bar.update()
             if sweep >= tune and (sweep - tune + 1) % thin == 0:
                 draw = (sweep - tune) // thin

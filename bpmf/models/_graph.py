@@ -4,22 +4,26 @@ import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
+from bpmf.inference.ordinal import cutpoint_prior_means, rating_categories
 from bpmf.kernels.likelihood import rating_likelihood
+from bpmf.kernels.ordinal import ordinal_pair_logp
 
 __all__ = [
     "build_graph",
     "factor_means",
     "initial_point",
     "mean_is_free",
+    "ordinal_likelihood",
     "row_counts",
     "unpack_lower",
 ]
 
 
-def build_graph(train, n_factors, config, features=None):
+def build_graph(train, n_factors, config, features=None, ordinal=None):
     """The ``pm.Model`` of :class:`bpmf.models.BPMF` with LKJ priors (dims user, item,
     factor, factor_, obs; with side features ``features = {"U": X_users, "V": X_items}``
-    also user_feature, item_feature)."""
+    also user_feature, item_feature); with ``ordinal=(low, high)`` the ordered-probit
+    likelihood (:func:`ordinal_likelihood`, dim ``cutpoint``) instead of the Gaussian one."""
     features = {side: X for side, X in (features or {}).items() if X is not None}
     noncentered = config["parameterization"] == "noncentered"
     coords = {
@@ -35,6 +39,8 @@ def build_graph(train, n_factors, config, features=None):
     for side, dim in (("U", "user_feature"), ("V", "item_feature")):
         if side in features:
             coords[dim] = np.arange(features[side].shape[1])
+    if ordinal is not None:
+        coords["cutpoint"] = cutpoint_prior_means(*ordinal)
     with pm.Model(coords=coords) as model:
         mu = pm.Normal("mu", float(train.values.mean()), config["mu_sd"])
         if correlated:
@@ -42,6 +48,9 @@ def build_graph(train, n_factors, config, features=None):
         else:
             factors, biases = _independent_rows(train, n_factors, config, noncentered,
                                                 features)
+        if ordinal is not None:
+            ordinal_likelihood(train, mu, factors, biases, ordinal, config)
+            return model
         if config["sigma"] is None:
             sigma = pm.HalfNormal("sigma", config["sigma_sd"])
         else:
@@ -57,6 +66,31 @@ def build_graph(train, n_factors, config, features=None):
             fused=config["fused_likelihood"],
         )
     return model
+
+
+def ordinal_likelihood(train, mu, factors, biases, scale, config):
+    """Ordered cut-points ``N(midpoints, cutpoint_sd^2)`` (dim ``cutpoint``) and the
+    ordered-probit likelihood of ``train`` (unit latent noise), named ``rating``: the fused
+    :class:`bpmf.kernels.ordinal.OrderedProbitPairLogp` as a ``pm.Potential`` when
+    ``fused_likelihood``, else ``pm.OrderedProbit`` over the pairs (dims ``obs``)."""
+    low, high = scale
+    means = cutpoint_prior_means(low, high)
+    cutpoints = pm.Normal(
+        "cutpoints", means, config["cutpoint_sd"], dims="cutpoint",
+        transform=pm.distributions.transforms.ordered, initval=means,
+    )
+    categories = rating_categories(train.values, low, high)
+    user_bias, item_bias = biases.get("user_bias"), biases.get("item_bias")
+    if config["fused_likelihood"]:
+        return pm.Potential("rating", ordinal_pair_logp(
+            categories, mu, factors["U"], factors["V"], user_bias, item_bias, cutpoints,
+            train.user_codes, train.item_codes,
+        ))
+    eta = mu + pt.sum(factors["U"][train.user_codes] * factors["V"][train.item_codes], axis=1)
+    if user_bias is not None:
+        eta = eta + user_bias[train.user_codes] + item_bias[train.item_codes]
+    return pm.OrderedProbit("rating", eta=eta, cutpoints=cutpoints, sigma=1.0,
+                            observed=categories, dims="obs", compute_p=False)
 
 
 def _correlated_rows(n_factors, config, noncentered):
@@ -143,6 +177,8 @@ def initial_point(point, train, model_config, rng=None, jitter=0.0, features=Non
             point[name] = value + rng.normal(0.0, jitter * max(spread, 1e-3), value.shape)
         point["sigma"] = np.abs(point["sigma"])
     init = {"mu": point["mu"]}
+    if "cutpoints" in point:  # an ordinal model
+        init["cutpoints"] = np.sort(point["cutpoints"])
     if model_config["sigma"] is None:
         init["sigma"] = point["sigma"]
     n_factors = point["U"].shape[1]

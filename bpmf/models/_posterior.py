@@ -32,6 +32,7 @@ from bpmf._validation import check_prob, check_threshold, default_threshold, des
 from bpmf.datasets import Ratings, as_pairs, as_ratings
 from bpmf.inference.features import LINK_DIMS
 from bpmf.kernels.predict import expected_ratings
+from bpmf.models import ordinal_predictive as ordinal
 from bpmf.models._features import cold_codes, cold_start_links
 from bpmf.models._io import ModelIO
 from bpmf.models._io import coord_values as _coord_values
@@ -52,6 +53,7 @@ POSTERIOR_DIMS = {
     "user_bias_sd": (),
     "item_bias_sd": (),
     **LINK_DIMS,  # side features: links B_U, B_V, user_bias_link, ... and their precisions
+    "cutpoints": ("cutpoint",),
 }
 
 # Pairs per block when averaging over draws: bounds memory at about draws x block floats.
@@ -80,7 +82,8 @@ def make_datatree(posterior, train, *, n_factors, sample_stats=None, extra=None,
     extra : dict of str -> xarray.Dataset, optional
         Further groups (``log_likelihood``, ``posterior_predictive``, ``map_estimate``, ...).
     coords : dict, optional
-        Further coordinates (e.g. ``user_feature``: the names of the side features).
+        Further coordinates of the posterior (e.g. ``user_feature``: the names of the side
+        features; ``cutpoint`` of an ordinal model).
     """
     coords = {
         **(coords or {}),
@@ -88,6 +91,7 @@ def make_datatree(posterior, train, *, n_factors, sample_stats=None, extra=None,
         "item": _coord_values(train.item_ids),
         "factor": np.arange(n_factors),
         "factor_": np.arange(n_factors),
+        **(coords or {}),
     }
     variables = {}
     for name, values in posterior.items():
@@ -239,6 +243,13 @@ class PosteriorModel(ModelIO, RatingEstimator):
         posterior = self.idata_["posterior"].ds
         return posterior.sizes["chain"], posterior.sizes["draw"]
 
+    def _ordinal_categories(self):
+        """The whole ratings of an ordinal (ordered-probit) fit, or None for a Gaussian one."""
+        posterior = self.idata_["posterior"].ds
+        if "cutpoints" not in posterior:
+            return None
+        return ordinal.categories_from_cutpoints(posterior["cutpoint"].values)
+
     def _expected_draws(self, user_codes, item_codes, rng=None):
         """Expected rating ``mu + b_u + c_i + U_u . V_i`` per draw, shape ``(samples, pairs)``.
 
@@ -324,10 +335,21 @@ class PosteriorModel(ModelIO, RatingEstimator):
         sigma = self._draws()["sigma"][:, None]
         coords = self.idata_["observed_data"].ds.coords
         groups = {}
-        if log_likelihood:
+        categories = self._ordinal_categories()
+        if categories is not None:  # ordered probit: whole ratings
+            cutpoints = self._draws()["cutpoints"]
+            if log_likelihood:
+                groups["log_likelihood"] = ordinal.pointwise_log_likelihood(
+                    expected, cutpoints, train.values, categories[0]
+                )
+            if posterior_predictive:
+                groups["posterior_predictive"] = ordinal.predictive_draws(
+                    expected, cutpoints, categories, rng
+                )
+        if log_likelihood and categories is None:
             z = (train.values[None, :] - expected) / sigma
             groups["log_likelihood"] = -0.5 * z**2 - np.log(sigma) - 0.5 * np.log(2 * np.pi)
-        if posterior_predictive:
+        if posterior_predictive and categories is None:
             groups["posterior_predictive"] = expected + rng.standard_normal(expected.shape) * sigma
         for name, values in groups.items():
             self.idata_[name] = xr.DataTree(
@@ -393,16 +415,62 @@ class PosteriorModel(ModelIO, RatingEstimator):
 
         Returns
         -------
-        ndarray of float, aligned with the rows of ``pairs``.
+        ndarray of float, aligned with the rows of ``pairs``. For an ordinal model, the
+        expected rating under the predictive distribution (:meth:`predict_proba`).
         """
         user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
+        categories = self._ordinal_categories()
         if "U" not in self._draws():
+            if categories is not None:
+                raise ValueError("An ordinal fit needs retained factor draws to predict; "
+                                 "refit with factor_draws >= 1.")
             return self._clip(self._streamed_means(user_codes, item_codes), clip)
         means = np.empty(len(user_codes))
         for start in range(0, len(user_codes), _BLOCK):
             block = slice(start, start + _BLOCK)
-            means[block] = self._expected_draws(user_codes[block], item_codes[block]).mean(0)
+            expected = self._expected_draws(user_codes[block], item_codes[block])
+            if categories is None:
+                means[block] = expected.mean(0)
+            else:
+                cdf = ordinal.mean_cdf(expected, self._draws()["cutpoints"])
+                means[block] = ordinal.expected_rating(cdf, categories[0])
         return self._clip(means, clip)
+
+    def predict_proba(self, pairs, *, on_unseen="warn"):
+        """Posterior predictive probability of every whole rating, per pair (ordinal models).
+
+        ``P(r = k) = mean over draws of Phi(c_k - eta) - Phi(c_{k-1} - eta)``, with ``eta`` the
+        latent score ``mu + b_u + c_i + U_u . V_i`` and ``c`` the cut-points of each draw.
+
+        Parameters
+        ----------
+        pairs : DataFrame with columns ``user``, ``item`` (or a Ratings)
+        on_unseen : {"warn", "raise", "ignore"}, default "warn"
+
+        Returns
+        -------
+        DataFrame
+            One column per rating (``low..high``), rows summing to 1, with the index of
+            ``pairs``.
+        """
+        self._check_is_fitted()
+        categories = self._ordinal_categories()
+        if categories is None:
+            raise ValueError("predict_proba needs an ordinal model: fit BPMF with "
+                             "model_config={'likelihood': 'ordinal'}.")
+        user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
+        probs = np.empty((len(user_codes), len(categories)))
+        for start in range(0, len(user_codes), _BLOCK):
+            block = slice(start, start + _BLOCK)
+            expected = self._expected_draws(user_codes[block], item_codes[block])
+            probs[block] = ordinal.probabilities(
+                ordinal.mean_cdf(expected, self._draws()["cutpoints"])
+            )
+        names = [int(k) if float(k).is_integer() else float(k) for k in categories]
+        frame = pd.DataFrame(probs, columns=names)
+        if isinstance(pairs, pd.DataFrame):
+            frame.index = pairs.index
+        return frame
 
     def predict_posterior(self, pairs, *, kind="predictive", random_state=None, on_unseen="warn"):
         """Posterior draws of the rating of each pair.
@@ -428,7 +496,12 @@ class PosteriorModel(ModelIO, RatingEstimator):
         user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
         rng = np.random.default_rng(random_state)
         draws = self._expected_draws(user_codes, item_codes, rng)
-        if kind == "predictive":
+        categories = self._ordinal_categories()
+        if kind == "predictive" and categories is not None:  # whole ratings
+            draws = ordinal.predictive_draws(
+                draws, self._draws()["cutpoints"], categories, rng
+            ).astype(float)
+        elif kind == "predictive":
             draws = draws + rng.standard_normal(draws.shape) * self._draws()["sigma"][:, None]
         n_chains, n_draws = self._sample_shape()
         users, items = _pair_ids(pairs)
@@ -497,6 +570,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
         quantiles = [check_prob(q, "quantile") for q in np.atleast_1d(quantiles).tolist()]
         user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
         rng = np.random.default_rng(random_state)
+        if self._ordinal_categories() is not None:
+            return self._ordinal_quantiles(pairs, user_codes, item_codes, quantiles, clip, rng)
         sigma = self._draws()["sigma"][:, None]
         replicates = -(-_MIN_PREDICTIVE_SAMPLES // len(sigma))
         block_size = max(1, _BLOCK // replicates)
@@ -521,6 +596,28 @@ class PosteriorModel(ModelIO, RatingEstimator):
         frame = pd.DataFrame({"mean": self._clip(mean, clip)})
         for q, column in zip(quantiles, values, strict=True):
             frame[q] = self._clip(column, clip)
+        if isinstance(pairs, pd.DataFrame):
+            frame.index = pairs.index
+        return frame
+
+    def _ordinal_quantiles(self, pairs, user_codes, item_codes, quantiles, clip, rng):
+        """Whole-rating quantiles of the ordinal predictive distribution (exact, no noise
+        draws; unseen ids average over population draws of their rows)."""
+        categories = self._ordinal_categories()
+        cutpoints = self._draws()["cutpoints"]
+        mean = np.empty(len(user_codes))
+        values = np.empty((len(quantiles), len(user_codes)))
+        for start in range(0, len(user_codes), _BLOCK):
+            block = slice(start, start + _BLOCK)
+            users, items = user_codes[block], item_codes[block]
+            seen = ((users >= 0) & (items >= 0)).all()
+            expected = self._expected_draws(users, items, None if seen else rng)
+            cdf = ordinal.mean_cdf(expected, cutpoints)
+            mean[block] = ordinal.expected_rating(cdf, categories[0])
+            values[:, block] = ordinal.quantiles(cdf, quantiles, categories)
+        frame = pd.DataFrame({"mean": self._clip(mean, clip)})
+        for q, column in zip(quantiles, values, strict=True):
+            frame[q] = column
         if isinstance(pairs, pd.DataFrame):
             frame.index = pairs.index
         return frame
@@ -578,9 +675,15 @@ class PosteriorModel(ModelIO, RatingEstimator):
             frame.attrs["threshold"] = threshold
             return frame
         expected = self._expected_draws(np.full(len(item_codes), user_code), item_codes)
-        sigma = self._draws()["sigma"][:, None]
-        prob = special.ndtr((expected - threshold) / sigma).mean(0)
-        mean = expected.mean(0)
+        categories = self._ordinal_categories()
+        if categories is None:
+            sigma = self._draws()["sigma"][:, None]
+            prob = special.ndtr((expected - threshold) / sigma).mean(0)
+            mean = expected.mean(0)
+        else:  # exact P(r >= threshold) and expected rating of the ordinal model
+            cdf = ordinal.mean_cdf(expected, self._draws()["cutpoints"])
+            prob = ordinal.prob_at_least(cdf, threshold, categories[0])
+            mean = ordinal.expected_rating(cdf, categories[0])
         order = np.lexsort((item_codes, -mean))[: int(k)]
         frame = pd.DataFrame(
             {
@@ -625,6 +728,9 @@ class PosteriorModel(ModelIO, RatingEstimator):
         from bpmf.inference.fold_in import fold_in_rows
 
         self._check_is_fitted()
+        if self._ordinal_categories() is not None:
+            raise ValueError("fold_in draws Gaussian conditionals and does not support an "
+                             "ordinal model (likelihood='ordinal'); refit with the new ratings.")
         post = self._draws()
         if getattr(self, "features_", None):
             raise ValueError(

@@ -8,8 +8,10 @@ import xarray as xr
 
 from bpmf._config import resolve_progressbar
 from bpmf._validation import check_n_factors, check_positive
+from bpmf.datasets import Ratings, as_ratings
 from bpmf.inference.diagnostics import diagnose
 from bpmf.inference.hyperpriors import WISHART_DEFAULTS
+from bpmf.inference.ordinal import cutpoint_prior_means, rating_categories
 from bpmf.models._features import encode_features, restore_tables, saved_config
 from bpmf.models._graph import build_graph, factor_means, initial_point
 from bpmf.models._posterior import POSTERIOR_DIMS, PosteriorModel, make_datatree, split_moments
@@ -17,6 +19,7 @@ from bpmf.models.pmf import merge_config
 
 _METHODS = ("gibbs", "nuts")
 _PRIORS = ("lkj", "wishart")
+_LIKELIHOODS = ("gaussian", "ordinal")
 #: keys of every model, then the keys of each covariance prior (with their defaults)
 _COMMON = {
     "covariance_prior": "lkj",
@@ -32,6 +35,9 @@ _COMMON = {
     "missing_features": "raise",
     "link_precision_shape": 1.0,
     "link_precision_rate": 1.0,
+    # the rating model: Gaussian, or ordered probit on whole ratings (cut-points, unit noise)
+    "likelihood": "gaussian",
+    "cutpoint_sd": 1.0,
 }
 _PRIOR_KEYS = {
     "lkj": {
@@ -83,6 +89,11 @@ class BPMF(PosteriorModel):
           ``"zero"`` gives it zero features;
         - ``link_precision_shape``, ``link_precision_rate`` (1.0, 1.0): the Gamma prior of
           the links' precisions ``lambda_U``, ``lambda_V`` (see Notes).
+        - ``likelihood`` ("gaussian"): or ``"ordinal"``, an ordered probit on whole ratings
+          ``low..high`` (``rating_scale``, else the range of the training ratings), with unit
+          latent noise (``sigma`` must stay None or 1) and learned cut-points (see Notes);
+        - ``cutpoint_sd`` (1.0): prior sd of each ordinal cut-point about the midpoint
+          between its two ratings.
 
         With ``covariance_prior="lkj"``: ``factor_mean_sd`` (1.0), ``lkj_eta`` (2.0),
         ``factor_scale_sd`` (1.0), ``bias_scale_sd`` (1.0), ``sigma_sd`` (1.0),
@@ -184,6 +195,26 @@ class BPMF(PosteriorModel):
     (:mod:`bpmf.inference.features`); joint NUTS samples them with the rest. A user without
     ratings but with features is predicted from :math:`N(\mu_U + B_U^\top x_i, \Sigma_U)`
     and :math:`N(\beta_U^\top x_i, s_b^2)` per draw.
+    ``likelihood="ordinal"`` replaces the Gaussian rating by an ordered probit on the whole
+    ratings :math:`\ell, \dots, h` (:math:`K = h - \ell + 1` of them), with the same priors
+    on everything else and unit noise on the latent scale:
+
+    .. math::
+
+        z_{ij} &\sim \mathcal N(\mu + b_i + c_j + U_i^\top V_j, 1), \qquad
+        r_{ij} = \ell + \#\{k : \kappa_k < z_{ij}\}, \\
+        p(\kappa) &\propto \prod_{k=1}^{K-1} \mathcal N(\kappa_k \mid \ell + k - \tfrac12,
+        s_\kappa^2)\, \mathbb 1[\kappa_1 < \dots < \kappa_{K-1}],
+
+    so :math:`P(r_{ij} = \ell + k - 1) = \Phi(\kappa_k - \eta_{ij}) - \Phi(\kappa_{k-1} -
+    \eta_{ij})` with :math:`\kappa_0 = -\infty`, :math:`\kappa_K = +\infty`. The common
+    level of :math:`\mu` and the cut-points :math:`\kappa` (posterior variable
+    ``cutpoints``, dim ``cutpoint`` labelled by the midpoints) is identified by their priors
+    only; predictions do not depend on it. Gibbs draws the cut-points with the latent scores
+    integrated out and then the latent scores (:mod:`bpmf.inference.ordinal`); joint NUTS
+    uses the fused ordered-probit log-density. ``predict`` gives the expected rating,
+    :meth:`predict_proba` the probability of every rating, intervals are sets of whole
+    ratings and ``recommend`` reports the exact :math:`P(r \ge t)`.
 
     ``fit`` finds the MAP of the matching :class:`PMF` by alternating least squares and
     starts every chain from it. The Gibbs sampler draws every row of factors with its bias
@@ -278,6 +309,16 @@ class BPMF(PosteriorModel):
                              "features (user_features, item_features); set it to False.")
         if config["sigma"] is not None and not config["sigma"] > 0:
             raise ValueError(f"model_config['sigma'] must be > 0 or None, got {config['sigma']!r}.")
+        if config["likelihood"] not in _LIKELIHOODS:
+            raise ValueError(f"model_config['likelihood'] must be one of {_LIKELIHOODS}, got "
+                             f"{config['likelihood']!r}.")
+        if config["likelihood"] == "ordinal":
+            if config["sigma"] not in (None, 1, 1.0):
+                raise ValueError("model_config['sigma'] is fixed at 1 (the latent scale) with "
+                                 "likelihood='ordinal'; leave it None.")
+            config["sigma"] = 1.0
+            config["cutpoint_sd"] = check_positive("model_config['cutpoint_sd']",
+                                                   config["cutpoint_sd"])
         if prior == "lkj":
             if config["factor_means"] not in (True, False, "auto", "U", "V"):
                 raise ValueError("model_config['factor_means'] must be True, False, 'auto', 'U' "
@@ -333,8 +374,28 @@ class BPMF(PosteriorModel):
                 "build_model builds the LKJ model; covariance_prior='wishart' "
                 "is sampled by method='gibbs' only."
             )
+        train = as_ratings(train) if not isinstance(train, Ratings) else train
         designs, _ = encode_features(train, config)
-        return build_graph(train, check_n_factors(self.n_factors), config, designs)
+        return build_graph(train, check_n_factors(self.n_factors), config, designs,
+                           self._ordinal_scale(train, config))
+
+    def _ordinal_scale(self, train, model_config):
+        """``(low, high)`` of an ordinal model's whole ratings (None for a Gaussian model):
+        ``rating_scale`` when given, else the range of the training ratings."""
+        if model_config["likelihood"] != "ordinal":
+            return None
+        if self.rating_scale is not None:
+            low, high = (float(x) for x in self.rating_scale)
+            if not (low.is_integer() and high.is_integer()):
+                raise ValueError(f"likelihood='ordinal' needs a rating_scale of whole numbers, "
+                                 f"got {tuple(self.rating_scale)!r}.")
+        else:
+            low, high = float(np.min(train.values)), float(np.max(train.values))
+        rating_categories(train.values, low, high)  # whole ratings on the scale, or raise
+        if high <= low:
+            raise ValueError(f"likelihood='ordinal' needs at least two rating levels; the "
+                             f"ratings span [{low:g}, {high:g}].")
+        return low, high
 
     # ------------------------------------------------------------------ fitting
     def fit(self, train):
@@ -352,6 +413,7 @@ class BPMF(PosteriorModel):
         self.__dict__.pop("features_", None)
         if features is not None:
             self.features_ = features
+        self._scale_levels = self._ordinal_scale(train, model_config)
         progressbar = resolve_progressbar(self.progressbar)
         seeds = np.random.SeedSequence(self.random_state).generate_state(3)
         self.map_ = self._fit_map(
@@ -369,10 +431,11 @@ class BPMF(PosteriorModel):
                 {name: (POSTERIOR_DIMS[name], value) for name, value in self.map_.items()}
             ),
         }
+        coords = {f"{dim}_feature": value["names"] for dim, value in (features or {}).items()}
+        if self._scale_levels is not None:
+            coords["cutpoint"] = cutpoint_prior_means(*self._scale_levels)
         self.idata_ = make_datatree(
-            posterior, train, n_factors=n_factors, sample_stats=stats, extra=extra,
-            coords={f"{dim}_feature": value["names"]
-                    for dim, value in (features or {}).items()},
+            posterior, train, n_factors=n_factors, sample_stats=stats, extra=extra, coords=coords
         )
         self._add_requested_groups(
             train, sampler_config["log_likelihood"], sampler_config["posterior_predictive"],
@@ -451,6 +514,7 @@ class BPMF(PosteriorModel):
             factor_draws=int(sampler_config["factor_draws"]) if keep == "moments" else None,
             overrelax=float(sampler_config["overrelax"]),
             features=getattr(self, "_designs", None),
+            ordinal=self._scale_levels,
         )
 
     def _sample_gibbs(self, train, model_config, sampler_config, seed, progressbar):
@@ -477,13 +541,17 @@ class BPMF(PosteriorModel):
     def _sample_nuts(self, train, model_config, sampler_config, seed, progressbar):
         from bpmf.inference.nuts import sample_nuts
 
-        model = build_graph(train, int(self.n_factors), model_config, self._designs)
+        model = build_graph(train, int(self.n_factors), model_config, self._designs,
+                            self._scale_levels)
+        map_point = dict(self.map_)
+        if self._scale_levels is not None:  # the MAP is Gaussian: cut-points at their means
+            map_point["cutpoints"] = cutpoint_prior_means(*self._scale_levels)
 
         def start(chain_seed):
             rng = np.random.default_rng(chain_seed)
             if sampler_config["init"] == "map" or int(sampler_config["init_sweeps"]) == 0:
                 return initial_point(
-                    self.map_, train, model_config, rng, float(sampler_config["init_jitter"]),
+                    map_point, train, model_config, rng, float(sampler_config["init_jitter"]),
                     self._designs,
                 )
             state = self._gibbs(
@@ -497,14 +565,15 @@ class BPMF(PosteriorModel):
                 tune=int(sampler_config["init_sweeps"]) - 1,
                 chains=1,
             )
-            point = {name: np.asarray(state[name])[0, -1] for name in self.map_}
+            names = [*self.map_, *(["cutpoints"] if "cutpoints" in state else [])]
+            point = {name: np.asarray(state[name])[0, -1] for name in names}
             point.update({name: np.asarray(state[name])[0, -1] for name in state
                           if name.startswith(("B_", "link_precision_")) or
                           name.endswith("_bias_link")})
             return initial_point(point, train, model_config, features=self._designs)
 
         var_names = [n for n in POSTERIOR_DIMS if n in model.named_vars]
-        template = initial_point(self.map_, train, model_config, features=self._designs)
+        template = initial_point(map_point, train, model_config, features=self._designs)
         posterior, stats = sample_nuts(
             model, template, start, sampler_config, var_names, seed, progressbar
         )

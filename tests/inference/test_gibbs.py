@@ -97,8 +97,8 @@ def test_row_update_is_the_exact_gaussian_conditional(n_ratings):
     def draw(z):
         out = np.empty((1, dim))
         sums = sample_rows(
-            indptr, other, ratings, X_offsets, shift, prior_prec, prior_h[None, :], tau, z[None, :], out,
-            True,
+            indptr, other, ratings, X_offsets, shift, prior_prec, prior_h[None, :], tau,
+            z[None, :], out, True,
         )
         return out[0], sums
 

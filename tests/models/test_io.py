@@ -122,6 +122,26 @@ def test_round_trip_restores_every_fitted_attribute(name, fitted, pairs, tmp_pat
     assert type(load(again)) is type(model)
 
 
+def test_ordinal_round_trip(train, pairs, tmp_path):
+    settings = {**SETTINGS["BPMF"], "model_config": {"likelihood": "ordinal"}}
+    model = BPMF(**settings).fit(train)
+    loaded = BPMF.load(model.save(tmp_path / "ordinal.bpmf"))
+    before, after = _fitted_attributes(model), _fitted_attributes(loaded)
+    assert sorted(after) == sorted(before)
+    for attribute, value in before.items():
+        _assert_same(value, after[attribute], attribute)
+    assert loaded.get_params() == model.get_params()
+    known = pairs.iloc[:-1]
+    pd.testing.assert_frame_equal(loaded.predict_proba(known), model.predict_proba(known))
+    np.testing.assert_array_equal(loaded.predict(known), model.predict(known))
+    pd.testing.assert_frame_equal(loaded.predict_interval(known), model.predict_interval(known))
+    pd.testing.assert_frame_equal(loaded.recommend("u3", k=5), model.recommend("u3", k=5))
+    # whole ratings in the predictive draws of both
+    draws = loaded.predict_posterior(known, random_state=1)
+    xr.testing.assert_identical(draws, model.predict_posterior(known, random_state=1))
+    assert set(np.unique(draws.values)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
 @pytest.mark.slow
 def test_nuts_round_trip_restores_every_fitted_attribute(train, tmp_path):
     model = BPMF(2, sampler_config={"draws": 30, "tune": 30, "chains": 2}, random_state=0,
