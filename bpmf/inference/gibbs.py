@@ -47,6 +47,7 @@ from bpmf.inference.hyperpriors import (
     LKJHyperpriors,
     WishartHyperpriors,
 )
+from bpmf.inference.implicit import ImplicitStep
 from bpmf.inference.rows import available_cores, sample_side, workspace
 from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows, sample_rows_parallel
 
@@ -142,7 +143,10 @@ def _shift_moves(state, hyper, biases, config, rng):
     for side, other, other_bias in (("U", "V", "item_bias"), ("V", "U", "user_bias")):
         A, a = hyper.mean_prior(side, state)
         lam, weights = hyper.bias_terms(other_bias, state)
-        partner = state[other]
+        # the fitted values see ``other + offset_other`` (implicit feedback): the biases
+        # compensate the shift's change of those
+        offset = state.get(f"offset_{other}")
+        partner = state[other] if offset is None else state[other] + offset
         precision = A + lam * partner.T @ partner
         linear = a + partner.T @ weights
         gamma = hyper.bias_regression(side, state)
@@ -167,6 +171,9 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1):
     user_csr, item_csr = csrs
     hyper.factor_step("U", state, rng)
     hyper.factor_step("V", state, rng)
+    implicit = work.get("implicit")
+    if implicit is not None:  # Y with the user rows integrated out, then its scales
+        implicit.step(state, user_csr, rng)
     alpha = config.get("overrelax", 0.0)
     sample_side(
         state, "U", user_csr, biases, work["U"], rng, False, threads=threads, overrelax=alpha
@@ -194,11 +201,15 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1):
             if precision is not None:  # None: the bias scale belongs to the covariance block
                 state[f"{bias}_precision"] = precision
     _shift_moves(state, hyper, biases, config, rng)
-    hyper.rescale(state, rng)
+    g = hyper.rescale(state, rng, None if implicit is None else implicit.rescale_terms(state))
+    if implicit is not None and g is not None:  # Y and its scales move with U
+        implicit.rescale(state, g)
 
 
 #: the per-row variables: with ``keep="moments"`` their running moments replace their draws
 ROW_VARIABLES = ("U", "V", "user_bias", "item_bias")
+#: the variables of implicit feedback, kept with ``keep="all"``
+IMPLICIT_VARIABLES = ("Y", "Y_sd", "offset_U")
 _KEEP = ("all", "moments")
 
 
@@ -269,6 +280,9 @@ def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=No
             if biases:
                 expected += state["user_bias"][users] + state["item_bias"][items]
             _welford(out["pair_mean"][chain], out["pair_var"][chain], expected, draw + 1)
+    for name in IMPLICIT_VARIABLES:
+        if name in out:
+            out[name][chain, draw] = state[name]
     if "diverging" in out:
         out["diverging"][chain, draw] = state["diverging_U"] or state["diverging_V"]
         out["n_steps_U"][chain, draw] = state["steps_U"]
@@ -371,6 +385,7 @@ def sample_gibbs(
     factor_draws=None,
     predict_pairs=None,
     overrelax=0.0,
+    implicit=None,
 ):
     r"""Draw from the BPMF posterior with the blocked Gibbs sampler.
 
@@ -423,6 +438,10 @@ def sample_gibbs(
         With ``keep="moments"``: pairs whose expected rating ``mu + b_u + c_i + U_u . V_i``
         is averaged over every kept draw as the chain runs (exact posterior mean and
         variance of the expected rating, at the cost of one float pair per pair).
+    implicit : bpmf.inference.implicit.ImplicitSets or None
+        Implicit feedback (Bayesian SVD++, :mod:`bpmf.inference.implicit`): the sets ``N(u)``;
+        ``model_config["implicit_scale_sd"]`` is the half-normal prior scale of ``s_Y``.
+        Needs ``keep="all"``.
 
     Returns
     -------
@@ -435,7 +454,8 @@ def sample_gibbs(
         retained draws (absent when there are none), at the positions ``retained`` of the
         draw axis; ``U_mean``, ``U_var`` (and so on for ``V`` and the biases) with a leading
         ``chain`` axis hold the running moments; ``pair_mean``, ``pair_var`` (chain, pair)
-        those of ``predict_pairs``.
+        those of ``predict_pairs``. With ``implicit``: ``Y`` (item, factor), ``Y_sd``
+        (factor) and ``offset_U`` (user, factor).
     """
     user_codes, item_codes, ratings = check_inputs(
         user_codes, item_codes, ratings, n_users, n_items, draws, tune, chains
@@ -445,6 +465,8 @@ def sample_gibbs(
     retained, pairs = _check_keep(
         keep, thin, factor_draws, predict_pairs, draws, shapes[0], shapes[1]
     )
+    if implicit is not None and keep != "all":
+        raise ValueError("implicit feedback keeps every draw: use keep='all'")
     thin = int(thin)
     slots = {} if retained is None else {int(d): slot for slot, d in enumerate(retained)}
     overrelax = float(overrelax)
@@ -472,6 +494,10 @@ def sample_gibbs(
         retained,
         0 if pairs is None else len(pairs[0]),
     )
+    if implicit is not None:
+        out["Y"] = np.empty((chains, draws, shapes[1], D))
+        out["Y_sd"] = np.empty((chains, draws, D))
+        out["offset_U"] = np.empty((chains, draws, shapes[0], D))
     bar = tqdm(
         total=chains * (tune + draws * thin),
         desc="Gibbs",
@@ -487,6 +513,11 @@ def sample_gibbs(
         for bias in ("user_bias", "item_bias"):
             state[f"{bias}_precision"] = 1.0 / max(float(np.mean(state[bias] ** 2)), 1e-2)
         work = workspace(*shapes, biases)
+        if implicit is not None:
+            work["implicit"] = ImplicitStep(
+                implicit, D, config.get("implicit_scale_sd", 1.0), biases
+            )
+            work["implicit"].start(state, rng)
         if early:
             early_hyper.start(state, rng)
             for _ in range(early):

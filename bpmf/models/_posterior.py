@@ -49,6 +49,10 @@ POSTERIOR_DIMS = {
     "item_bias": ("item",),
     "user_bias_sd": (),
     "item_bias_sd": (),
+    # implicit feedback: the users' ratings see U + offset_U
+    "Y": ("item", "factor"),
+    "Y_sd": ("factor",),
+    "offset_U": ("user", "factor"),
 }
 
 # Pairs per block when averaging over draws: bounds memory at about draws x block floats.
@@ -251,6 +255,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
         user_codes = np.asarray(user_codes, dtype=np.int64)
         item_codes = np.asarray(item_codes, dtype=np.int64)
         no_bias = np.zeros((len(post["mu"]), 1))
+        if "offset_U" in post:  # implicit feedback: the effective user vectors
+            post = {**post, "U": post["U"] + post["offset_U"]}
         expected = expected_ratings(
             post["U"], post["V"], post["mu"], post.get("user_bias", no_bias),
             post.get("item_bias", no_bias), user_codes, item_codes,
@@ -608,6 +614,11 @@ class PosteriorModel(ModelIO, RatingEstimator):
 
         self._check_is_fitted()
         post = self._draws()
+        if "offset_U" in post:
+            raise ValueError(
+                "fold_in does not support implicit feedback (a new row changes the users' "
+                "implicit offsets); refit with the new ratings instead."
+            )
         needed = [n for n in ("U", "V", "Sigma_U", "Sigma_V") if n not in post]
         if needed:
             raise ValueError(
