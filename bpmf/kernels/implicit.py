@@ -15,14 +15,20 @@ their log density is ``-d^T P_u d / 2 + d^T G_u`` in a change ``d`` of ``o_u``, 
 item biases, ``\bar w_u`` the row's prior mean. :func:`user_terms` computes ``P_u`` and
 ``G_u``; :func:`sweep_implicit` then draws every ``Y_j`` in turn from its Gaussian conditional
 (precision ``diag(1 / s_Y^2) + sum_{u: j in N(u)} s_u^2 P_u``, linear term
-``sum_u s_u (G_u + s_u P_u Y_j)``), updating ``G_u -= s_u P_u (Y_j^new - Y_j^old)`` of those
-users after each draw, so that every draw conditions on the current values of the others.
+``sum_u s_u (G_u + s_u P_u Y_j)``, ``G_u`` at the current ``Y``): after each draw user ``u``'s
+gradient becomes ``G_u - s_u P_u (Y_j^new - Y_j^old)``, so every draw conditions on the current
+values of the others. The changes are accumulated per user and applied when ``P_u`` is next
+read, so that each pair ``(u, j)`` reads ``P_u`` once (about ``2 D^2`` operations per pair).
 """
 
 import numpy as np
 from numba import njit
 
 __all__ = ["sweep_implicit", "user_terms"]
+
+# ``reassoc`` lets LLVM vectorise the sums over the factors (results change at the rounding
+# level only); ``contract`` allows fused multiply-adds.
+_FASTMATH = {"reassoc", "contract"}
 
 
 @njit(cache=True, nogil=True)
@@ -64,7 +70,10 @@ def _backward(L, v, out):
         out[a] = s / L[a, a]
 
 
-@njit(cache=True, nogil=True)
+_CHUNK = 256  # ratings gathered at a time into a transposed buffer (as the row kernel does)
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def user_terms(indptr, items, ratings, X, item_shift, tau, prior_prec, prior_mean, P_out, G_out):
     """``P_u`` and ``G_u`` of every user (module docstring), with the user's row integrated out.
 
@@ -89,28 +98,44 @@ def user_terms(indptr, items, ratings, X, item_shift, tau, prior_prec, prior_mea
     y = np.empty(dim)
     W = np.empty((dim, dim))
     col = np.empty(dim)
+    Xt = np.empty((dim, _CHUNK + 8))
+    targets = np.empty(_CHUNK)
     for u in range(n_users):
         r = u if per_row else 0
         for a in range(dim):
             g[a] = 0.0
             for b in range(dim):
                 A[a, b] = 0.0
-        for n in range(indptr[u], indptr[u + 1]):
-            i = items[n]
-            target = ratings[n] - item_shift[i]
+        start, stop = indptr[u], indptr[u + 1]
+        for begin in range(start, stop, _CHUNK):
+            count = min(_CHUNK, stop - begin)
+            for k in range(count):
+                i = items[begin + k]
+                for a in range(dim):
+                    Xt[a, k] = X[i, a]
+                targets[k] = ratings[begin + k] - item_shift[i]
             for a in range(dim):
-                target -= X[i, a] * prior_mean[r, a]
-            for a in range(dim):
-                xa = X[i, a]
-                g[a] += xa * target
+                acc = 0.0
+                for k in range(count):
+                    acc += Xt[a, k] * targets[k]
+                g[a] += acc
                 for b in range(a + 1):
-                    A[a, b] += xa * X[i, b]
-        # L L^T = P0 + tau A
+                    acc = 0.0
+                    for k in range(count):
+                        acc += Xt[a, k] * Xt[b, k]
+                    A[a, b] += acc
         for a in range(dim):
-            g[a] *= tau
-            for b in range(a + 1):
-                A[a, b] = prior_prec[a, b] + tau * A[a, b]
+            for b in range(a):
                 A[b, a] = A[a, b]
+        # g = tau X^T (y - X mean) ; then A <- P0 + tau A = L L^T
+        for a in range(dim):
+            acc = 0.0
+            for b in range(dim):
+                acc += A[a, b] * prior_mean[r, b]
+            g[a] = tau * (g[a] - acc)
+        for a in range(dim):
+            for b in range(dim):
+                A[a, b] = prior_prec[a, b] + tau * A[a, b]
         _cholesky(A, L)
         # W = L^{-1} P0, column by column
         for b in range(dim):
@@ -132,7 +157,7 @@ def user_terms(indptr, items, ratings, X, item_shift, tau, prior_prec, prior_mea
                 P_out[u, b, a] = s
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def sweep_implicit(indptr, users, scale, P, G, Y, prior_precision, z):
     """Draw every ``Y_j`` in turn from its Gaussian conditional (module docstring).
 
@@ -140,12 +165,14 @@ def sweep_implicit(indptr, users, scale, P, G, Y, prior_precision, z):
     ----------
     indptr, users : item-major CSR of the implicit sets: the users ``u`` with ``j in N(u)``.
     scale : (n_users,) ``s_u = |N(u)|^{-1/2}``.
-    P : (n_users, D, D), G : (n_users, D) from :func:`user_terms`; ``G`` is updated in place.
+    P : (n_users, D, D), G : (n_users, D) from :func:`user_terms`; on return ``G`` holds the
+        gradients at the new ``Y``.
     Y : (n_items, D) updated in place.
     prior_precision : (D,) the diagonal prior precision ``1 / s_Y^2`` of each factor.
     z : (n_items, D) standard normals (zeros: each ``Y_j`` is set to its conditional mean).
     """
     n_items = indptr.shape[0] - 1
+    n_users = P.shape[0]
     D = Y.shape[1]
     Q = np.empty((D, D))
     L = np.empty((D, D))
@@ -153,40 +180,46 @@ def sweep_implicit(indptr, users, scale, P, G, Y, prior_precision, z):
     m = np.empty(D)
     v = np.empty(D)
     t = np.empty(D)
-    delta = np.empty(D)
+    # moved[u] = s_u * sum of the changes of the Y_j of N(u) drawn so far in this sweep, so
+    # that user u's gradient now is G_u - P_u moved[u] (applied lazily, once per pair)
+    moved = np.zeros((n_users, D))
     for j in range(n_items):
+        # Q = sum_u s_u^2 P_u and h = sum_u s_u (G_u - P_u moved_u + s_u P_u Y_j), in one pass
+        # over each P_u: h = sum_u s_u G_u + sum_u s_u P_u (s_u Y_j - moved_u)
         for a in range(D):
             h[a] = 0.0
             for b in range(D):
                 Q[a, b] = 0.0
-            Q[a, a] = prior_precision[a]
         for n in range(indptr[j], indptr[j + 1]):
             u = users[n]
             s = scale[u]
             s2 = s * s
+            for b in range(D):
+                t[b] = s * (s * Y[j, b] - moved[u, b])
             for a in range(D):
-                pa = 0.0
+                acc = s * G[u, a]
                 for b in range(D):
-                    pa += P[u, a, b] * Y[j, b]
-                    if b <= a:
-                        Q[a, b] += s2 * P[u, a, b]
-                h[a] += s * (G[u, a] + s * pa)
+                    p = P[u, a, b]
+                    Q[a, b] += s2 * p
+                    acc += p * t[b]
+                h[a] += acc
         for a in range(D):
-            for b in range(a):
-                Q[b, a] = Q[a, b]
+            Q[a, a] += prior_precision[a]
         _cholesky(Q, L)
         _forward(L, h, v)
         for a in range(D):
             t[a] = v[a] + z[j, a]
         _backward(L, t, m)  # the mean L^-T L^-1 h plus L^-T z
-        for a in range(D):
-            delta[a] = m[a] - Y[j, a]
-            Y[j, a] = m[a]
         for n in range(indptr[j], indptr[j + 1]):
             u = users[n]
             s = scale[u]
             for a in range(D):
-                pa = 0.0
-                for b in range(D):
-                    pa += P[u, a, b] * delta[b]
-                G[u, a] -= s * pa
+                moved[u, a] += s * (m[a] - Y[j, a])
+        for a in range(D):
+            Y[j, a] = m[a]
+    for u in range(n_users):
+        for a in range(D):
+            acc = 0.0
+            for b in range(D):
+                acc += P[u, a, b] * moved[u, b]
+            G[u, a] -= acc
