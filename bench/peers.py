@@ -10,9 +10,10 @@ the training items) against ``myfm-implicit`` (myFM with relation blocks: a user
 and normalised training items, the item's one-hot id, as in myFM's MovieLens 100K example);
 the ``+test-pairs`` entries of both also put the test pairs' items into ``N(u)``, which uses
 test-time information (which items each user rated in the test set), and are reported apart.
-For the bpmf estimators the coverage of the central 90% predictive intervals is reported. Prints, per fold and averaged over folds, test RMSE, wall time,
-each wall time as a ratio to myFM's, and iterations per second for the Gibbs samplers. Every
-prediction is clipped to the rating scale [1, 5], peers included.
+Prints, per fold and averaged over folds, test RMSE, wall time, each wall time as a ratio to
+myFM's, iterations per second for the Gibbs samplers and, for the bpmf estimators, the coverage
+of the central 90% predictive intervals. Every prediction is clipped to the rating scale
+[1, 5], peers included.
 
 The peers come from the ``bench`` extra (``pip install "bpmf[bench]"``), never from the runtime
 dependencies.

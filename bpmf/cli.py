@@ -209,7 +209,8 @@ def _build_parser():
         parents=[common],
         help="fit one model and save it",
         description="Fit a model or baseline on rating data; report its training fit and "
-        "save it with --out (models with a posterior: pmf, bpmf, bpmf-nuts, bpmf-wishart).",
+        "save it with --out (models with a posterior: pmf, bpmf, bpmf-nuts, bpmf-wishart, "
+        "bpmf-svdpp).",
     )
     sub.add_argument("--model", required=True, help="model name (see `bpmf models`)")
     _data_options(sub)
@@ -716,8 +717,8 @@ def _cmd_fit(args):
     if args.out is not None and not hasattr(model, "save"):
         raise _Failure(
             f"Model {args.model!r} ({type(model).__name__}) cannot be saved to a file; only "
-            "models with a posterior can (pmf, bpmf, bpmf-nuts, bpmf-wishart). Run without --out "
-            "to see its training fit, or use `bpmf compare` to score it."
+            "models with a posterior can (pmf, bpmf, bpmf-nuts, bpmf-wishart, bpmf-svdpp). Run "
+            "without --out to see its training fit, or use `bpmf compare` to score it."
         )
     if args.out is not None:
         _check_out_file(args.out)

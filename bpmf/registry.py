@@ -50,6 +50,12 @@ MODELS = {
             "Bayesian PMF, conjugate Normal-Wishart priors (the paper's), Gibbs",
             model_config={"covariance_prior": "wishart"},
         ),
+        _spec(
+            "bpmf-svdpp",
+            "bpmf.models.BPMF",
+            "Bayesian SVD++: BPMF with implicit feedback (the items each user rated), Gibbs",
+            model_config={"implicit": True},
+        ),
         _spec("pmf", "bpmf.models.PMF", "Probabilistic matrix factorization, MAP"),
         _spec("adagrad", "bpmf.baselines.AdaGradMF", "Matrix factorization by AdaGrad (numpy)"),
         _spec("mlp", "bpmf.baselines.MLPRegressor", "Multi-layer perceptron on embeddings"),
@@ -80,6 +86,10 @@ PRESETS = {
             "sampler_config": {"draws": 200, "tune": 200, "chains": 2},
         },
         "bpmf-wishart": {
+            "n_factors": 3,
+            "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
+        },
+        "bpmf-svdpp": {
             "n_factors": 3,
             "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
         },

@@ -333,7 +333,9 @@ class BPMF(PosteriorModel):
         if model_config["implicit"] and self.method != "gibbs":
             raise ValueError("implicit feedback (model_config['implicit']) needs method='gibbs'.")
         if model_config["implicit"] and sampler_config["keep"] != "all":
-            raise ValueError("implicit feedback keeps every draw: use sampler_config['keep']='all'.")
+            raise ValueError(
+                "implicit feedback keeps every draw: use sampler_config['keep']='all'."
+            )
         train = self._start_fit(train)
         progressbar = resolve_progressbar(self.progressbar)
         seeds = np.random.SeedSequence(self.random_state).generate_state(3)
