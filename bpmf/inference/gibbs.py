@@ -18,6 +18,12 @@ One sweep of a chain draws, in turn:
    along them in one draw; and, with the LKJ prior, a rescaling of each factor between the
    two sides (``U[:, k] g``, ``V[:, k] / g``), which the priors alone identify.
 
+With implicit feedback (Bayesian SVD++, :mod:`bpmf.inference.implicit`), each sweep also draws
+the items' implicit factors ``Y`` with the user rows integrated out, and their scales, before
+the user rows; the users' ratings then see ``U + offset_U``, the item side regresses on it, the
+translation ``(mu_V + f, V + f, b_u - (U_u + o_u) . f)`` compensates with the effective
+vectors, and the rescaling move scales ``Y`` and its scales with ``U``.
+
 Every step leaves the posterior invariant, so the chain samples exactly the model's posterior.
 Chains run in parallel threads (the compiled kernels release the GIL), each with its own
 :class:`numpy.random.Generator` spawned from ``random_state``, and within a chain the rows of a
