@@ -10,11 +10,16 @@ and the gradient-descent baselines. With side features (the ML-100K user and ite
 :func:`bpmf.datasets.load_movielens_features`, encoded by :class:`bpmf.datasets.FeatureEncoder`
 for both): ``bpmf-features`` (``BPMF`` with ``user_features``/``item_features``) and
 ``myfm-features`` (myFM with the same encoded features, in relation blocks as its
-documentation does for ML-100K).
-The ``BPMF`` entries and ``myfm-ordinal`` also report the coverage of their 90% predictive
-intervals of the test ratings. Prints, per fold and averaged over folds, test RMSE, wall time,
-each wall time as a ratio to myFM's, and iterations per second for the Gibbs samplers. Every
-prediction is clipped to the rating scale [1, 5], peers included.
+documentation does for ML-100K). Implicit feedback (SVD++): ``bpmf-svdpp`` (Bayesian SVD++,
+``N(u)`` the training items) against ``myfm-implicit`` (myFM with relation blocks: a user's
+one-hot id and normalised training items, the item's one-hot id, as in myFM's MovieLens 100K
+example); the ``+test-pairs`` entries of both also put the test pairs' items into ``N(u)``,
+which uses test-time information (which items each user rated in the test set), and are
+reported apart.
+Prints, per fold and averaged over folds, test RMSE, wall time, each wall time as a ratio to
+myFM's, iterations per second for the Gibbs samplers and, for the bpmf estimators and
+``myfm-ordinal``, the coverage of the central 90% predictive intervals. Every prediction is
+clipped to the rating scale [1, 5], peers included.
 
 The peers come from the ``bench`` extra (``pip install "bpmf[bench]"``), never from the runtime
 dependencies.
@@ -159,6 +164,42 @@ def run_myfm_ordinal(train, test, seed):
     return proba @ levels, seconds, ITERATIONS / sampling, float(inside.mean())
 
 
+def run_myfm_implicit(train, test, seed, test_pairs=False):
+    """myFM with SVD++ features in relation blocks; ``test_pairs``: N(u) also holds the test
+    pairs' items (test-time information)."""
+    import myfm
+    import scipy.sparse as sp
+
+    users, items = train.user_codes, train.item_codes
+    test_users, test_items = train.encode_users(test.users), train.encode_items(test.items)
+    if test_pairs:
+        known = (test_users >= 0) & (test_items >= 0)
+        users = np.concatenate([users, test_users[known]])
+        items = np.concatenate([items, test_items[known]])
+    n_u, n_i = train.n_users, train.n_items
+    implicit = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(n_u, n_i))
+    implicit.data[:] = 1.0  # duplicates summed: one entry per (user, item)
+    counts = np.maximum(np.diff(implicit.indptr), 1)
+    implicit = sp.diags(1.0 / np.sqrt(counts)) @ implicit
+    # one extra all-zero row per block for the unseen users and items of the test set
+    user_block = sp.vstack([sp.hstack([sp.identity(n_u), implicit]), sp.csr_matrix((1, n_u + n_i))])
+    item_block = sp.vstack([sp.identity(n_i), sp.csr_matrix((1, n_i))])
+    user_block, item_block = user_block.tocsr(), item_block.tocsr()
+
+    def blocks(u, i):
+        return [myfm.RelationBlock(np.where(u >= 0, u, n_u), user_block),
+                myfm.RelationBlock(np.where(i >= 0, i, n_i), item_block)]
+
+    start = time.perf_counter()
+    fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
+    fm.fit(sp.csr_matrix((train.n_ratings, 0)), train.values, X_rel=blocks(train.user_codes,
+           train.item_codes), n_iter=ITERATIONS, n_kept_samples=ITERATIONS - GIBBS_BURN_IN,
+           group_shapes=[n_u, n_i, n_i])
+    sampling = time.perf_counter() - start
+    pred = fm.predict(sp.csr_matrix((test.n_ratings, 0)), X_rel=blocks(test_users, test_items))
+    return pred, time.perf_counter() - start, ITERATIONS / sampling
+
+
 def run_surprise(train, test, algorithm, seed):
     import surprise
 
@@ -215,9 +256,12 @@ def run_gibbs_kernel(train, test, seed):
     return pred, time.perf_counter() - start, ITERATIONS / sampling
 
 
-def run_estimator(make):
+def run_estimator(make, test_pairs=False):
+    """``test_pairs``: the model's factory takes the test set too (implicit feedback whose
+    N(u) holds the test pairs' items)."""
+
     def run(train, test, seed):
-        model = make(seed)
+        model = make(seed, test) if test_pairs else make(seed)
         start = time.perf_counter()
         model.fit(train)
         pred = (
@@ -227,7 +271,7 @@ def run_estimator(make):
         )
         seconds = time.perf_counter() - start
         coverage = None
-        if hasattr(model, "predict_interval") and hasattr(model, "sampler_config"):
+        if hasattr(model, "predict_interval") and hasattr(model, "idata_"):
             interval = model.predict_interval(test, prob=0.9, on_unseen="ignore")
             coverage = float(np.mean((test.values >= interval["lower"].to_numpy())
                                      & (test.values <= interval["upper"].to_numpy())))
@@ -267,16 +311,22 @@ def bpmf_entries():
             "bpmf-features": {"model_config": {"user_features": "ml-100k",
                                                "item_features": "ml-100k"}},
             "bpmf-ordinal": {"model_config": {"likelihood": "ordinal"}, "rating_scale": SCALE},
+            "bpmf-svdpp": {"model_config": {"implicit": True}},
         }
         # load the compiled kernels outside the timing (cached on disk after the first run)
         tiny = load_food_world_cup_tiny()
-        BPMF(n_factors=RANK, sampler_config={"draws": 2, "tune": 3}, progressbar=False).fit(tiny)
-        BPMF(n_factors=RANK, sampler_config={"draws": 2, "tune": 3}, progressbar=False,
-             model_config={"likelihood": "ordinal"}).fit(tiny)
+        for config in ({}, {"likelihood": "ordinal"}, {"implicit": True}):
+            BPMF(n_factors=RANK, model_config=config, sampler_config={"draws": 2, "tune": 3},
+                 progressbar=False).fit(tiny)
         for name, kwargs in variants.items():
             entries.append((name, run_estimator(
                 lambda seed, kwargs=kwargs: BPMF(n_factors=RANK, random_state=seed,
                                                  progressbar=False, **kwargs))))
+        # test-time information: the test pairs' items join N(u)
+        entries.append(("bpmf-svdpp+test-pairs", run_estimator(
+            lambda seed, test: BPMF(n_factors=RANK, random_state=seed, progressbar=False,
+                                    model_config={"implicit": True, "implicit_pairs": test}),
+            test_pairs=True)))
     try:
         from bpmf import baselines
     except ImportError:
@@ -319,6 +369,8 @@ def main(argv=None):
         ("myfm", run_myfm),
         ("myfm-features", lambda tr, te, s: run_myfm(tr, te, s, features=True)),
         ("myfm-ordinal", run_myfm_ordinal),
+        ("myfm-implicit", run_myfm_implicit),
+        ("myfm-implicit+test-pairs", lambda tr, te, s: run_myfm_implicit(tr, te, s, True)),
         ("surprise-SVD", lambda tr, te, s: run_surprise(tr, te, surprise.SVD, s)),
         ("surprise-BaselineOnly", lambda tr, te, s: run_surprise(tr, te, surprise.BaselineOnly, s)),
         ("bpmf-gibbs-kernel", run_gibbs_kernel),

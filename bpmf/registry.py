@@ -62,6 +62,12 @@ MODELS = {
             "Bayesian PMF, LKJ priors, ordered-probit likelihood on whole ratings, Gibbs",
             model_config={"likelihood": "ordinal"},
         ),
+        _spec(
+            "bpmf-svdpp",
+            "bpmf.models.BPMF",
+            "Bayesian SVD++: BPMF with implicit feedback (the items each user rated), Gibbs",
+            model_config={"implicit": True},
+        ),
         _spec("pmf", "bpmf.models.PMF", "Probabilistic matrix factorization, MAP"),
         _spec("adagrad", "bpmf.baselines.AdaGradMF", "Matrix factorization by AdaGrad (numpy)"),
         _spec("mlp", "bpmf.baselines.MLPRegressor", "Multi-layer perceptron on embeddings"),
@@ -100,6 +106,10 @@ PRESETS = {
             "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
         },
         "bpmf-ordinal": {
+            "n_factors": 3,
+            "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
+        },
+        "bpmf-svdpp": {
             "n_factors": 3,
             "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
         },

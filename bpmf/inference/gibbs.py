@@ -18,6 +18,12 @@ One sweep of a chain draws, in turn:
    along them in one draw; and, with the LKJ prior, a rescaling of each factor between the
    two sides (``U[:, k] g``, ``V[:, k] / g``), which the priors alone identify.
 
+With implicit feedback (Bayesian SVD++, :mod:`bpmf.inference.implicit`), each sweep also draws
+the items' implicit factors ``Y`` with the user rows integrated out, and their scales, before
+the user rows; the users' ratings then see ``U + offset_U``, the item side regresses on it, the
+translation ``(mu_V + f, V + f, b_u - (U_u + o_u) . f)`` compensates with the effective
+vectors, and the rescaling move scales ``Y`` and its scales with ``U``.
+
 Every step leaves the posterior invariant, so the chain samples exactly the model's posterior.
 Chains run in parallel threads (the compiled kernels release the GIL), each with its own
 :class:`numpy.random.Generator` spawned from ``random_state``, and within a chain the rows of a
@@ -49,6 +55,7 @@ from bpmf.inference.hyperpriors import (
     LKJHyperpriors,
     WishartHyperpriors,
 )
+from bpmf.inference.implicit import ImplicitStep
 from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
 from bpmf.inference.rows import available_cores, sample_side, workspace
 from bpmf.kernels.residuals import row_residual_sums
@@ -146,7 +153,10 @@ def _shift_moves(state, hyper, biases, config, rng):
     for side, other, other_bias in (("U", "V", "item_bias"), ("V", "U", "user_bias")):
         A, a = hyper.mean_prior(side, state)
         lam, weights = hyper.bias_terms(other_bias, state)
-        partner = state[other]
+        # the fitted values see ``other + offset_other`` (implicit feedback): the biases
+        # compensate the shift's change of those
+        offset = state.get(f"offset_{other}")
+        partner = state[other] if offset is None else state[other] + offset
         precision = A + lam * partner.T @ partner
         linear = a + partner.T @ weights
         gamma = hyper.bias_regression(side, state)
@@ -227,9 +237,16 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
     if links is not None:  # side features: the links, then the rows' prior means from them
         links.step(state, rng)
         links.row_means(state)
+    implicit = work.get("implicit")
+    if implicit is not None:  # Y with the user rows integrated out, then its scales
+        implicit.step(state, user_csr, rng)
     alpha = config.get("overrelax", 0.0)
+    # after a draw of Y with the user rows integrated out, the rows must be drawn afresh from
+    # their conditional (a partially collapsed step): an overrelaxed draw starts from the old
+    # rows, which are not a draw given the new Y
     sample_side(
-        state, "U", user_csr, biases, work["U"], rng, False, threads=threads, overrelax=alpha
+        state, "U", user_csr, biases, work["U"], rng, False, threads=threads,
+        overrelax=0.0 if implicit is not None else alpha,
     )
     sum_errors, sum_squares = sample_side(
         state, "V", item_csr, biases, work["V"], rng, True, threads=threads, overrelax=alpha
@@ -254,7 +271,9 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
             if precision is not None:  # None: the bias scale belongs to the covariance block
                 state[f"{bias}_precision"] = precision
     _shift_moves(state, hyper, biases, config, rng)
-    hyper.rescale(state, rng)
+    g = hyper.rescale(state, rng, None if implicit is None else implicit.rescale_terms(state))
+    if implicit is not None and g is not None:  # Y and its scales move with U
+        implicit.rescale(state, g)
     if biases:
         _bias_scale_moves(state, csrs, hyper, rng)
     if ordinal is not None:
@@ -263,6 +282,8 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
 
 #: the per-row variables: with ``keep="moments"`` their running moments replace their draws
 ROW_VARIABLES = ("U", "V", "user_bias", "item_bias")
+#: the variables of implicit feedback, kept with ``keep="all"``
+IMPLICIT_VARIABLES = ("Y", "Y_sd", "offset_U")
 _KEEP = ("all", "moments")
 
 
@@ -335,6 +356,9 @@ def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=No
             if biases:
                 expected += state["user_bias"][users] + state["item_bias"][items]
             _welford(out["pair_mean"][chain], out["pair_var"][chain], expected, draw + 1)
+    for name in IMPLICIT_VARIABLES:
+        if name in out:
+            out[name][chain, draw] = state[name]
     if "diverging" in out:
         out["diverging"][chain, draw] = state["diverging_U"] or state["diverging_V"]
         out["n_steps_U"][chain, draw] = state["steps_U"]
@@ -439,6 +463,7 @@ def sample_gibbs(
     overrelax=0.0,
     features=None,
     ordinal=None,
+    implicit=None,
 ):
     r"""Draw from the BPMF posterior with the blocked Gibbs sampler.
 
@@ -504,6 +529,10 @@ def sample_gibbs(
         is the prior sd of the cut-points about the midpoints between ratings):
         the noise sd is 1 and the cut-points are drawn and returned as ``cutpoints``
         ``(chain, draw, K - 1)``.
+    implicit : bpmf.inference.implicit.ImplicitSets or None
+        Implicit feedback (Bayesian SVD++, :mod:`bpmf.inference.implicit`): the sets ``N(u)``;
+        ``model_config["implicit_scale_sd"]`` is the half-normal prior scale of ``s_Y``.
+        Needs ``keep="all"``.
 
     Returns
     -------
@@ -516,7 +545,8 @@ def sample_gibbs(
         retained draws (absent when there are none), at the positions ``retained`` of the
         draw axis; ``U_mean``, ``U_var`` (and so on for ``V`` and the biases) with a leading
         ``chain`` axis hold the running moments; ``pair_mean``, ``pair_var`` (chain, pair)
-        those of ``predict_pairs``.
+        those of ``predict_pairs``. With ``implicit``: ``Y`` (item, factor), ``Y_sd``
+        (factor) and ``offset_U`` (user, factor).
     """
     user_codes, item_codes, ratings = check_inputs(
         user_codes, item_codes, ratings, n_users, n_items, draws, tune, chains
@@ -526,6 +556,8 @@ def sample_gibbs(
     retained, pairs = _check_keep(
         keep, thin, factor_draws, predict_pairs, draws, shapes[0], shapes[1]
     )
+    if implicit is not None and keep != "all":
+        raise ValueError("implicit feedback keeps every draw: use keep='all'")
     thin = int(thin)
     slots = {} if retained is None else {int(d): slot for slot, d in enumerate(retained)}
     overrelax = float(overrelax)
@@ -562,6 +594,10 @@ def sample_gibbs(
         links.allocate(out, chains, draws)
     if ordinal is not None:
         out["cutpoints"] = np.empty((chains, draws, int(round(high - low))))
+    if implicit is not None:
+        out["Y"] = np.empty((chains, draws, shapes[1], D))
+        out["Y_sd"] = np.empty((chains, draws, D))
+        out["offset_U"] = np.empty((chains, draws, shapes[0], D))
     bar = tqdm(
         total=chains * (tune + draws * thin),
         desc="Gibbs",
@@ -586,6 +622,11 @@ def sample_gibbs(
                 cutpoint_prior_means(low, high), config.get("cutpoint_sd", 1.0), tune,
             )
             steps.start(state)
+        if implicit is not None:
+            work["implicit"] = ImplicitStep(
+                implicit, D, config.get("implicit_scale_sd", 1.0), biases
+            )
+            work["implicit"].start(state, rng)
         if early:
             early_hyper.start(state, rng)
             for _ in range(early):

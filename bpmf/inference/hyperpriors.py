@@ -90,6 +90,13 @@ def _prior_rows(side, state):
     link = state.get(f"link_mean_{side}")
     rows = state[side] if link is None else state[side] - link
     return (rows, *link_scatter(side, state))
+def _draw_rescale(a, b, extra, dim, rng):
+    """The rescaling factors ``g = e^t``, ``t`` from ``exp(-a e^{2t} - b e^{-2t})`` times the
+    ``extra`` terms ``(a', c)``: ``exp(-a' e^{2t} + c t)`` (None: none)."""
+    uniforms = rng.random((dim, 32))
+    if extra is None:
+        return np.exp(slice_log_scales(a, b, uniforms))
+    return np.exp(slice_log_scales(a + extra[0], b, uniforms, np.asarray(extra[1], float)))
 
 
 def _draw_gaussian(precision, linear, rng):
@@ -227,9 +234,9 @@ class LKJHyperpriors:
     def noise_precision(self, n_ratings, sse, rng):
         return 1.0 / draw_halfnormal_scale(n_ratings, sse, self.config["sigma_sd"], rng) ** 2
 
-    def rescale(self, state, rng):
+    def rescale(self, state, rng, extra=None):
         """Move each factor's scale between the sides, keeping ``U_k V_k`` (a generalised
-        Gibbs step on the multiplicative group).
+        Gibbs step on the multiplicative group); returns the factors ``g``.
 
         ``U[:, k], mu_U[k], L_U[k, :]`` times ``g_k`` and the same of ``V`` divided by it
         leave the likelihood unchanged; with the Jacobian and the Haar measure ``dg / g``,
@@ -237,7 +244,9 @@ class LKJHyperpriors:
         prior terms of ``U``'s (``V``'s) factor ``k``: ``mu[k]^2 / 2 s_m^2 + s_k^2 / 2 s_f^2``.
         Without it the per-factor balance between the sides, which only the priors fix,
         moves by small steps, and a chain started with one side's factor shrunk stays
-        near that state for hundreds of sweeps.
+        near that state for hundreds of sweeps. ``extra``: ``(a, c)`` of further variables
+        that scale with ``U`` (the implicit factors), adding ``-a e^{2t} + c t``; the caller
+        scales them by the returned ``g``.
         """
         terms = []
         for side in ("U", "V"):
@@ -246,7 +255,13 @@ class LKJHyperpriors:
             if self.free_means[side]:
                 term = term + 0.5 * self.mean_precision * state[f"mu_{side}"] ** 2
             terms.append(term)
-        g = np.exp(slice_log_scales(terms[0], terms[1], rng.random((self.dim, 32))))
+        # a free factor mean scales with its side: its Jacobian g (U) or 1/g (V) per factor
+        # cancels between the sides only when both means are free
+        jacobian = float(self.free_means["U"]) - float(self.free_means["V"])
+        if jacobian:
+            a_extra, c_extra = (0.0, 0.0) if extra is None else extra
+            extra = (np.zeros(self.dim) + a_extra, np.zeros(self.dim) + c_extra + jacobian)
+        g = _draw_rescale(terms[0], terms[1], extra, self.dim, rng)
         for side, factor in (("U", g), ("V", 1.0 / g)):
             state[side] = state[side] * factor
             state[f"mu_{side}"] = state[f"mu_{side}"] * factor
@@ -260,6 +275,7 @@ class LKJHyperpriors:
             state[f"Sigma_{side}"] = chol @ chol.T
             Lambda = np.linalg.inv(state[f"Sigma_{side}"])
             state[f"Lambda_{side}"] = 0.5 * (Lambda + Lambda.T)
+        return g
 
     def bias_precision(self, biases, rng):
         scale = draw_halfnormal_scale(
@@ -372,8 +388,9 @@ class WishartHyperpriors:
         state[f"Lambda_{side}"] = Lambda
         state[f"Sigma_{side}"] = np.linalg.inv(Lambda)
 
-    def rescale(self, state, rng):
+    def rescale(self, state, rng, extra=None):
         """No rescaling move: the Wishart prior ties the scales of the two sides."""
+        return None
 
     def noise_precision(self, n_ratings, sse, rng):
         shape = self.config["noise_shape"] + 0.5 * n_ratings
@@ -481,15 +498,16 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         return (rows.shape[0] * direction.T @ precision @ direction,
                 -direction.T @ (precision @ rows.sum(axis=0)))
 
-    def rescale(self, state, rng):
+    def rescale(self, state, rng, extra=None):
         """As :meth:`LKJHyperpriors.rescale`, on the factor rows of each side's Cholesky
         factor (the bias row is not rescaled)."""
         D = self.dim
         terms = [(state[f"chol_{side}"][:D] ** 2).sum(axis=1) / (2.0 * self.scale_sd**2)
                  for side in ("U", "V")]
-        g = np.exp(slice_log_scales(terms[0], terms[1], rng.random((D, 32))))
+        g = _draw_rescale(terms[0], terms[1], extra, D, rng)
         for side, factor in (("U", g), ("V", 1.0 / g)):
             state[side] = state[side] * factor
             chol = state[f"chol_{side}"].copy()
             chol[:D] *= factor[:, None]
             self._set_covariance(side, state, chol)
+        return g

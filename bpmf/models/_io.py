@@ -416,6 +416,11 @@ def _encode_params(params):
     """Constructor arguments as plain JSON (they are read back by ``cls(**params)``)."""
 
     def plain(value):
+        if isinstance(value, pd.DataFrame) and {"user", "item"} <= set(value.columns):
+            # pairs (model_config["implicit_pairs"]): their ids only
+            return {"user": plain(value["user"].tolist()), "item": plain(value["item"].tolist())}
+        if hasattr(value, "user_codes") and hasattr(value, "to_frame"):  # a Ratings: its pairs
+            return plain(value.to_frame())
         if isinstance(value, dict):
             return {str(k): plain(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):

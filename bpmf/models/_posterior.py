@@ -54,6 +54,10 @@ POSTERIOR_DIMS = {
     "item_bias_sd": (),
     **LINK_DIMS,  # side features: links B_U, B_V, user_bias_link, ... and their precisions
     "cutpoints": ("cutpoint",),
+    # implicit feedback: the users' ratings see U + offset_U
+    "Y": ("item", "factor"),
+    "Y_sd": ("factor",),
+    "offset_U": ("user", "factor"),
 }
 
 # Pairs per block when averaging over draws: bounds memory at about draws x block floats.
@@ -269,6 +273,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
         item_codes = np.asarray(item_codes, dtype=np.int64)
         features = getattr(self, "features_", None)
         no_bias = np.zeros((len(post["mu"]), 1))
+        if "offset_U" in post:  # implicit feedback: the effective user vectors
+            post = {**post, "U": post["U"] + post["offset_U"]}
         expected = expected_ratings(
             post["U"], post["V"], post["mu"], post.get("user_bias", no_bias),
             post.get("item_bias", no_bias), user_codes, item_codes,
@@ -737,6 +743,11 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 "fold_in does not support models with side features (user_features, "
                 "item_features): refit with the new ratings, or predict new ids with a "
                 "feature row from their features."
+            )
+        if "offset_U" in post:
+            raise ValueError(
+                "fold_in does not support implicit feedback (a new row changes the users' "
+                "implicit offsets); refit with the new ratings instead."
             )
         needed = [n for n in ("U", "V", "Sigma_U", "Sigma_V") if n not in post]
         if needed:

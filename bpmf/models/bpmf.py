@@ -4,11 +4,12 @@ dispatch to its samplers."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from bpmf._config import resolve_progressbar
 from bpmf._validation import check_n_factors, check_positive
-from bpmf.datasets import Ratings, as_ratings
+from bpmf.datasets import Ratings, as_pairs, as_ratings
 from bpmf.inference.diagnostics import diagnose
 from bpmf.inference.hyperpriors import WISHART_DEFAULTS
 from bpmf.inference.ordinal import cutpoint_prior_means, rating_categories
@@ -38,6 +39,11 @@ _COMMON = {
     # the rating model: Gaussian, or ordered probit on whole ratings (cut-points, unit noise)
     "likelihood": "gaussian",
     "cutpoint_sd": 1.0,
+    # implicit feedback (Bayesian SVD++, Gibbs only): Y_j ~ N(0, diag(s_Y^2)),
+    # s_Y ~ HalfNormal(implicit_scale_sd); implicit_pairs: further (user, item) pairs of N(u)
+    "implicit": False,
+    "implicit_scale_sd": 1.0,
+    "implicit_pairs": None,
 }
 _PRIOR_KEYS = {
     "lkj": {
@@ -94,6 +100,16 @@ class BPMF(PosteriorModel):
           latent noise (``sigma`` must stay None or 1) and learned cut-points (see Notes);
         - ``cutpoint_sd`` (1.0): prior sd of each ordinal cut-point about the midpoint
           between its two ratings.
+        - ``implicit`` (False): implicit feedback (Bayesian SVD++, see Notes): a user's
+          ratings see ``U_u + |N(u)|^{-1/2} sum_{j in N(u)} Y_j``, ``N(u)`` the items the user
+          rated in training; ``method="gibbs"`` and ``keep="all"`` only;
+        - ``implicit_scale_sd`` (1.0): half-normal prior scale of each factor's ``s_Y``;
+        - ``implicit_pairs`` (None): with ``implicit``, further ``(user, item)`` pairs (a
+          DataFrame with columns ``user``, ``item``, a dict of two such lists, or a Ratings,
+          whose ratings are not used) whose items join ``N(u)``, e.g. the pairs to be
+          predicted (as in Koren's SVD++). **Predictions then use test-time information**:
+          that the user rated those items. Pairs of users or items absent from the training
+          data are left out.
 
         With ``covariance_prior="lkj"``: ``factor_mean_sd`` (1.0), ``lkj_eta`` (2.0),
         ``factor_scale_sd`` (1.0), ``bias_scale_sd`` (1.0), ``sigma_sd`` (1.0),
@@ -216,6 +232,22 @@ class BPMF(PosteriorModel):
     :meth:`predict_proba` the probability of every rating, intervals are sets of whole
     ratings and ``recommend`` reports the exact :math:`P(r \ge t)`.
 
+    ``implicit=True`` (Bayesian SVD++; Koren 2008, Rendle, Zhang & Koren 2019): with
+    :math:`N(i)` the items user :math:`i` rated in training (plus those of
+    ``implicit_pairs``),
+
+    .. math::
+
+        Y_k &\sim \mathcal N(0, \mathrm{diag}(s_Y^2)), \qquad
+        s_{Y,d} \sim \mathcal N^+(0, s_y^2), \\
+        r_{ij} &\sim \mathcal N\Big(\mu + b_i + c_j + \big(U_i + |N(i)|^{-1/2}
+        \textstyle\sum_{k \in N(i)} Y_k\big)^\top V_j, \sigma^2\Big).
+
+    The Gibbs sampler draws each :math:`Y_k` from its Gaussian conditional with the user
+    rows integrated out (:mod:`bpmf.inference.implicit`); ``posterior`` gets ``Y``,
+    ``Y_sd`` and ``offset_U`` (the sums :math:`|N(i)|^{-1/2} \sum_k Y_k`), and
+    predictions use the effective user vectors ``U + offset_U``.
+
     ``fit`` finds the MAP of the matching :class:`PMF` by alternating least squares and
     starts every chain from it. The Gibbs sampler draws every row of factors with its bias
     from its Gaussian conditional, the intercept and the factor means from theirs, the
@@ -319,6 +351,7 @@ class BPMF(PosteriorModel):
             config["sigma"] = 1.0
             config["cutpoint_sd"] = check_positive("model_config['cutpoint_sd']",
                                                    config["cutpoint_sd"])
+        _check_implicit(config)
         if prior == "lkj":
             if config["factor_means"] not in (True, False, "auto", "U", "V"):
                 raise ValueError("model_config['factor_means'] must be True, False, 'auto', 'U' "
@@ -369,6 +402,8 @@ class BPMF(PosteriorModel):
     def build_model(self, train):
         """The PyMC model that joint NUTS samples (LKJ prior; dims user, item, factor, obs)."""
         config = self._model_config()
+        if config["implicit"]:
+            raise ValueError("build_model: implicit feedback is sampled by method='gibbs' only.")
         if config["covariance_prior"] != "lkj":
             raise ValueError(
                 "build_model builds the LKJ model; covariance_prior='wishart' "
@@ -407,6 +442,12 @@ class BPMF(PosteriorModel):
             raise ValueError(
                 "method='nuts' samples the LKJ model only; use method='gibbs' "
                 "for covariance_prior='wishart'."
+            )
+        if model_config["implicit"] and self.method != "gibbs":
+            raise ValueError("implicit feedback (model_config['implicit']) needs method='gibbs'.")
+        if model_config["implicit"] and sampler_config["keep"] != "all":
+            raise ValueError(
+                "implicit feedback keeps every draw: use sampler_config['keep']='all'."
             )
         train = self._start_fit(train)
         self._designs, features = encode_features(train, model_config)
@@ -515,6 +556,7 @@ class BPMF(PosteriorModel):
             overrelax=float(sampler_config["overrelax"]),
             features=getattr(self, "_designs", None),
             ordinal=self._scale_levels,
+            implicit=_implicit_sets(train, model_config),
         )
 
     def _sample_gibbs(self, train, model_config, sampler_config, seed, progressbar):
@@ -607,6 +649,34 @@ class BPMF(PosteriorModel):
             predictions.reshape(n_chains, n_draws, -1),
             label=label,
         )
+
+
+def _check_implicit(config):
+    """One-line errors for the implicit-feedback keys of ``model_config``."""
+    if not isinstance(config["implicit"], bool | np.bool_):
+        raise ValueError(f"model_config['implicit'] must be True or False, got "
+                         f"{config['implicit']!r}.")
+    check_positive("model_config['implicit_scale_sd']", config["implicit_scale_sd"])
+    if config["implicit_pairs"] is not None and not config["implicit"]:
+        raise ValueError("model_config['implicit_pairs'] needs model_config['implicit']=True.")
+
+
+def _implicit_sets(train, model_config):
+    """The sets N(u) of an implicit-feedback fit (None without implicit feedback)."""
+    from bpmf.inference.implicit import implicit_sets
+
+    if not model_config["implicit"]:
+        return None
+    extra = None
+    pairs = model_config["implicit_pairs"]
+    if pairs is not None:
+        if isinstance(pairs, dict):
+            pairs = pd.DataFrame(pairs)
+        users, items = as_pairs(pairs)
+        user_codes, item_codes = train.encode_users(users), train.encode_items(items)
+        known = (user_codes >= 0) & (item_codes >= 0)
+        extra = (user_codes[known], item_codes[known])
+    return implicit_sets(train.user_codes, train.item_codes, train.n_users, train.n_items, extra)
 
 
 def _cpu_count():

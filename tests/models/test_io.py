@@ -37,6 +37,9 @@ SETTINGS = {
         "progressbar": False,
     },
 }
+#: BPMF with implicit feedback (posterior Y, Y_sd, offset_U) and further pairs of N(u)
+SVDPP = {**SETTINGS["BPMF"], "model_config": {
+    "implicit": True, "implicit_pairs": {"user": ["u1", "u2"], "item": [3, 4]}}}
 SAVABLE = sorted({model_class(name) for name in MODELS if hasattr(model_class(name), "save")},
                  key=lambda cls: cls.__name__)
 
@@ -52,7 +55,8 @@ def train():
 
 @pytest.fixture(scope="module")
 def fitted(train):
-    return {cls.__name__: cls(**SETTINGS[cls.__name__]).fit(train) for cls in SAVABLE}
+    models = {cls.__name__: cls(**SETTINGS[cls.__name__]).fit(train) for cls in SAVABLE}
+    return {**models, "BPMF-svdpp": BPMF(**SVDPP).fit(train)}
 
 
 @pytest.fixture()
@@ -96,7 +100,7 @@ def test_every_savable_model_is_covered():
     assert {cls.__name__ for cls in SAVABLE} == set(SETTINGS)
 
 
-@pytest.mark.parametrize("name", sorted(SETTINGS))
+@pytest.mark.parametrize("name", [*sorted(SETTINGS), "BPMF-svdpp"])
 def test_round_trip_restores_every_fitted_attribute(name, fitted, pairs, tmp_path):
     model = fitted[name]
     path = model.save(tmp_path / f"model{FILE_EXTENSION}")
@@ -140,6 +144,17 @@ def test_ordinal_round_trip(train, pairs, tmp_path):
     draws = loaded.predict_posterior(known, random_state=1)
     xr.testing.assert_identical(draws, model.predict_posterior(known, random_state=1))
     assert set(np.unique(draws.values)) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+def test_implicit_pairs_given_as_a_frame_are_saved_as_their_ids(train, tmp_path):
+    pairs = train.to_frame().iloc[:3]
+    model = BPMF(**{**SVDPP, "model_config": {"implicit": True, "implicit_pairs": pairs},
+                    "sampler_config": {"draws": 3, "tune": 2, "chains": 1}}).fit(train)
+    loaded = load(model.save(tmp_path / "svdpp.bpmf"))
+    saved = loaded.get_params()["model_config"]["implicit_pairs"]
+    assert saved == {"user": pairs["user"].tolist(), "item": pairs["item"].tolist()}
+    known = train.to_frame().iloc[:10]
+    np.testing.assert_array_equal(loaded.predict(known), model.predict(known))
 
 
 @pytest.mark.slow

@@ -1,0 +1,164 @@
+"""BPMF with implicit feedback (Bayesian SVD++): recovery of the implicit part's scale on data
+simulated from the model, predictions from the effective user vectors, the test-time pairs,
+reproducibility and the errors of unsupported combinations."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bpmf.inference.implicit import implicit_offsets, implicit_sets
+from bpmf.models import BPMF
+
+SAMPLER = {"draws": 150, "tune": 100, "chains": 2}
+
+
+def simulate(implicit_sd, n_users=300, n_items=200, n_factors=2, density=0.15, seed=0):
+    """Ratings from the model: ``mu + b_u + c_i + (U_u + o_u) . V_i + N(0, 0.5^2)`` with
+    ``Y_j ~ N(0, implicit_sd^2 I)``; returns the ratings and the true implicit signal
+    ``o_u . V_i`` of every rated pair."""
+    rng = np.random.default_rng(seed)
+    users, items = np.nonzero(rng.random((n_users, n_items)) < density)
+    U = 0.7 * rng.standard_normal((n_users, n_factors))
+    V = 0.7 * rng.standard_normal((n_items, n_factors))
+    Y = implicit_sd * rng.standard_normal((n_items, n_factors))
+    offsets = implicit_offsets(implicit_sets(users, items, n_users, n_items), Y)
+    signal = np.einsum("nk,nk->n", offsets[users], V[items])
+    values = (
+        3.0
+        + 0.3 * rng.standard_normal(n_users)[users]
+        + 0.3 * rng.standard_normal(n_items)[items]
+        + np.einsum("nk,nk->n", U[users], V[items])
+        + signal
+        + 0.5 * rng.standard_normal(len(users))
+    )
+    return pd.DataFrame({"user": users, "item": items, "rating": values}), signal
+
+
+def fit(frame, seed=1, **config):
+    return BPMF(2, model_config={"implicit": True, **config}, sampler_config=SAMPLER,
+                random_state=seed, progressbar=False).fit(frame)
+
+
+def implicit_scale(model, frame):
+    """Posterior draws of the rms over the rated pairs of the implicit part ``o_u . V_i``: the
+    scale of the implicit factors in the fitted values, which rotations of the factors and
+    the rescaling of ``(U, Y)`` against ``V`` leave unchanged."""
+    post = model.idata_["posterior"]
+    users = model.user_index_.get_indexer(frame["user"])
+    items = model.item_index_.get_indexer(frame["item"])
+    offsets = post["offset_U"].values[:, :, users]
+    V = post["V"].values[:, :, items]
+    return np.sqrt(np.mean(np.einsum("cdnk,cdnk->cdn", offsets, V) ** 2, axis=-1)).ravel()
+
+
+@pytest.fixture(scope="module")
+def with_implicit():
+    frame, signal = simulate(0.8)
+    return frame, signal, fit(frame)
+
+
+def test_recovers_the_scale_of_the_implicit_factors(with_implicit):
+    frame, signal, model = with_implicit
+    draws = implicit_scale(model, frame)
+    truth = np.sqrt(np.mean(signal**2))
+    assert abs(draws.mean() - truth) < 4 * draws.std() + 0.02, (draws.mean(), draws.std(), truth)
+    # without implicit feedback in the data, the implicit part shrinks towards zero
+    frame0, _ = simulate(0.0)
+    null = implicit_scale(fit(frame0), frame0)
+    assert null.mean() < 0.4 * truth, (null.mean(), truth)
+
+
+def test_predictions_use_the_effective_user_vectors(with_implicit):
+    frame, _, model = with_implicit
+    post = model.idata_["posterior"]
+    pairs = frame.iloc[:50]
+    users = model.user_index_.get_indexer(pairs["user"])
+    items = model.item_index_.get_indexer(pairs["item"])
+    effective = post["U"].values + post["offset_U"].values
+    expected = (
+        post["mu"].values[..., None]
+        + post["user_bias"].values[:, :, users]
+        + post["item_bias"].values[:, :, items]
+        + np.einsum("cdnk,cdnk->cdn", effective[:, :, users], post["V"].values[:, :, items])
+    ).mean((0, 1))
+    np.testing.assert_allclose(model.predict(pairs, clip=False), expected, rtol=1e-10)
+    # the offsets are the scaled sums of the implicit factors of N(u), draw by draw
+    sets = implicit_sets(users, items, len(model.user_index_), len(model.item_index_))
+    assert post["Y"].dims == ("chain", "draw", "item", "factor")
+    assert post["Y_sd"].dims == ("chain", "draw", "factor")
+    full = implicit_sets(model.user_index_.get_indexer(frame["user"]),
+                         model.item_index_.get_indexer(frame["item"]),
+                         len(model.user_index_), len(model.item_index_))
+    np.testing.assert_allclose(post["offset_U"].values[1, -1],
+                               implicit_offsets(full, post["Y"].values[1, -1]), atol=1e-12)
+    assert sets.n_pairs <= full.n_pairs
+
+
+def test_test_time_pairs_join_the_implicit_sets():
+    frame, _ = simulate(0.8, n_users=60, n_items=40, density=0.3, seed=3)
+    extra = pd.DataFrame({"user": [0, 0, 5, 999], "item": [1, 2, 3, 1]})  # user 999: unknown
+    model = BPMF(2, model_config={"implicit": True, "implicit_pairs": extra},
+                 sampler_config={"draws": 5, "tune": 5, "chains": 1}, random_state=0,
+                 progressbar=False).fit(frame)
+    post = model.idata_["posterior"]
+    codes = {name: getattr(model, f"{name}_index_").get_indexer(frame[name])
+             for name in ("user", "item")}
+    known = extra[extra.user != 999]
+    sets = implicit_sets(codes["user"], codes["item"], len(model.user_index_),
+                         len(model.item_index_),
+                         (model.user_index_.get_indexer(known.user),
+                          model.item_index_.get_indexer(known.item)))
+    Y = post["Y"].values[0, -1]
+    np.testing.assert_allclose(post["offset_U"].values[0, -1], implicit_offsets(sets, Y),
+                               atol=1e-12)
+    without = implicit_sets(codes["user"], codes["item"], len(model.user_index_),
+                            len(model.item_index_))
+    assert sets.n_pairs > without.n_pairs
+
+
+def test_same_seed_same_draws():
+    frame, _ = simulate(0.5, n_users=50, n_items=30, density=0.3, seed=4)
+    config = {"draws": 5, "tune": 5, "chains": 2}
+    runs = [BPMF(2, model_config={"implicit": True}, sampler_config=config, random_state=7,
+                 progressbar=False).fit(frame).idata_["posterior"] for _ in range(2)]
+    for name in ("Y", "Y_sd", "offset_U", "U"):
+        np.testing.assert_array_equal(runs[0][name].values, runs[1][name].values)
+
+
+PAIRS = pd.DataFrame({"user": [0], "item": [0]})
+
+
+@pytest.mark.parametrize(
+    ("config", "kwargs", "message"),
+    [
+        ({"implicit": True}, {"method": "nuts"}, "needs method='gibbs'"),
+        ({"implicit": True}, {"sampler_config": {"keep": "moments"}}, "keep'\\]='all'"),
+        ({"implicit": "yes"}, {}, "must be True or False"),
+        ({"implicit": True, "implicit_scale_sd": 0}, {}, "implicit_scale_sd"),
+        ({"implicit_pairs": PAIRS}, {}, "needs model_config\\['implicit'\\]=True"),
+        ({"implicit": True, "implicit_pairs": [1, 2]}, {}, "pairs"),
+    ],
+)
+def test_unsupported_settings_fail_with_one_line(config, kwargs, message):
+    frame, _ = simulate(0.5, n_users=20, n_items=10, density=0.5)
+    with pytest.raises(ValueError, match=message) as error:
+        BPMF(2, model_config=config, progressbar=False, **kwargs).fit(frame)
+    assert "\n" not in str(error.value)
+
+
+def test_fold_in_is_refused(with_implicit):
+    _, _, model = with_implicit
+    new = pd.DataFrame({"user": ["new"], "item": [0], "rating": [3.0]})
+    with pytest.raises(ValueError, match="fold_in does not support implicit feedback"):
+        model.fold_in(new)
+
+
+def test_compare_scores_the_registered_variant():
+    from bpmf import compare
+
+    frame, _ = simulate(0.8, n_users=60, n_items=40, density=0.3, seed=5)
+    settings = {"n_factors": 2, "sampler_config": {"draws": 30, "tune": 20, "chains": 1}}
+    results = compare({"svdpp": ("bpmf-svdpp", settings)}, frame, folds=2, random_state=0,
+                      progress=False)
+    assert list(results["model"]) == ["svdpp", "svdpp"]
+    assert np.isfinite(results[["rmse", "coverage"]].to_numpy()).all()
