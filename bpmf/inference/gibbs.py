@@ -58,7 +58,6 @@ from bpmf.inference.hyperpriors import (
 from bpmf.inference.implicit import ImplicitStep
 from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
 from bpmf.inference.rows import available_cores, sample_side, workspace
-from bpmf.kernels.residuals import row_residual_sums
 from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows, sample_rows_parallel
 
 __all__ = ["check_inputs", "sample_gibbs"]
@@ -177,8 +176,8 @@ def _shift_moves(state, hyper, biases, config, rng):
             state["mu"] -= gamma @ shift
 
 
-def _bias_scale_moves(state, csrs, hyper, rng):
-    """Scale each side's biases and their scale together: ``(g b, g s)``.
+def _scale_biases(state, hyper, bias, counts, residual_sums, rng):
+    """Scale one side's biases and their scale together: ``(g b, g s)``.
 
     A generalised Gibbs step on the multiplicative group (Liu & Sabatti, 2000). The biases'
     prior ``N(0, s^2)`` (in the correlated prior, the rows' Gaussian with the Cholesky
@@ -186,35 +185,23 @@ def _bias_scale_moves(state, csrs, hyper, rng):
     leaving the likelihood, Gaussian in ``g``, times the half-normal prior of ``g s``: ``g``
     is a normal truncated to ``g > 0``, drawn exactly. It moves the bias scale along the
     direction its conditional draw given the biases explores only by small steps (the two
-    are strongly coupled when the biases are well determined). Not applied with per-row
-    prior means (side features): the biases' prior then has a regression mean as well.
+    are strongly coupled when the biases are well determined). ``counts``: each row's number
+    of ratings; ``residual_sums``: each row's sum of residuals at the current state. Not
+    applied with per-row prior means (side features): the biases' prior then has a
+    regression mean as well.
     """
     if "row_mean_U" in state or "row_mean_V" in state:
         return
-    for bias, side, other, other_bias, csr in (
-        ("item_bias", "V", "U", "user_bias", csrs[1]),
-        ("user_bias", "U", "V", "item_bias", csrs[0]),
-    ):
-        scale = hyper.bias_scale(bias, state)
-        if scale is None:
-            continue
-        s, prior_sd = scale
-        own, partner = state[side], state[other]
-        if state.get(f"offset_{side}") is not None:
-            own = own + state[f"offset_{side}"]
-        if state.get(f"offset_{other}") is not None:
-            partner = partner + state[f"offset_{other}"]
-        indptr, partners, values = csr
-        residual_sums = row_residual_sums(
-            indptr, partners, values, own, partner, state[bias], state[other_bias], state["mu"]
-        )
-        b = state[bias]
-        quadratic = float(np.diff(indptr) @ (b * b))
-        cross = float(b @ residual_sums)
-        precision = state["tau"] * quadratic + (s / prior_sd) ** 2
-        mean = state["tau"] * (quadratic + cross) / precision
-        g = _positive_normal(mean, 1.0 / np.sqrt(precision), rng)
-        hyper.scale_biases(bias, state, g)
+    scale = hyper.bias_scale(bias, state)
+    if scale is None:
+        return
+    s, prior_sd = scale
+    b = state[bias]
+    quadratic = float(counts @ (b * b))
+    cross = float(b @ residual_sums)
+    precision = state["tau"] * quadratic + (s / prior_sd) ** 2
+    mean = state["tau"] * (quadratic + cross) / precision
+    hyper.scale_biases(bias, state, _positive_normal(mean, 1.0 / np.sqrt(precision), rng))
 
 
 def _positive_normal(mean, sd, rng):
@@ -245,11 +232,14 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
     # their conditional (a partially collapsed step): an overrelaxed draw starts from the old
     # rows, which are not a draw given the new Y
     sample_side(
-        state, "U", user_csr, biases, work["U"], rng, False, threads=threads,
-        overrelax=0.0 if implicit is not None else alpha,
+        state, "U", user_csr, biases, work["U"], rng, biases, threads=threads,
+        overrelax=0.0 if implicit is not None else alpha, row_sums=work["U"]["row_sums"],
     )
+    if biases:  # at the state the user rows were just drawn in
+        _scale_biases(state, hyper, "user_bias", work["U"]["counts"], work["U"]["row_sums"], rng)
     sum_errors, sum_squares = sample_side(
-        state, "V", item_csr, biases, work["V"], rng, True, threads=threads, overrelax=alpha
+        state, "V", item_csr, biases, work["V"], rng, True, threads=threads, overrelax=alpha,
+        row_sums=work["V"]["row_sums"],
     )
     # intercept: e_n = r_n - mu_old - fitted_n, so sum(r - fitted) = sum(e) + N mu_old
     mu_old = state["mu"]
@@ -260,6 +250,7 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
         prior_prec * config["intercept_mean"] + state["tau"] * (sum_errors + n_ratings * mu_old)
     ) / post_prec
     state["mu"] = post_mean + rng.standard_normal() / np.sqrt(post_prec)
+    mu_drawn = state["mu"]  # the moves below shift mu too, but keep the fitted values
     if config["sigma"] is None:
         # sum((e + mu_old - mu)^2), expanded about the old intercept
         shift = mu_old - state["mu"]
@@ -275,7 +266,10 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
     if implicit is not None and g is not None:  # Y and its scales move with U
         implicit.rescale(state, g)
     if biases:
-        _bias_scale_moves(state, csrs, hyper, rng)
+        # the items' residual sums, drawn about the old intercept; the moves since the new
+        # intercept's draw keep the fitted values
+        item_sums = work["V"]["row_sums"] - work["V"]["counts"] * (mu_drawn - mu_old)
+        _scale_biases(state, hyper, "item_bias", work["V"]["counts"], item_sums, rng)
     if ordinal is not None:
         ordinal.shift(state, config, rng)
 
@@ -613,6 +607,8 @@ def sample_gibbs(
         for bias in ("user_bias", "item_bias"):
             state[f"{bias}_precision"] = 1.0 / max(float(np.mean(state[bias] ** 2)), 1e-2)
         work = workspace(*shapes, biases)
+        for side, csr in zip(("U", "V"), csrs, strict=True):
+            work[side]["counts"] = np.diff(csr[0]).astype(float)
         if links is not None:
             links.start(state, D)
         steps = None
@@ -724,4 +720,5 @@ def _compile_kernels(n_factors, biases, parallel=False):
             True,
             blocks,
             0.0,
+            np.zeros(2),
         )

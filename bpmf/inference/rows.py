@@ -47,7 +47,8 @@ def workspace(n_users, n_items, D, biases):
 
     Per side: ``X``, the other side's rows with a column of ones for the bias and a last
     column with the other side's biases (zero without biases), aligned to cache lines;
-    ``rows`` for the drawn (factor, bias) rows and ``z`` for their standard normals.
+    ``rows`` for the drawn (factor, bias) rows, ``z`` for their standard normals and
+    ``row_sums`` for each row's residual sum.
     """
     dim = D + 1 if biases else D
     work = {}
@@ -55,7 +56,12 @@ def workspace(n_users, n_items, D, biases):
         X = aligned_zeros((n_other, dim + 1))
         if biases:
             X[:, D] = 1.0
-        work[side] = {"X": X, "rows": np.empty((n_rows, dim)), "z": np.empty((n_rows, dim))}
+        work[side] = {
+            "X": X,
+            "rows": np.empty((n_rows, dim)),
+            "z": np.empty((n_rows, dim)),
+            "row_sums": np.zeros(n_rows),
+        }
     return work
 
 
@@ -66,7 +72,8 @@ _SIDES = {
 
 
 def sample_side(
-    state, side, csr, biases, work, rng, residuals, noise=True, threads=1, overrelax=0.0
+    state, side, csr, biases, work, rng, residuals, noise=True, threads=1, overrelax=0.0,
+    row_sums=None,
 ):
     """Draw every row of ``state[side]`` (and its bias) jointly, given the other side.
 
@@ -76,6 +83,7 @@ def sample_side(
     of rows in parallel when there are at least :data:`PARALLEL_MIN_RATINGS` ratings; the
     result does not depend on ``threads``. ``overrelax`` in ``(-1, 1)`` overrelaxes each row's
     draw about its conditional mean (:func:`bpmf.kernels.rows.sample_rows`; 0: a plain draw).
+    With ``residuals``, an array ``row_sums`` (n_rows) receives each row's residual sum.
     """
     other, bias, other_bias = _SIDES[side]
     indptr, partners, ratings = csr
@@ -139,6 +147,7 @@ def sample_side(
         residuals,
         blocks,
         float(overrelax),
+        np.empty(0) if row_sums is None else row_sums,
     )
     if threads > 1 and len(ratings) >= PARALLEL_MIN_RATINGS:
         with numba_threads(threads):

@@ -98,6 +98,7 @@ def _sample_block(
     out,
     residuals,
     alpha,
+    row_sums,
 ):
     """Rows ``first:last`` of :func:`sample_rows`, with their own scratch buffers and
     prefetch stream; returns the block's ``(sum_n e_n, sum_n e_n^2)``."""
@@ -189,6 +190,7 @@ def _sample_block(
             for a in range(dim):
                 out[r, a] += alpha * previous[a]
         if residuals:
+            row_total = 0.0
             for begin in range(start, stop, CHUNK):
                 count = min(CHUNK, stop - begin)
                 if stop - start > CHUNK:  # the buffer holds only the last chunk: gather again
@@ -210,8 +212,11 @@ def _sample_block(
                     for k in range(count):
                         errors[k] -= Xt[a, k] * coefficient
                 for k in range(count):
-                    sum_errors += errors[k]
+                    row_total += errors[k]
                     sum_squares += errors[k] * errors[k]
+            sum_errors += row_total
+            if row_sums.shape[0] > 0:
+                row_sums[r] = row_total
     return sum_errors, sum_squares
 
 
@@ -242,6 +247,7 @@ def sample_rows(
     residuals,
     blocks=None,
     alpha=0.0,
+    row_sums=None,
 ):
     """Draw every row ``r`` from N(P^-1 h, P^-1), in place into ``out``; one thread.
 
@@ -262,10 +268,14 @@ def sample_rows(
 
     Returns ``(sum_n e_n, sum_n e_n^2)`` over all ratings of the residuals
     ``e_n = t_n - x_n . out[r]`` under the new rows when ``residuals`` is true, else zeros;
-    each block sums its own ratings and the blocks' sums are added in block order.
+    each block sums its own ratings and the blocks' sums are added in block order. With
+    ``residuals`` and an array ``row_sums`` (n_rows), each row's sum of its residuals is
+    written there too.
     """
     if blocks is None:
         blocks = np.array([0, indptr.shape[0] - 1], dtype=np.int64)
+    if row_sums is None:
+        row_sums = np.empty(0)
     n_blocks = blocks.shape[0] - 1
     block_sums = np.zeros((n_blocks, 2))
     for b in range(n_blocks):
@@ -284,6 +294,7 @@ def sample_rows(
             out,
             residuals,
             alpha,
+            row_sums,
         )
     return _ordered_total(block_sums)
 
@@ -303,6 +314,7 @@ def sample_rows_parallel(
     residuals,
     blocks=None,
     alpha=0.0,
+    row_sums=None,
 ):
     """:func:`sample_rows` with the blocks spread over numba's threads (``prange``).
 
@@ -313,6 +325,8 @@ def sample_rows_parallel(
     """
     if blocks is None:
         blocks = np.array([0, indptr.shape[0] - 1], dtype=np.int64)
+    if row_sums is None:
+        row_sums = np.empty(0)
     n_blocks = blocks.shape[0] - 1
     block_sums = np.zeros((n_blocks, 2))
     for b in prange(n_blocks):
@@ -331,6 +345,7 @@ def sample_rows_parallel(
             out,
             residuals,
             alpha,
+            row_sums,
         )
     return _ordered_total(block_sums)
 

@@ -456,3 +456,23 @@ def test_overrelaxed_row_draw_has_the_closed_form_mean_and_covariance():
     np.testing.assert_allclose(shifted, mean + alpha * (previous - mean), rtol=1e-10, atol=1e-12)
     M = np.column_stack([draw(e, alpha) - shifted for e in np.eye(dim)])
     np.testing.assert_allclose(M @ M.T, (1 - alpha**2) * np.linalg.inv(P), rtol=1e-9, atol=1e-12)
+
+
+def test_row_residual_sums_are_each_rows_sum_of_residuals():
+    rng = np.random.default_rng(8)
+    n_rows, n_other, dim = 40, 25, 3
+    users = rng.integers(0, n_rows, 600).astype(np.int64)
+    items = rng.integers(0, n_other, 600).astype(np.int64)
+    values = rng.normal(size=600)
+    (indptr, partners, sorted_values), _ = csr_pair(users, items, values, n_rows, n_other)
+    X = np.column_stack([rng.normal(size=(n_other, dim)), rng.normal(size=n_other)])
+    out = np.empty((n_rows, dim))
+    row_sums = np.full(n_rows, np.nan)
+    total, _ = sample_rows(indptr, partners, sorted_values, X, 0.3, np.eye(dim),
+                           np.zeros((1, dim)), 2.0, rng.normal(size=(n_rows, dim)), out, True,
+                           None, 0.0, row_sums)
+    errors = sorted_values - 0.3 - X[partners, dim] - np.einsum(
+        "na,na->n", X[partners, :dim], out[np.repeat(np.arange(n_rows), np.diff(indptr))])
+    expected = np.bincount(np.repeat(np.arange(n_rows), np.diff(indptr)), errors, n_rows)
+    np.testing.assert_allclose(row_sums, expected, atol=1e-10)
+    np.testing.assert_allclose(total, errors.sum(), atol=1e-10)
