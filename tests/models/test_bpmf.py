@@ -522,7 +522,8 @@ def test_bias_parameterisations_start_from_the_map(data, choice):
     rows with at least ``bias_center_min`` ratings."""
     train, _ = data
     ratings = BPMF(2)._start_fit(train)
-    model = BPMF(2, model_config={"bias_parameterization": choice, "bias_center_min": 14})
+    model = BPMF(2, model_config={"bias_parameterization": choice, "bias_center_min": 14,
+                                  "correlated_biases": False})
     config = model._model_config()
     rng = np.random.default_rng(0)
     model.map_ = {
