@@ -88,10 +88,11 @@ def run_myfm(train, test, seed, features=False):
     return pred, time.perf_counter() - start, ITERATIONS / sampling
 
 
-def run_myfm_features(train, test, seed):
+def run_myfm_features(train, test, seed, implicit=False):
     """myFM with the side features, as its documentation does it for ML-100K: one relation
     block per side whose rows are ``[one-hot id | features]`` (the one-hot empty for an id
-    without training ratings), indexed by each rating's user and item."""
+    without training ratings), indexed by each rating's user and item. ``implicit``: the
+    user block also holds the user's normalised training items (as ``myfm-implicit``)."""
     import myfm
     import scipy.sparse as sp
 
@@ -103,14 +104,27 @@ def run_myfm_features(train, test, seed):
         known = np.flatnonzero(codes >= 0)
         one_hot = sp.csr_matrix((np.ones(len(known)), (known, codes[known])),
                                 shape=(len(table), len(ids)))
-        blocks[name] = (pd.Index(table.index),
-                        sp.hstack([one_hot, sp.csr_matrix(table.to_numpy())], format="csr"))
+        parts = [one_hot, sp.csr_matrix(table.to_numpy())]
+        if implicit and name == "user":
+            rated = sp.csr_matrix(
+                (np.ones(train.n_ratings), (train.user_codes, train.item_codes)),
+                shape=(train.n_users, train.n_items),
+            )
+            rated.data[:] = 1.0
+            counts = np.maximum(np.diff(rated.indptr), 1)
+            rated = (sp.diags(1.0 / np.sqrt(counts)) @ rated).tocsr()
+            rows = sp.csr_matrix((len(table), train.n_items))
+            rows = sp.vstack([rated[codes[i]] if codes[i] >= 0 else rows[i]
+                              for i in range(len(table))], format="csr")
+            parts.append(rows)
+        blocks[name] = (pd.Index(table.index), sp.hstack(parts, format="csr"))
 
     def relations(users, items):
         return [myfm.RelationBlock(blocks["user"][0].get_indexer(users), blocks["user"][1]),
                 myfm.RelationBlock(blocks["item"][0].get_indexer(items), blocks["item"][1])]
 
-    groups = [train.n_users, tables["user"].shape[1], train.n_items, tables["item"].shape[1]]
+    groups = [train.n_users, tables["user"].shape[1], *([train.n_items] if implicit else []),
+              train.n_items, tables["item"].shape[1]]
     start = time.perf_counter()
     fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
     fm.fit(
@@ -312,6 +326,9 @@ def bpmf_entries():
                                                "item_features": "ml-100k"}},
             "bpmf-ordinal": {"model_config": {"likelihood": "ordinal"}, "rating_scale": SCALE},
             "bpmf-svdpp": {"model_config": {"implicit": True}},
+            "bpmf-features-svdpp": {"model_config": {"user_features": "ml-100k",
+                                                     "item_features": "ml-100k",
+                                                     "implicit": True}},
         }
         # load the compiled kernels outside the timing (cached on disk after the first run)
         tiny = load_food_world_cup_tiny()
@@ -369,6 +386,7 @@ def main(argv=None):
         ("myfm", run_myfm),
         ("myfm-features", lambda tr, te, s: run_myfm(tr, te, s, features=True)),
         ("myfm-ordinal", run_myfm_ordinal),
+        ("myfm-features-implicit", lambda tr, te, s: run_myfm_features(tr, te, s, True)),
         ("myfm-implicit", run_myfm_implicit),
         ("myfm-implicit+test-pairs", lambda tr, te, s: run_myfm_implicit(tr, te, s, True)),
         ("surprise-SVD", lambda tr, te, s: run_surprise(tr, te, surprise.SVD, s)),

@@ -147,6 +147,8 @@ class ImplicitStep:
         row_mean = state.get("row_mean_U")
         mean[:, :D] = state["mu_U"] if row_mean is None else row_mean
         mean[:, :D] += state["offset_U"]
+        if self.biases and state.get("row_mean_user_bias") is not None:  # side features
+            mean[:, D] = state["row_mean_user_bias"]
         return prec, mean
 
     def step(self, state, user_csr, rng):

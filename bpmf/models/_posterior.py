@@ -744,6 +744,13 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 "item_features): refit with the new ratings, or predict new ids with a "
                 "feature row from their features."
             )
+        resolved = self._model_config() if hasattr(self, "_model_config") else {}
+        if resolved.get("correlated_biases") is True:
+            raise ValueError(
+                "fold_in does not support correlated_biases=True (the posterior keeps the "
+                "factor and bias scales, not their joint covariance); refit with the new "
+                "ratings instead."
+            )
         if "offset_U" in post:
             raise ValueError(
                 "fold_in does not support implicit feedback (a new row changes the users' "

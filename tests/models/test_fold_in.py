@@ -186,3 +186,17 @@ def test_fold_in_is_reproducible_whatever_the_threads(fitted, split):
         runs.append(fitted.fold_in(given, random_state=4).idata_["posterior"]["U"].values)
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_fold_in_refuses_correlated_biases():
+    from bpmf.datasets import make_synthetic_ratings
+
+    ratings, _ = make_synthetic_ratings(n_users=30, n_items=20, n_factors=2, density=0.5,
+                                        random_state=0)
+    frame = ratings.to_frame()
+    users = frame["user"].unique()
+    model = BPMF(2, model_config={"correlated_biases": True}, random_state=0, progressbar=False,
+                 sampler_config={"draws": 5, "tune": 6, "chains": 1}).fit(
+        frame[frame["user"] != users[0]])
+    with pytest.raises(ValueError, match="correlated_biases"):
+        model.fold_in(frame[frame["user"] == users[0]])
