@@ -3,19 +3,21 @@
 Fits myFM (Bayesian factorisation machine, C++ Gibbs, rank 10, 200 iterations), Surprise
 ``SVD`` and ``BaselineOnly``, bpmf's conjugate Gibbs sampler called directly, so that only
 the sampler is timed, as myFM is (``bpmf-gibbs-kernel``), ``PMF``, ``BPMF`` with the package
-defaults (``bpmf``: LKJ priors, blocked Gibbs, the whole fit with its MAP),
-``BPMF(method="nuts")`` (joint NUTS), ``BPMF`` with the conjugate Wishart prior, the ordinal
-``BPMF`` (``bpmf-ordinal``: ordered probit) against myFM's ordered probit (``myfm-ordinal``),
-and the gradient-descent baselines. With side features (the ML-100K user and item tables of
+defaults (``bpmf``: LKJ priors, blocked Gibbs, the whole fit with its MAP), the same whole
+fit with myFM's 200 sweeps in one chain (``bpmf-200-sweeps``), ``BPMF(method="nuts")``
+(joint NUTS), ``BPMF`` with the conjugate Wishart prior, the ordinal ``BPMF``
+(``bpmf-ordinal``: ordered probit) against myFM's ordered probit (``myfm-ordinal``), and the
+gradient-descent baselines. With side features (the ML-100K user and item tables of
 :func:`bpmf.datasets.load_movielens_features`, encoded by :class:`bpmf.datasets.FeatureEncoder`
 for both): ``bpmf-features`` (``BPMF`` with ``user_features``/``item_features``) and
 ``myfm-features`` (myFM with the same encoded features, in relation blocks as its
-documentation does for ML-100K). Implicit feedback (SVD++): ``bpmf-svdpp`` (Bayesian SVD++,
-``N(u)`` the training items) against ``myfm-implicit`` (myFM with relation blocks: a user's
-one-hot id and normalised training items, the item's one-hot id, as in myFM's MovieLens 100K
-example); the ``+test-pairs`` entries of both also put the test pairs' items into ``N(u)``,
-which uses test-time information (which items each user rated in the test set), and are
-reported apart.
+documentation does for ML-100K), and both with implicit feedback as well
+(``bpmf-features-svdpp``, ``myfm-features-implicit``). Implicit feedback (SVD++):
+``bpmf-svdpp`` (Bayesian SVD++, ``N(u)`` the training items) against ``myfm-implicit`` (myFM
+with relation blocks: a user's one-hot id and normalised training items, the item's one-hot
+id, as in myFM's MovieLens 100K example); the ``+test-pairs`` entries of both also put the
+test pairs' items into ``N(u)``, which uses test-time information (which items each user
+rated in the test set), and are reported apart.
 Prints, per fold and averaged over folds, test RMSE, wall time, each wall time as a ratio to
 myFM's, iterations per second for the Gibbs samplers and, for the bpmf estimators and
 ``myfm-ordinal``, the coverage of the central 90% predictive intervals. Every prediction is
@@ -329,6 +331,10 @@ def bpmf_entries():
             "bpmf-features-svdpp": {"model_config": {"user_features": "ml-100k",
                                                      "item_features": "ml-100k",
                                                      "implicit": True}},
+            # the whole fit (MAP, sampling, diagnostics) with myFM's number of sweeps: one
+            # chain of 50 warm-up and 150 kept sweeps
+            "bpmf-200-sweeps": {"sampler_config": {"chains": 1, "tune": GIBBS_BURN_IN,
+                                                   "draws": ITERATIONS - GIBBS_BURN_IN}},
         }
         # load the compiled kernels outside the timing (cached on disk after the first run)
         tiny = load_food_world_cup_tiny()

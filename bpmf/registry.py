@@ -82,6 +82,9 @@ MODELS = {
 }
 
 #: ``preset -> model name -> settings``; a ``sampler_config`` entry is merged into the model's.
+#: The quick preset of every Gibbs-sampled BPMF variant.
+_QUICK_GIBBS = {"n_factors": 3, "sampler_config": {"draws": 1500, "tune": 300, "chains": 2}}
+
 #: Models absent from a preset use their class defaults.
 PRESETS = {
     "default": {},
@@ -89,30 +92,15 @@ PRESETS = {
         # Sized so that the samplers' diagnostics pass on the Food World Cup folds (two chains
         # of 1,000 Gibbs draws: a few seconds per fit); joint NUTS needs far more draws than a
         # quick run affords for R-hat(mu) <= 1.01, so `make run` leaves it out.
-        "bpmf": {
-            "n_factors": 3,
-            "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
-        },
+        "bpmf": _QUICK_GIBBS,
         "bpmf-nuts": {
             "n_factors": 3,
             "sampler_config": {"draws": 200, "tune": 200, "chains": 2},
         },
-        "bpmf-wishart": {
-            "n_factors": 3,
-            "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
-        },
-        "bpmf-features": {
-            "n_factors": 3,
-            "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
-        },
-        "bpmf-ordinal": {
-            "n_factors": 3,
-            "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
-        },
-        "bpmf-svdpp": {
-            "n_factors": 3,
-            "sampler_config": {"draws": 1500, "tune": 300, "chains": 2},
-        },
+        "bpmf-wishart": _QUICK_GIBBS,
+        "bpmf-features": _QUICK_GIBBS,
+        "bpmf-ordinal": _QUICK_GIBBS,
+        "bpmf-svdpp": _QUICK_GIBBS,
         "pmf": {"n_factors": 3},
         "adagrad": {"n_factors": 10},
         "softmax": {"max_iter": 3000},
