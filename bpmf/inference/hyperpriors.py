@@ -90,6 +90,8 @@ def _prior_rows(side, state):
     link = state.get(f"link_mean_{side}")
     rows = state[side] if link is None else state[side] - link
     return (rows, *link_scatter(side, state))
+
+
 def _draw_rescale(a, b, extra, dim, rng):
     """The rescaling factors ``g = e^t``, ``t`` from ``exp(-a e^{2t} - b e^{-2t})`` times the
     ``extra`` terms ``(a', c)``: ``exp(-a' e^{2t} + c t)`` (None: none)."""

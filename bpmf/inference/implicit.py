@@ -33,6 +33,7 @@ import numpy as np
 from scipy import sparse
 
 from bpmf.inference.hyperpriors import draw_halfnormal_scale
+from bpmf.inference.rows import row_prior
 from bpmf.kernels.implicit import sweep_implicit, user_terms
 
 __all__ = ["ImplicitSets", "ImplicitStep", "implicit_offsets", "implicit_sets"]
@@ -133,23 +134,9 @@ class ImplicitStep:
 
     def _user_prior(self, state):
         """Prior precision and per-user means of the user rows ``(U_u + o_u, b_u)``, as
-        :func:`bpmf.inference.rows.sample_side` forms them."""
-        D = self.dim
-        dim = D + 1 if self.biases else D
-        if "row_precision_U" in state:
-            prec = state["row_precision_U"]
-        else:
-            prec = np.zeros((dim, dim))
-            prec[:D, :D] = state["Lambda_U"]
-            if self.biases:
-                prec[D, D] = state["user_bias_precision"]
-        mean = np.zeros((self.sets.n_users, dim))
-        row_mean = state.get("row_mean_U")
-        mean[:, :D] = state["mu_U"] if row_mean is None else row_mean
-        mean[:, :D] += state["offset_U"]
-        if self.biases and state.get("row_mean_user_bias") is not None:  # side features
-            mean[:, D] = state["row_mean_user_bias"]
-        return prec, mean
+        :func:`bpmf.inference.rows.sample_side` forms them (``offset_U`` is set: every user
+        has its own mean)."""
+        return row_prior(state, "U", self.biases, self.sets.n_users)
 
     def step(self, state, user_csr, rng):
         """Draw ``Y`` (user rows integrated out), then the scales ``s_Y``; set ``offset_U``."""
