@@ -176,6 +176,15 @@ def _shift_moves(state, hyper, biases, config, rng):
             state["mu"] -= gamma @ shift
 
 
+def _bias_scale_applies(state, hyper, bias):
+    """Whether :func:`_scale_biases` moves ``bias``: its hyperprior has a half-normal scale
+    and there are no per-row prior means (side features: the biases' prior then has a
+    regression mean as well)."""
+    if "row_mean_U" in state or "row_mean_V" in state:
+        return False
+    return hyper.bias_scale(bias, state) is not None
+
+
 def _scale_biases(state, hyper, bias, counts, residual_sums, rng):
     """Scale one side's biases and their scale together: ``(g b, g s)``.
 
@@ -186,16 +195,10 @@ def _scale_biases(state, hyper, bias, counts, residual_sums, rng):
     is a normal truncated to ``g > 0``, drawn exactly. It moves the bias scale along the
     direction its conditional draw given the biases explores only by small steps (the two
     are strongly coupled when the biases are well determined). ``counts``: each row's number
-    of ratings; ``residual_sums``: each row's sum of residuals at the current state. Not
-    applied with per-row prior means (side features): the biases' prior then has a
-    regression mean as well.
+    of ratings; ``residual_sums``: each row's sum of residuals at the current state. Only
+    where :func:`_bias_scale_applies`.
     """
-    if "row_mean_U" in state or "row_mean_V" in state:
-        return
-    scale = hyper.bias_scale(bias, state)
-    if scale is None:
-        return
-    s, prior_sd = scale
+    s, prior_sd = hyper.bias_scale(bias, state)
     b = state[bias]
     quadratic = float(counts @ (b * b))
     cross = float(b @ residual_sums)
@@ -231,11 +234,13 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
     # after a draw of Y with the user rows integrated out, the rows must be drawn afresh from
     # their conditional (a partially collapsed step): an overrelaxed draw starts from the old
     # rows, which are not a draw given the new Y
+    # the users' residual sums are needed only by their bias scaling move
+    move_users = biases and _bias_scale_applies(state, hyper, "user_bias")
     sample_side(
-        state, "U", user_csr, biases, work["U"], rng, biases, threads=threads,
+        state, "U", user_csr, biases, work["U"], rng, move_users, threads=threads,
         overrelax=0.0 if implicit is not None else alpha, row_sums=work["U"]["row_sums"],
     )
-    if biases:  # at the state the user rows were just drawn in
+    if move_users:  # at the state the user rows were just drawn in
         _scale_biases(state, hyper, "user_bias", work["U"]["counts"], work["U"]["row_sums"], rng)
     sum_errors, sum_squares = sample_side(
         state, "V", item_csr, biases, work["V"], rng, True, threads=threads, overrelax=alpha,
@@ -265,7 +270,7 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
     g = hyper.rescale(state, rng, None if implicit is None else implicit.rescale_terms(state))
     if implicit is not None and g is not None:  # Y and its scales move with U
         implicit.rescale(state, g)
-    if biases:
+    if biases and _bias_scale_applies(state, hyper, "item_bias"):
         # the items' residual sums, drawn about the old intercept; the moves since the new
         # intercept's draw keep the fitted values
         item_sums = work["V"]["row_sums"] - work["V"]["counts"] * (mu_drawn - mu_old)
