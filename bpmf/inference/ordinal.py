@@ -217,23 +217,10 @@ class OrdinalGibbs:
         )
 
     # ------------------------------------------------------------------ the steps
-    def step(self, state, biases, rng):
-        """Draw ``(c, z)`` given the rest (step 1) and write ``z`` into the chain's layouts
-        (step 2); adapt the proposal during the first ``tune`` calls."""
-        self._linear_predictor(state, biases)
-        theta = _to_theta(state["cutpoints"])
+    def _adaptive_steps(self, theta, rng):
+        """The warm-up's Metropolis-Hastings steps with the local, point-dependent proposal
+        (the scale adapting toward the target acceptance); returns the extended cut-points."""
         adapting = self.calls < self.tune
-        if not adapting and self.n_cuts:
-            self.calls += 1
-            if (self.calls - self.tune) % CUTPOINT_EVERY == 0:
-                extended = self._frozen_steps(theta, rng)
-            else:  # a sweep without the cut-point step: the latents given the current ones
-                extended = np.concatenate([[-np.inf], state["cutpoints"], [np.inf]])
-            state["cutpoints"] = extended[1:-1].copy()
-            draw_latents(self.eta, self.categories, extended, rng, self.latent)
-            self.csrs[0][2][:] = self.latent[self.user_order]
-            self.csrs[1][2][:] = self.latent[self.item_order]
-            return
         current, extended, chol = self._evaluate(theta)
         for _ in range(METROPOLIS_STEPS if self.n_cuts else 0):
             scale = np.exp(self.log_scale)
@@ -255,6 +242,19 @@ class OrdinalGibbs:
                 self.accepted += int(accept)
                 # Robbins-Monro on the proposal scale toward the target acceptance
                 self.log_scale += (float(accept) - TARGET_ACCEPT) / np.sqrt(1.0 + self.calls)
+        return extended
+
+    def step(self, state, biases, rng):
+        """Draw ``(c, z)`` given the rest (step 1) and write ``z`` into the chain's layouts
+        (step 2); adapt the proposal during the first ``tune`` calls."""
+        self._linear_predictor(state, biases)
+        theta = _to_theta(state["cutpoints"])
+        if self.calls < self.tune or not self.n_cuts:
+            extended = self._adaptive_steps(theta, rng)
+        elif (self.calls + 1 - self.tune) % CUTPOINT_EVERY == 0:
+            extended = self._frozen_steps(theta, rng)
+        else:  # a sweep without the cut-point step: the latents given the current ones
+            extended = np.concatenate([[-np.inf], state["cutpoints"], [np.inf]])
         self.calls += 1
         state["cutpoints"] = extended[1:-1].copy()
         draw_latents(self.eta, self.categories, extended, rng, self.latent)
