@@ -107,18 +107,9 @@ def run_myfm_features(train, test, seed, implicit=False):
         one_hot = sp.csr_matrix((np.ones(len(known)), (known, codes[known])),
                                 shape=(len(table), len(ids)))
         parts = [one_hot, sp.csr_matrix(table.to_numpy())]
-        if implicit and name == "user":
-            rated = sp.csr_matrix(
-                (np.ones(train.n_ratings), (train.user_codes, train.item_codes)),
-                shape=(train.n_users, train.n_items),
-            )
-            rated.data[:] = 1.0
-            counts = np.maximum(np.diff(rated.indptr), 1)
-            rated = (sp.diags(1.0 / np.sqrt(counts)) @ rated).tocsr()
-            rows = sp.csr_matrix((len(table), train.n_items))
-            rows = sp.vstack([rated[codes[i]] if codes[i] >= 0 else rows[i]
-                              for i in range(len(table))], format="csr")
-            parts.append(rows)
+        if implicit and name == "user":  # the one-hot rows select each user's items
+            parts.append(one_hot @ normalised_implicit(
+                train.user_codes, train.item_codes, train.n_users, train.n_items))
         blocks[name] = (pd.Index(table.index), sp.hstack(parts, format="csr"))
 
     def relations(users, items):
@@ -180,6 +171,17 @@ def run_myfm_ordinal(train, test, seed):
     return proba @ levels, seconds, ITERATIONS / sampling, float(inside.mean())
 
 
+def normalised_implicit(users, items, n_users, n_items):
+    """The users' implicit-feedback rows: ``|N(u)|^(-1/2)`` at each item of ``N(u)`` (the
+    items of the pairs ``(users, items)``, one entry per pair however often it occurs)."""
+    import scipy.sparse as sp
+
+    rated = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(n_users, n_items))
+    rated.data[:] = 1.0  # duplicates summed: one entry per (user, item)
+    counts = np.maximum(np.diff(rated.indptr), 1)
+    return (sp.diags(1.0 / np.sqrt(counts)) @ rated).tocsr()
+
+
 def run_myfm_implicit(train, test, seed, test_pairs=False):
     """myFM with SVD++ features in relation blocks; ``test_pairs``: N(u) also holds the test
     pairs' items (test-time information)."""
@@ -193,10 +195,7 @@ def run_myfm_implicit(train, test, seed, test_pairs=False):
         users = np.concatenate([users, test_users[known]])
         items = np.concatenate([items, test_items[known]])
     n_u, n_i = train.n_users, train.n_items
-    implicit = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(n_u, n_i))
-    implicit.data[:] = 1.0  # duplicates summed: one entry per (user, item)
-    counts = np.maximum(np.diff(implicit.indptr), 1)
-    implicit = sp.diags(1.0 / np.sqrt(counts)) @ implicit
+    implicit = normalised_implicit(users, items, n_u, n_i)
     # one extra all-zero row per block for the unseen users and items of the test set
     user_block = sp.vstack([sp.hstack([sp.identity(n_u), implicit]), sp.csr_matrix((1, n_u + n_i))])
     item_block = sp.vstack([sp.identity(n_i), sp.csr_matrix((1, n_i))])
