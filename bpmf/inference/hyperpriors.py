@@ -22,7 +22,7 @@ import numpy as np
 from scipy import stats
 
 from bpmf.inference.features import link_scatter
-from bpmf.kernels.lkj import pack_cholesky, unpack_cholesky
+from bpmf.kernels.lkj import lkj_relative_logp_grad, pack_cholesky, unpack_cholesky
 from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
 from bpmf.kernels.slice import slice_log_scales
 
@@ -226,7 +226,12 @@ class LKJHyperpriors:
                 x, adapter.chol_cov, *args, adapter.step_size, self.max_treedepth, z, u,
                 last_scale_sd,
             )
-            adapter.update(accept, lambda x=x: laplace_chol_cov(x, *args, last_scale_sd))
+            if tuning:
+                log_density = lkj_relative_logp_grad(x, *args, last_scale_sd)[0]
+                adapter.update(
+                    accept, lambda point: laplace_chol_cov(point, *args, last_scale_sd), x,
+                    log_density,
+                )
             n_steps += steps
             diverging = diverging or (div and not tuning)
         state[f"steps_{side}"] = n_steps

@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numba import njit
 
-from bpmf.kernels.lkj import lkj_relative_logp_grad, lower_inverse
+from bpmf.kernels.lkj import lkj_relative_logp_grad
 
 __all__ = ["StepAdapter", "laplace_chol_cov", "nuts_transition"]
 
@@ -56,11 +56,83 @@ def _no_uturn(rho, p_first, p_last):
 
 
 @njit(cache=True, nogil=True)
+def _span_sum(ps, begin, stop, out):
+    """``out`` = the sum of the momenta ``ps[begin:stop]``."""
+    out[:] = 0.0
+    for k in range(begin, stop):
+        for a in range(ps.shape[1]):
+            out[a] += ps[k, a]
+
+
+@njit(cache=True, nogil=True)
+def _subtree_turned(ps, n_new, rho):
+    """Whether any binary subtree of the ``n_new`` states ``ps[:n_new]`` (in build order)
+    makes a U-turn: on its own, or across the merge of its two halves (each half extended by
+    the nearest state of the other). ``rho``: scratch of one momentum."""
+    size = 2
+    while size <= n_new:
+        half = size // 2
+        for begin in range(0, n_new, size):
+            middle = begin + half
+            stop = begin + size
+            _span_sum(ps, begin, stop, rho)
+            if not _no_uturn(rho, ps[begin], ps[stop - 1]):
+                return True
+            if half > 1:  # with one state per half the extended checks are the check above
+                _span_sum(ps, begin, middle + 1, rho)
+                if not _no_uturn(rho, ps[begin], ps[middle]):
+                    return True
+                _span_sum(ps, middle - 1, stop, rho)
+                if not _no_uturn(rho, ps[middle - 1], ps[stop - 1]):
+                    return True
+        size *= 2
+    return False
+
+
+@njit(cache=True, nogil=True)
+def _lower_solve(L, b):
+    """``L^-1 b`` for a lower-triangular ``L`` (forward substitution)."""
+    n = b.shape[0]
+    y = np.empty(n)
+    for i in range(n):
+        acc = b[i]
+        for k in range(i):
+            acc -= L[i, k] * y[k]
+        y[i] = acc / L[i, i]
+    return y
+
+
+@njit(cache=True, nogil=True)
+def _lower_matvec(L, y):
+    """``L y`` for a lower-triangular ``L``."""
+    n = y.shape[0]
+    out = np.empty(n)
+    for i in range(n):
+        acc = 0.0
+        for k in range(i + 1):
+            acc += L[i, k] * y[k]
+        out[i] = acc
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _lower_rmatvec(L, g):
+    """``L^T g`` for a lower-triangular ``L``."""
+    n = g.shape[0]
+    out = np.zeros(n)
+    for i in range(n):
+        gi = g[i]
+        for k in range(i + 1):
+            out[k] += L[i, k] * gi
+    return out
+
+
+@njit(cache=True, nogil=True)
 def _whitened_logp_grad(y, chol_cov, base, scatter, n_rows, eta, scale_sd, last_scale_sd):
     logp, grad_x = lkj_relative_logp_grad(
-        chol_cov @ y, base, scatter, n_rows, eta, scale_sd, last_scale_sd
+        _lower_matvec(chol_cov, y), base, scatter, n_rows, eta, scale_sd, last_scale_sd
     )
-    return logp, chol_cov.T @ grad_x
+    return logp, _lower_rmatvec(chol_cov, grad_x)
 
 
 @njit(cache=True, nogil=True)
@@ -87,7 +159,7 @@ def nuts_transition(
     states built, the statistic that step-size adaptation targets.
     """
     dim = x0.shape[0]
-    y0 = lower_inverse(chol_cov) @ x0
+    y0 = _lower_solve(chol_cov, x0)
     logp0, grad0 = _whitened_logp_grad(
         y0, chol_cov, base, scatter, n_rows, eta, scale_sd, last_scale_sd
     )
@@ -102,11 +174,11 @@ def nuts_transition(
     n_steps = 0
     diverging = False
     depth = 0
-    n_max = 1 << max_depth
-    xs = np.empty((n_max, dim))
-    ps = np.empty((n_max, dim))
-    gs = np.empty((n_max, dim))
-    log_ws = np.empty(n_max)
+    # the states of the subtree being built; grown when a doubling needs more
+    xs = np.empty((16, dim))
+    ps = np.empty((16, dim))
+    gs = np.empty((16, dim))
+    log_ws = np.empty(16)
     x = np.empty(dim)
     p = np.empty(dim)
     sub_rho = np.empty(dim)
@@ -122,6 +194,11 @@ def nuts_transition(
             p[:] = p_left
             g = g_left.copy()
         n_new = 1 << depth
+        if n_new > xs.shape[0]:
+            xs = np.empty((n_new, dim))
+            ps = np.empty((n_new, dim))
+            gs = np.empty((n_new, dim))
+            log_ws = np.empty(n_new)
         built = 0
         for k in range(n_new):
             for a in range(dim):
@@ -146,21 +223,12 @@ def nuts_transition(
             built += 1
         if diverging:
             break
-        # U-turns inside the new subtree: every binary subtree of 2, 4, ... states
-        turned = False
-        size = 2
-        while size <= n_new and not turned:
-            for begin in range(0, n_new, size):
-                for a in range(dim):
-                    sub_rho[a] = 0.0
-                for k in range(begin, begin + size):
-                    for a in range(dim):
-                        sub_rho[a] += ps[k, a]
-                if not _no_uturn(sub_rho, ps[begin], ps[begin + size - 1]):
-                    turned = True
-                    break
-            size *= 2
-        if turned:
+        # U-turns inside the new subtree: every binary subtree of 2, 4, ... states, and
+        # across each merge of two halves (Stan's extra checks: each half with the nearest
+        # state of the other). Without the latter, a step size whose doublings span whole
+        # periods of the (whitened, nearly Gaussian) conditional misses every U-turn and
+        # runs to the maximum depth: 63-255 steps where 7 suffice.
+        if _subtree_turned(ps, n_new, sub_rho):
             break
         # a candidate from the new subtree, in proportion to its states' weights
         top = log_ws[0]
@@ -182,6 +250,20 @@ def nuts_transition(
         if math.log(max(uniforms[3 * depth + 2], 1e-300)) < log_new - log_weight:
             x_out[:] = xs[chosen]
         log_weight = max(log_weight, log_new) + math.log1p(math.exp(-abs(log_weight - log_new)))
+        # merging the new subtree into the trajectory: besides the whole trajectory, the old
+        # part with the new subtree's nearest state, and the new subtree with the old part's
+        # nearest state (Stan's checks across a merge)
+        inner = p_right if forward else p_left
+        far = p_left if forward else p_right
+        for a in range(dim):
+            sub_rho[a] = rho[a] + ps[0, a]
+        merged = _no_uturn(sub_rho, far, ps[0])
+        for a in range(dim):
+            sub_rho[a] = inner[a]
+        for k in range(n_new):
+            for a in range(dim):
+                sub_rho[a] += ps[k, a]
+        merged = merged and _no_uturn(sub_rho, inner, ps[n_new - 1])
         last = n_new - 1
         if forward:
             x_right[:] = xs[last]
@@ -195,9 +277,9 @@ def nuts_transition(
             for a in range(dim):
                 rho[a] += ps[k, a]
         depth += 1
-        if not _no_uturn(rho, p_left, p_right):
+        if not (merged and _no_uturn(rho, p_left, p_right)):
             break
-    return chol_cov @ x_out, accept_sum / max(n_steps, 1), n_steps, diverging
+    return _lower_matvec(chol_cov, x_out), accept_sum / max(n_steps, 1), n_steps, diverging
 
 
 def laplace_chol_cov(x, base, scatter, n_rows, eta, scale_sd, last_scale_sd=0.0,
@@ -234,8 +316,11 @@ class StepAdapter:
         Initial Cholesky factor of the metric (an estimate of the conditional covariance).
     n_tune : int
         Number of warm-up transitions. The metric is recomputed from the Laplace
-        approximation at the current position after 10% and 30% of them, the step size is
-        adapted throughout, and both are frozen after.
+        approximation after 10% and 30% of them, at the warm-up draw of highest log density
+        since the last recomputation (a point in the bulk: the current draw can lie in a
+        tail, such as the narrow neck the prior alone has where a diagonal entry of the
+        Cholesky factor is small, and a metric taken there collapses the step size); the
+        step size is adapted throughout, and both are frozen after.
     target_accept : float
         Target of the mean acceptance statistic.
     """
@@ -247,6 +332,7 @@ class StepAdapter:
         self.step_size = float(step_size)
         self.metric_updates = {max(1, int(0.1 * self.n_tune)), max(2, int(0.3 * self.n_tune))}
         self.count = 0
+        self._best = (-math.inf, None)  # (log density, draw) of the current metric window
         self._restart()
 
     def _restart(self):
@@ -259,8 +345,9 @@ class StepAdapter:
     def tuning(self):
         return self.count < self.n_tune
 
-    def update(self, accept_stat, laplace):
-        """Record one warm-up transition; ``laplace()`` gives a new metric factor or None."""
+    def update(self, accept_stat, laplace, draw=None, log_density=-math.inf):
+        """Record one warm-up transition that ended at ``draw`` (of log density
+        ``log_density``); ``laplace(point)`` gives a metric factor at a point, or None."""
         if not self.tuning:
             return
         self.count += 1
@@ -271,8 +358,11 @@ class StepAdapter:
         weight = t**-0.75
         self._log_eps_bar = weight * log_eps + (1.0 - weight) * self._log_eps_bar
         self.step_size = math.exp(log_eps)
+        if draw is not None and (self._best[1] is None or log_density > self._best[0]):
+            self._best = (float(log_density), np.array(draw, dtype=float))
         if self.count in self.metric_updates:
-            chol_cov = laplace()
+            chol_cov = laplace(self._best[1] if self._best[1] is not None else draw)
+            self._best = (-math.inf, None)
             if chol_cov is not None:
                 self.chol_cov = chol_cov
                 self.step_size = 0.8

@@ -169,7 +169,9 @@ def test_singular_factor_has_zero_density():
 
 
 # ---------------------------------------------------------------------- the NUTS kernel
-def _nuts_chain(dim, eta, scale_sd, n_tune, n_draws, seed, scatter=None, n_rows=0.0, depth=8):
+def _nuts_chain(
+    dim, eta, scale_sd, n_tune, n_draws, seed, scatter=None, n_rows=0.0, depth=8, target_accept=0.9
+):
     """A chain of the kernel's NUTS transitions with the StepAdapter warm-up, as in
     LKJHyperpriors.factor_step; returns the draws of x and the number of divergences after
     the warm-up."""
@@ -179,7 +181,7 @@ def _nuts_chain(dim, eta, scale_sd, n_tune, n_draws, seed, scatter=None, n_rows=
     args = (np.eye(dim), scatter, float(n_rows), eta, scale_sd)
     x = pack_cholesky(0.8 * scale_sd * np.eye(dim))
     chol_cov = laplace_chol_cov(x, *args)
-    adapter = StepAdapter(np.eye(size) if chol_cov is None else chol_cov, n_tune)
+    adapter = StepAdapter(np.eye(size) if chol_cov is None else chol_cov, n_tune, target_accept)
     draws = np.empty((n_draws, size))
     divergences = 0
     for i in range(n_tune + n_draws):
@@ -188,7 +190,10 @@ def _nuts_chain(dim, eta, scale_sd, n_tune, n_draws, seed, scatter=None, n_rows=
         x, accept, _, diverging = nuts_transition(
             x, adapter.chol_cov, *args, adapter.step_size, depth, z, u
         )
-        adapter.update(accept, lambda x=x: laplace_chol_cov(x, *args))
+        adapter.update(
+            accept, lambda point: laplace_chol_cov(point, *args), x,
+            lkj_relative_logp_grad(x, *args)[0],
+        )
         if i >= n_tune:
             draws[i - n_tune] = x
             divergences += bool(diverging)

@@ -174,14 +174,17 @@ def test_step_adapter_reaches_the_target_and_freezes():
             rng.standard_normal(6),
             rng.random(24),
         )
-        adapter.update(accept, lambda x=x: laplace_chol_cov(x, *args))
+        adapter.update(
+            accept, lambda point: laplace_chol_cov(point, *args), x,
+            lkj_relative_logp_grad(x, *args)[0],
+        )
         metric_changes += adapter.chol_cov is not before
         if i >= 300:
             accepts.append(accept)
     assert not adapter.tuning
     assert metric_changes == 2  # at 10% and 30% of the warm-up
     frozen = (adapter.step_size, adapter.chol_cov.copy())
-    adapter.update(0.0, lambda: np.eye(6))
+    adapter.update(0.0, lambda point: np.eye(6))
     assert adapter.step_size == frozen[0]
     np.testing.assert_array_equal(adapter.chol_cov, frozen[1])
     assert 0.7 < np.mean(accepts) < 0.95, np.mean(accepts)
