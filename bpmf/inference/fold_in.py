@@ -46,15 +46,16 @@ def _draw_per_sample(
     tau,
     precision,
     linear,
-    z,
+    keys,
     rows,
 ):
     """For each posterior draw ``s``, the new rows given that draw's partners (the kernel's
     ``X``: factors, a column of ones for the bias, the partners' biases). The draws are spread
-    over numba's threads; each uses its own normals ``z[s]``, so the result does not depend
-    on the number of threads."""
+    over numba's threads; each draws its normals from its own key ``keys[s]``, so the result
+    does not depend on the number of threads."""
     n_samples, n_partners, n_factors = partners.shape
     dim = rows.shape[2]
+    no_z = np.empty((0, dim))
     for s in prange(n_samples):
         X = np.zeros((n_partners, dim + 1))
         for j in range(n_partners):
@@ -72,9 +73,13 @@ def _draw_per_sample(
             precision[s],
             linear[s : s + 1],
             tau[s],
-            z[s],
+            no_z,
             rows[s],
             False,
+            None,
+            0.0,
+            None,
+            keys[s],
         )
 
 
@@ -126,7 +131,7 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
     else:
         offsets = np.zeros((n_samples, n_partners))
     linear = np.einsum("sab,sb->sa", precision[:, :, :n_factors], means)
-    z = rng.standard_normal((n_samples, int(n_rows), dim))
+    keys = rng.integers(2**63, size=n_samples)
     rows = np.empty((n_samples, int(n_rows), dim))
     _draw_per_sample(
         indptr,
@@ -139,7 +144,7 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
         1.0 / np.asarray(draws["sigma"], dtype=np.float64) ** 2,
         precision,
         linear,
-        z,
+        keys,
         rows,
     )
     factors = np.ascontiguousarray(rows[:, :, :n_factors])

@@ -58,6 +58,7 @@ from bpmf.inference.hyperpriors import (
 from bpmf.inference.implicit import ImplicitStep
 from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
 from bpmf.inference.rows import available_cores, sample_side, workspace
+from bpmf.kernels.moments import welford_parallel
 from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows, sample_rows_parallel
 
 __all__ = ["check_inputs", "sample_gibbs"]
@@ -321,17 +322,24 @@ def _allocate(chains, draws, shapes, biases, covariance_prior, keep, retained, n
     return out
 
 
-def _welford(mean, m2, value, count):
+def _welford(mean, m2, value, count, parallel=False):
     """Update a running mean and sum of squared deviations in place with the ``count``-th
-    value (Welford's algorithm: no cancellation, unlike sums of squares)."""
+    value (Welford's algorithm: no cancellation, unlike sums of squares); ``parallel``: on
+    numba's threads, with the same result."""
+    if parallel:
+        welford_parallel(mean.reshape(-1), m2.reshape(-1), np.ascontiguousarray(value).reshape(-1),
+                         float(count))
+        return
     delta = value - mean
     mean += delta / count
     m2 += delta * (value - mean)
 
 
-def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=None):
+def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=None,
+            parallel=False):
     """Store kept draw ``draw``; with ``keep="moments"``, update the running moments and
-    store the rows only in their ``row_slot`` (None: this draw's rows are not retained)."""
+    store the rows only in their ``row_slot`` (None: this draw's rows are not retained);
+    ``parallel``: the moments of the rows on numba's threads."""
     for name in ("mu_U", "mu_V", "Sigma_U", "Sigma_V", "mu"):
         out[name][chain, draw] = state[name]
     out["sigma"][chain, draw] = 1.0 / np.sqrt(state["tau"])
@@ -348,7 +356,8 @@ def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=No
     if keep == "moments":
         for name in rows:
             # the variance slot holds the sum of squared deviations until the end
-            _welford(out[f"{name}_mean"][chain], out[f"{name}_var"][chain], state[name], draw + 1)
+            _welford(out[f"{name}_mean"][chain], out[f"{name}_var"][chain], state[name], draw + 1,
+                     parallel)
         if pairs is not None:
             users, items = pairs
             expected = state["mu"] + np.einsum("nk,nk->n", state["U"][users], state["V"][items])
@@ -650,7 +659,12 @@ def sample_gibbs(
             bar.update()
             if sweep >= tune and (sweep - tune + 1) % thin == 0:
                 draw = (sweep - tune) // thin
-                _record(out, chain, draw, state, biases, keep, slots.get(draw), pairs)
+                if parallel_moments:
+                    with rows_module.numba_threads(threads_per_chain):
+                        _record(out, chain, draw, state, biases, keep, slots.get(draw), pairs,
+                                True)
+                else:
+                    _record(out, chain, draw, state, biases, keep, slots.get(draw), pairs)
                 if links is not None:
                     links.record(out, chain, draw, state)
 
@@ -660,6 +674,12 @@ def sample_gibbs(
     parallel = row_threads(threads, workers, len(ratings), check_layer=False) > 1
     _compile_kernels(D, biases, parallel)
     threads_per_chain = row_threads(threads, workers, len(ratings))
+    # the running moments of large rows on the rows' threads too
+    parallel_moments = (
+        keep == "moments"
+        and threads_per_chain > 1
+        and len(ratings) >= rows_module.PARALLEL_MIN_RATINGS
+    )
     try:
         # one BLAS thread per chain: the chains are the parallelism
         with threadpool_limits(limits=1, user_api="blas"):
@@ -712,6 +732,8 @@ def _compile_kernels(n_factors, biases, parallel=False):
     X = aligned_zeros((1, dim + 1))
     rows = np.empty((2, dim))
     blocks = np.array([0, 1, 2], dtype=np.int64)
+    if parallel:
+        welford_parallel(np.zeros(1), np.zeros(1), np.zeros(1), 1.0)
     for kernel in (sample_rows, sample_rows_parallel) if parallel else (sample_rows,):
         kernel(
             *user_csr,
@@ -720,10 +742,11 @@ def _compile_kernels(n_factors, biases, parallel=False):
             np.eye(dim),
             np.zeros((1, dim)),
             1.0,
-            np.zeros((2, dim)),
+            np.empty((0, dim)),
             rows,
             True,
             blocks,
             0.0,
             np.zeros(2),
+            1,
         )

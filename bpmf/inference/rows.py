@@ -3,7 +3,8 @@ samplers and alternating least squares.
 
 The rows are drawn by blocks of rows (:func:`bpmf.kernels.rows.row_blocks`), cut by their
 number of ratings alone; with ``threads > 1`` the blocks are spread over numba's threads. Each
-row's standard normals are drawn before the kernel runs, from the chain's generator, and the
+row's standard normals are a function of the row and of one key per side and sweep drawn from
+the chain's generator (:mod:`bpmf.kernels.normals`), made where the row is drawn, and the
 blocks' residual sums are added in block order, so the draws are bit for bit the same with
 one thread or many.
 """
@@ -54,8 +55,9 @@ def workspace(n_users, n_items, D, biases):
 
     Per side: ``X``, the other side's rows with a column of ones for the bias and a last
     column with the other side's biases (zero without biases), aligned to cache lines;
-    ``rows`` for the drawn (factor, bias) rows, ``z`` for their standard normals and
-    ``row_sums`` for each row's residual sum.
+    ``rows`` for the drawn (factor, bias) rows, ``z`` for zero noise (conditional means) and
+    an empty ``z`` of no rows (normals drawn in the kernel), and ``row_sums`` for each row's
+    residual sum.
     """
     dim = D + 1 if biases else D
     work = {}
@@ -66,7 +68,8 @@ def workspace(n_users, n_items, D, biases):
         work[side] = {
             "X": X,
             "rows": np.empty((n_rows, dim)),
-            "z": np.empty((n_rows, dim)),
+            "z": np.zeros((n_rows, dim)),
+            "no_z": np.empty((0, dim)),
             "row_sums": np.zeros(n_rows),
         }
     return work
@@ -145,10 +148,11 @@ def sample_side(
     if biases:
         X[:, -1] = state[other_bias]
     prec, mean = row_prior(state, side, biases, len(indptr) - 1)
-    if noise:
-        rng.standard_normal(out=z)
+    key = 0
+    if noise:  # the kernel draws each row's normals from (key, row)
+        key = int(rng.integers(2**63))
+        z = work["no_z"]
     else:
-        z[:] = 0.0
         overrelax = 0.0
     if overrelax:
         rows[:, :D] = state[side] if own_offset is None else state[side] + own_offset
@@ -172,6 +176,7 @@ def sample_side(
         blocks,
         float(overrelax),
         np.empty(0) if row_sums is None else row_sums,
+        key,
     )
     if threads > 1 and len(ratings) >= PARALLEL_MIN_RATINGS:
         with numba_threads(threads):

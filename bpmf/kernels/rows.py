@@ -13,6 +13,7 @@ the same rows and residual sums, bit for bit, as :func:`sample_rows` on one thre
 import numpy as np
 from numba import njit, prange
 
+from bpmf.kernels.normals import row_normals
 from bpmf.kernels.order import bit_length, prefetch_row, radix_sort
 
 __all__ = [
@@ -99,6 +100,7 @@ def _sample_block(
     residuals,
     alpha,
     row_sums,
+    key,
 ):
     """Rows ``first:last`` of :func:`sample_rows`, with their own scratch buffers and
     prefetch stream; returns the block's ``(sum_n e_n, sum_n e_n^2)``."""
@@ -108,6 +110,8 @@ def _sample_block(
     h = np.empty(dim)
     y = np.empty(dim)
     previous = np.empty(dim)
+    noise = np.empty(dim)
+    own_normals = z.shape[0] == 0  # the rows' normals from (key, row), drawn here
     noise_scale = np.sqrt(1.0 - alpha * alpha)
     per_row_prior = prior_h.shape[0] > 1
     Xt = np.empty((dim, CHUNK + 8))  # padded: rows 2 KiB apart would share cache sets
@@ -172,13 +176,18 @@ def _sample_block(
             for k in range(a):
                 s -= L[a, k] * y[k]
             y[a] = s / L[a, a]
+        if own_normals:
+            row_normals(key, r, noise)
+        else:
+            for a in range(dim):
+                noise[a] = z[r, a]
         if alpha != 0.0:
             for a in range(dim):
                 previous[a] = out[r, a]
-                y[a] = (1.0 - alpha) * y[a] + noise_scale * z[r, a]
+                y[a] = (1.0 - alpha) * y[a] + noise_scale * noise[a]
         else:
             for a in range(dim):
-                y[a] += z[r, a]
+                y[a] += noise[a]
         for a in range(dim - 1, -1, -1):
             s = y[a]
             for k in range(a + 1, dim):
@@ -248,6 +257,7 @@ def sample_rows(
     blocks=None,
     alpha=0.0,
     row_sums=None,
+    key=0,
 ):
     """Draw every row ``r`` from N(P^-1 h, P^-1), in place into ``out``; one thread.
 
@@ -295,6 +305,7 @@ def sample_rows(
             residuals,
             alpha,
             row_sums,
+            key,
         )
     return _ordered_total(block_sums)
 
@@ -315,6 +326,7 @@ def sample_rows_parallel(
     blocks=None,
     alpha=0.0,
     row_sums=None,
+    key=0,
 ):
     """:func:`sample_rows` with the blocks spread over numba's threads (``prange``).
 
@@ -346,6 +358,7 @@ def sample_rows_parallel(
             residuals,
             alpha,
             row_sums,
+            key,
         )
     return _ordered_total(block_sums)
 

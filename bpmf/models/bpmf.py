@@ -135,7 +135,8 @@ class BPMF(PosteriorModel):
 
         A key of the other prior raises ``ValueError``.
     sampler_config : dict, optional
-        ``draws`` (550), ``tune`` (None: 150 for Gibbs, 300 for NUTS), ``chains`` (2),
+        ``draws`` (None: 900 for Gibbs, 550 for NUTS), ``tune`` (None: 100 for Gibbs, 300
+        for NUTS), ``chains`` (2),
         ``cores`` (None: one per chain, up to the CPUs), ``log_likelihood`` (False),
         ``posterior_predictive`` (False). Gibbs: ``lkj_target_accept`` (0.9),
         ``lkj_max_treedepth`` (8), ``lkj_tune_transitions`` (3) for the NUTS step of the LKJ
@@ -268,7 +269,10 @@ class BPMF(PosteriorModel):
 
     default_model_config = {**_COMMON, **_PRIOR_KEYS["lkj"]}
     default_sampler_config = {
-        "draws": 550,
+        # None: per sampler, sized so that the diagnostics pass on MovieLens 100K u1 (Gibbs:
+        # bulk ESS of sigma 470-590 and R-hat <= 1.01 on 99% of the held-out predictions
+        # over 3 seeds, with 100 warm-up sweeps from the MAP)
+        "draws": None,
         "tune": None,
         "chains": 2,
         "cores": None,
@@ -392,8 +396,10 @@ class BPMF(PosteriorModel):
             raise ValueError(f"method must be one of {_METHODS}, got {self.method!r}.")
         config = merge_config(self.default_sampler_config, self.sampler_config, "sampler_config")
         gibbs = self.method == "gibbs"
+        if config["draws"] is None:
+            config["draws"] = 900 if gibbs else 550
         if config["tune"] is None:
-            config["tune"] = 150 if gibbs else 300
+            config["tune"] = 100 if gibbs else 300
         if config["init_jitter"] is None:
             config["init_jitter"] = 0.01 if gibbs else 0.05
         if config["cores"] is None:
