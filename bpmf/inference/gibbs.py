@@ -38,6 +38,7 @@ expected rating ``U_u . V_i`` needs the joint draws of both sides, which no per-
 gives), and optionally the running mean and variance of the expected rating of chosen pairs.
 """
 
+import mmap
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -306,7 +307,7 @@ def _allocate(chains, draws, shapes, biases, covariance_prior, keep, retained, n
             out[f"{name}_sd"] = np.empty((chains, draws))
     if n_row_draws:
         for name, shape in row_shapes.items():
-            out[name] = np.empty((chains, n_row_draws, *shape))
+            out[name] = prefaulted_empty((chains, n_row_draws, *shape))
     if keep == "moments":
         out["retained"] = np.asarray(retained, dtype=np.int64)
         for name, shape in row_shapes.items():
@@ -320,6 +321,31 @@ def _allocate(chains, draws, shapes, biases, covariance_prior, keep, retained, n
         out["n_steps_U"] = np.zeros((chains, draws), dtype=np.int64)
         out["n_steps_V"] = np.zeros((chains, draws), dtype=np.int64)
     return out
+
+
+#: Arrays of kept draws at least this large are mapped with their pages populated at once
+PREFAULT_MIN_BYTES = 4 << 20
+
+
+def prefaulted_empty(shape):
+    """An uninitialised float64 array whose memory is mapped and populated in one call.
+
+    The kept draws of the rows fill hundreds of megabytes one draw at a time; on a fresh
+    ``np.empty`` each draw's first write faults in its pages one 4 KiB page at a time (0.58
+    ms a draw of ``U`` and ``V`` on MovieLens 100K against 0.03 ms into populated memory, and
+    the chains' threads queue on the faults). ``MAP_POPULATE`` maps the whole array in the
+    kernel at once (0.13 s for 378 MB). Small arrays, and systems without it, get
+    ``np.empty``.
+    """
+    size = int(np.prod(shape))
+    populate = getattr(mmap, "MAP_POPULATE", None)
+    if populate is None or size * 8 < PREFAULT_MIN_BYTES:
+        return np.empty(shape)
+    try:
+        buffer = mmap.mmap(-1, size * 8, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+    except OSError:  # e.g. an overcommit limit: lazily faulted memory may still do
+        return np.empty(shape)
+    return np.frombuffer(buffer, dtype=np.float64, count=size).reshape(shape)
 
 
 def _welford(mean, m2, value, count, parallel=False):
@@ -603,9 +629,9 @@ def sample_gibbs(
     if ordinal is not None:
         out["cutpoints"] = np.empty((chains, draws, int(round(high - low))))
     if implicit is not None:
-        out["Y"] = np.empty((chains, draws, shapes[1], D))
+        out["Y"] = prefaulted_empty((chains, draws, shapes[1], D))
         out["Y_sd"] = np.empty((chains, draws, D))
-        out["offset_U"] = np.empty((chains, draws, shapes[0], D))
+        out["offset_U"] = prefaulted_empty((chains, draws, shapes[0], D))
     bar = tqdm(
         total=chains * (tune + draws * thin),
         desc="Gibbs",
