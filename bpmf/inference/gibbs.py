@@ -59,6 +59,7 @@ from bpmf.inference.hyperpriors import (
 from bpmf.inference.implicit import ImplicitStep
 from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
 from bpmf.inference.rows import available_cores, sample_side, workspace
+from bpmf.kernels.dense import gaussian_from_precision
 from bpmf.kernels.moments import welford_parallel
 from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows, sample_rows_parallel
 
@@ -164,9 +165,8 @@ def _shift_moves(state, hyper, biases, config, rng):
         if gamma is not None:
             precision = precision + prior_prec * np.outer(gamma, gamma)
             linear = linear + prior_prec * (state["mu"] - config["intercept_mean"]) * gamma
-        chol = np.linalg.cholesky(0.5 * (precision + precision.T))
-        shift = np.linalg.solve(
-            chol.T, np.linalg.solve(chol, linear) + rng.standard_normal(linear.shape[0])
+        shift = gaussian_from_precision(
+            0.5 * (precision + precision.T), linear, rng.standard_normal(linear.shape[0])
         )
         state[side] = state[side] + shift
         if hyper.free_means[side]:  # a fixed (zero) mean stays: the rows took the shift alone

@@ -22,6 +22,12 @@ import numpy as np
 from scipy import stats
 
 from bpmf.inference.features import link_scatter
+from bpmf.kernels.dense import (
+    cholesky_lower,
+    gaussian_from_precision,
+    inverse_from_cholesky,
+    solve_lower_matrix,
+)
 from bpmf.kernels.lkj import lkj_relative_logp_grad, pack_cholesky, unpack_cholesky
 from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
 from bpmf.kernels.slice import slice_log_scales
@@ -103,9 +109,10 @@ def _draw_rescale(a, b, extra, dim, rng):
 
 def _draw_gaussian(precision, linear, rng):
     """A draw from ``N(P^-1 h, P^-1)`` through the Cholesky factor of ``P``."""
-    chol = np.linalg.cholesky(precision)
-    mean = np.linalg.solve(chol.T, np.linalg.solve(chol, linear))
-    return mean + np.linalg.solve(chol.T, rng.standard_normal(linear.shape[0]))
+    return gaussian_from_precision(
+        np.asarray(precision, dtype=float), np.asarray(linear, dtype=float),
+        rng.standard_normal(linear.shape[0]),
+    )
 
 
 class LKJHyperpriors:
@@ -187,7 +194,7 @@ class LKJHyperpriors:
         base = np.eye(dim)
         if n_rows > dim:
             try:
-                chol = np.linalg.cholesky(scatter / n_rows)
+                chol = cholesky_lower(scatter / n_rows)
             except np.linalg.LinAlgError:
                 chol = None
             # a nearly singular scatter (rows in a subspace) would make a poor base
@@ -202,8 +209,7 @@ class LKJHyperpriors:
         args = self._conditional(rows, state[f"mu_{side}"], extra_scatter, extra_count)
         chol = self._nuts_update(side, state, args, 0.0, rng)
         state[f"chol_{side}"] = chol
-        Lambda = np.linalg.inv(chol @ chol.T)
-        Lambda = 0.5 * (Lambda + Lambda.T)
+        Lambda = inverse_from_cholesky(chol)
         if self.free_means[side]:
             precision = self.mean_precision * np.eye(self.dim) + n_rows * Lambda
             state[f"mu_{side}"] = _draw_gaussian(precision, Lambda @ rows.sum(axis=0), rng)
@@ -214,7 +220,7 @@ class LKJHyperpriors:
         """NUTS transitions of ``chol_side`` on its conditional (``args``: base, scatter, n,
         eta, s_f); records the steps and divergences; returns the new Cholesky factor."""
         adapter = state[f"adapter_{side}"]
-        x = pack_cholesky(np.linalg.solve(args[0], state[f"chol_{side}"]))
+        x = pack_cholesky(solve_lower_matrix(args[0], state[f"chol_{side}"]))
         transitions = self.tune_transitions if adapter.tuning else 1
         n_steps = 0
         diverging = False
@@ -280,8 +286,7 @@ class LKJHyperpriors:
             chol = state[f"chol_{side}"] * factor[:, None]
             state[f"chol_{side}"] = chol
             state[f"Sigma_{side}"] = chol @ chol.T
-            Lambda = np.linalg.inv(state[f"Sigma_{side}"])
-            state[f"Lambda_{side}"] = 0.5 * (Lambda + Lambda.T)
+            state[f"Lambda_{side}"] = inverse_from_cholesky(chol)
         return g
 
     def bias_precision(self, biases, rng):
