@@ -11,21 +11,24 @@ import numpy as np
 from numba import njit
 
 __all__ = [
+    "cholesky_into",
     "cholesky_lower",
     "gaussian_from_precision",
     "inverse_from_cholesky",
+    "lower_inverse",
     "solve_lower",
+    "solve_lower_into",
     "solve_lower_matrix",
     "solve_lower_transposed",
+    "solve_lower_transposed_into",
 ]
 
 
 @njit(cache=True, nogil=True)
-def cholesky_lower(P):
-    """The lower Cholesky factor of the symmetric positive definite ``P``; raises
-    ``LinAlgError`` when ``P`` is not positive definite."""
+def cholesky_into(P, L):
+    """Write the lower Cholesky factor of the symmetric positive definite ``P`` into ``L``
+    (upper triangle zeroed); raises ``LinAlgError`` when ``P`` is not positive definite."""
     n = P.shape[0]
-    L = np.zeros((n, n))
     for a in range(n):
         for b in range(a + 1):
             s = P[a, b]
@@ -37,33 +40,75 @@ def cholesky_lower(P):
                 L[a, a] = np.sqrt(s)
             else:
                 L[a, b] = s / L[b, b]
-    return L
+        for b in range(a + 1, n):
+            L[a, b] = 0.0
 
 
 @njit(cache=True, nogil=True)
-def solve_lower(L, v):
-    """``L^-1 v`` for a lower-triangular ``L`` (forward substitution)."""
-    n = v.shape[0]
-    out = np.empty(n)
+def solve_lower_into(L, v, out):
+    """``out = L^-1 v`` for a lower-triangular ``L`` (forward substitution)."""
+    n = L.shape[0]
     for a in range(n):
         s = v[a]
         for k in range(a):
             s -= L[a, k] * out[k]
         out[a] = s / L[a, a]
-    return out
 
 
 @njit(cache=True, nogil=True)
-def solve_lower_transposed(L, v):
-    """``L^-T v`` for a lower-triangular ``L`` (back substitution)."""
-    n = v.shape[0]
-    out = np.empty(n)
+def solve_lower_transposed_into(L, v, out):
+    """``out = L^-T v`` for a lower-triangular ``L`` (back substitution)."""
+    n = L.shape[0]
     for a in range(n - 1, -1, -1):
         s = v[a]
         for k in range(a + 1, n):
             s -= L[k, a] * out[k]
         out[a] = s / L[a, a]
+
+
+@njit(cache=True, nogil=True)
+def cholesky_lower(P):
+    """The lower Cholesky factor of the symmetric positive definite ``P``; raises
+    ``LinAlgError`` when ``P`` is not positive definite."""
+    L = np.empty(P.shape)
+    cholesky_into(P, L)
+    return L
+
+
+@njit(cache=True, nogil=True)
+def solve_lower(L, v):
+    """``L^-1 v`` for a lower-triangular ``L``."""
+    out = np.empty(v.shape[0])
+    solve_lower_into(L, v, out)
     return out
+
+
+@njit(cache=True, nogil=True)
+def solve_lower_transposed(L, v):
+    """``L^-T v`` for a lower-triangular ``L``."""
+    out = np.empty(v.shape[0])
+    solve_lower_transposed_into(L, v, out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def lower_inverse(L):
+    """Inverse of a lower-triangular matrix by forward substitution.
+
+    Never raises: a vanishing pivot gives infinities, which make the density ``-inf`` or
+    NaN, and the NUTS trajectory that reached it ends as a divergence (LAPACK's inverse
+    would raise from inside the compiled sampler instead).
+    """
+    dim = L.shape[0]
+    A = np.zeros((dim, dim))
+    for j in range(dim):
+        A[j, j] = 1.0 / L[j, j]
+        for i in range(j + 1, dim):
+            acc = 0.0
+            for k in range(j, i):
+                acc += L[i, k] * A[k, j]
+            A[i, j] = -acc / L[i, i]
+    return A
 
 
 @njit(cache=True, nogil=True)
@@ -91,14 +136,7 @@ def inverse_from_cholesky(L):
     """``(L L^T)^-1 = L^-T L^-1`` for a lower-triangular ``L`` with a positive diagonal,
     exactly symmetric."""
     n = L.shape[0]
-    A = np.zeros((n, n))  # L^-1, lower triangular
-    for j in range(n):
-        A[j, j] = 1.0 / L[j, j]
-        for i in range(j + 1, n):
-            s = 0.0
-            for k in range(j, i):
-                s += L[i, k] * A[k, j]
-            A[i, j] = -s / L[i, i]
+    A = lower_inverse(L)  # lower triangular
     out = np.empty((n, n))
     for a in range(n):
         for b in range(a + 1):

@@ -24,50 +24,13 @@ read, so that each pair ``(u, j)`` reads ``P_u`` once (about ``2 D^2`` operation
 import numpy as np
 from numba import njit
 
+from bpmf.kernels.dense import cholesky_into, solve_lower_into, solve_lower_transposed_into
+
 __all__ = ["sweep_implicit", "user_terms"]
 
 # ``reassoc`` lets LLVM vectorise the sums over the factors (results change at the rounding
 # level only); ``contract`` allows fused multiply-adds.
 _FASTMATH = {"reassoc", "contract"}
-
-
-@njit(cache=True, nogil=True)
-def _cholesky(P, L):
-    """Lower Cholesky factor of the symmetric positive definite ``P`` into ``L``."""
-    n = P.shape[0]
-    for a in range(n):
-        for b in range(a + 1):
-            s = P[a, b]
-            for k in range(b):
-                s -= L[a, k] * L[b, k]
-            if a == b:
-                L[a, a] = np.sqrt(s)
-            else:
-                L[a, b] = s / L[b, b]
-        for b in range(a + 1, n):
-            L[a, b] = 0.0
-
-
-@njit(cache=True, nogil=True)
-def _forward(L, v, out):
-    """``out = L^{-1} v``."""
-    n = L.shape[0]
-    for a in range(n):
-        s = v[a]
-        for k in range(a):
-            s -= L[a, k] * out[k]
-        out[a] = s / L[a, a]
-
-
-@njit(cache=True, nogil=True)
-def _backward(L, v, out):
-    """``out = L^{-T} v``."""
-    n = L.shape[0]
-    for a in range(n - 1, -1, -1):
-        s = v[a]
-        for k in range(a + 1, n):
-            s -= L[k, a] * out[k]
-        out[a] = s / L[a, a]
 
 
 _CHUNK = 256  # ratings gathered at a time into a transposed buffer (as the row kernel does)
@@ -136,13 +99,13 @@ def user_terms(indptr, items, ratings, X, item_shift, tau, prior_prec, prior_mea
         for a in range(dim):
             for b in range(dim):
                 A[a, b] = prior_prec[a, b] + tau * A[a, b]
-        _cholesky(A, L)
+        cholesky_into(A, L)
         # W = L^{-1} P0, column by column
         for b in range(dim):
-            _forward(L, prior_prec[:, b], col)
+            solve_lower_into(L, prior_prec[:, b], col)
             for a in range(dim):
                 W[a, b] = col[a]
-        _forward(L, g, y)
+        solve_lower_into(L, g, y)
         # P_u = P0 - W^T W ; G_u = W^T L^{-1} tau g  (= P0 M tau g)
         for a in range(D):
             s = 0.0
@@ -205,11 +168,11 @@ def sweep_implicit(indptr, users, scale, P, G, Y, prior_precision, z):
                 h[a] += acc
         for a in range(D):
             Q[a, a] += prior_precision[a]
-        _cholesky(Q, L)
-        _forward(L, h, v)
+        cholesky_into(Q, L)
+        solve_lower_into(L, h, v)
         for a in range(D):
             t[a] = v[a] + z[j, a]
-        _backward(L, t, m)  # the mean L^-T L^-1 h plus L^-T z
+        solve_lower_transposed_into(L, t, m)  # the mean L^-T L^-1 h plus L^-T z
         for n in range(indptr[j], indptr[j + 1]):
             u = users[n]
             s = scale[u]

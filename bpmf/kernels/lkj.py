@@ -26,6 +26,8 @@ For :math:`D = 1` this is the half-normal prior of the single scale, as in the P
 import numpy as np
 from numba import njit
 
+from bpmf.kernels.dense import lower_inverse
+
 __all__ = [
     "lkj_conditional_logp_grad",
     "lower_inverse",
@@ -58,26 +60,6 @@ def pack_cholesky(L):
             x[n] = np.log(L[k, k]) if j == k else L[k, j]
             n += 1
     return x
-
-
-@njit(cache=True, nogil=True)
-def lower_inverse(L):
-    """Inverse of a lower-triangular matrix by forward substitution.
-
-    Never raises: a vanishing pivot gives infinities, which make the density ``-inf`` or
-    NaN, and the NUTS trajectory that reached it ends as a divergence (LAPACK's inverse
-    would raise from inside the compiled sampler instead).
-    """
-    dim = L.shape[0]
-    A = np.zeros((dim, dim))
-    for j in range(dim):
-        A[j, j] = 1.0 / L[j, j]
-        for i in range(j + 1, dim):
-            acc = 0.0
-            for k in range(j, i):
-                acc += L[i, k] * A[k, j]
-            A[i, j] = -acc / L[i, i]
-    return A
 
 
 @njit(cache=True, nogil=True)

@@ -29,6 +29,7 @@ import math
 import numpy as np
 from numba import njit
 
+from bpmf.kernels.dense import solve_lower
 from bpmf.kernels.lkj import lkj_relative_logp_grad
 
 __all__ = ["StepAdapter", "laplace_chol_cov", "nuts_transition"]
@@ -90,19 +91,6 @@ def _subtree_turned(ps, n_new, rho):
 
 
 @njit(cache=True, nogil=True)
-def _lower_solve(L, b):
-    """``L^-1 b`` for a lower-triangular ``L`` (forward substitution)."""
-    n = b.shape[0]
-    y = np.empty(n)
-    for i in range(n):
-        acc = b[i]
-        for k in range(i):
-            acc -= L[i, k] * y[k]
-        y[i] = acc / L[i, i]
-    return y
-
-
-@njit(cache=True, nogil=True)
 def _lower_matvec(L, y):
     """``L y`` for a lower-triangular ``L``."""
     n = y.shape[0]
@@ -159,7 +147,7 @@ def nuts_transition(
     states built, the statistic that step-size adaptation targets.
     """
     dim = x0.shape[0]
-    y0 = _lower_solve(chol_cov, x0)
+    y0 = solve_lower(chol_cov, x0)
     logp0, grad0 = _whitened_logp_grad(
         y0, chol_cov, base, scatter, n_rows, eta, scale_sd, last_scale_sd
     )
