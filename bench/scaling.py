@@ -27,7 +27,9 @@ of the package's default model (LKJ prior, biases, 10 factors, one chain) on eve
 seconds per sweep with one thread and with all the CPUs (the rows of a side drawn by blocks in
 parallel; the draws are the same), their ratio, and the peak resident memory of a fit that
 keeps what a large fit should (``keep="moments"``: running moments of the rows, one retained
-draw of them, every draw of the scalars). Its synthetic ratings are drawn lean (uniform user
+draw of them, every draw of the scalars). Seconds per sweep are the time of a fit of ``1 + k``
+sweeps minus that of one sweep, divided by ``k``; each fit runs ``REPEATS`` times, one thread
+and all threads interleaved, and the fastest run counts. Its synthetic ratings are drawn lean (uniform user
 and item codes, a rank-3 truth, no de-duplication), so that 10^8 ratings fit in memory.
 
 Usage::
