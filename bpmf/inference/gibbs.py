@@ -38,6 +38,7 @@ expected rating ``U_u . V_i`` needs the joint draws of both sides, which no per-
 gives), and optionally the running mean and variance of the expected rating of chosen pairs.
 """
 
+import contextlib
 import mmap
 from concurrent.futures import ThreadPoolExecutor
 
@@ -685,12 +686,10 @@ def sample_gibbs(
             bar.update()
             if sweep >= tune and (sweep - tune + 1) % thin == 0:
                 draw = (sweep - tune) // thin
-                if parallel_moments:
-                    with rows_module.numba_threads(threads_per_chain):
-                        _record(out, chain, draw, state, biases, keep, slots.get(draw), pairs,
-                                True)
-                else:
-                    _record(out, chain, draw, state, biases, keep, slots.get(draw), pairs)
+                with (rows_module.numba_threads(threads_per_chain) if parallel_moments
+                      else contextlib.nullcontext()):
+                    _record(out, chain, draw, state, biases, keep, slots.get(draw), pairs,
+                            parallel_moments)
                 if links is not None:
                     links.record(out, chain, draw, state)
 
@@ -700,12 +699,9 @@ def sample_gibbs(
     parallel = row_threads(threads, workers, len(ratings), check_layer=False) > 1
     _compile_kernels(D, biases, parallel)
     threads_per_chain = row_threads(threads, workers, len(ratings))
-    # the running moments of large rows on the rows' threads too
-    parallel_moments = (
-        keep == "moments"
-        and threads_per_chain > 1
-        and len(ratings) >= rows_module.PARALLEL_MIN_RATINGS
-    )
+    # the running moments of the rows on the rows' threads too (more than one only for fits
+    # large enough to draw their rows in parallel)
+    parallel_moments = keep == "moments" and threads_per_chain > 1
     try:
         # one BLAS thread per chain: the chains are the parallelism
         with threadpool_limits(limits=1, user_api="blas"):

@@ -1,4 +1,4 @@
-"""Small dense linear algebra of the hyperparameter steps, compiled.
+"""Small dense linear algebra of the hyperparameter steps and of the LKJ block's NUTS, compiled.
 
 A Gibbs sweep factors, solves and inverts a dozen ``D x D`` matrices (``D`` is the number of
 factors, about ten): the factor covariances, the precisions of the translation moves. For
@@ -16,6 +16,8 @@ __all__ = [
     "gaussian_from_precision",
     "inverse_from_cholesky",
     "lower_inverse",
+    "lower_matvec",
+    "lower_transposed_matvec",
     "solve_lower",
     "solve_lower_into",
     "solve_lower_matrix",
@@ -116,7 +118,7 @@ def solve_lower_matrix(L, B):
     """``L^-1 B`` for a lower-triangular ``L``, column by column."""
     out = np.empty(B.shape)
     for c in range(B.shape[1]):
-        out[:, c] = solve_lower(L, np.ascontiguousarray(B[:, c]))
+        solve_lower_into(L, B[:, c], out[:, c])
     return out
 
 
@@ -145,4 +147,29 @@ def inverse_from_cholesky(L):
                 s += A[k, a] * A[k, b]
             out[a, b] = s
             out[b, a] = s
+    return out
+
+
+@njit(cache=True, nogil=True)
+def lower_matvec(L, y):
+    """``L y`` for a lower-triangular ``L``."""
+    n = y.shape[0]
+    out = np.empty(n)
+    for i in range(n):
+        acc = 0.0
+        for k in range(i + 1):
+            acc += L[i, k] * y[k]
+        out[i] = acc
+    return out
+
+
+@njit(cache=True, nogil=True)
+def lower_transposed_matvec(L, g):
+    """``L^T g`` for a lower-triangular ``L``."""
+    n = g.shape[0]
+    out = np.zeros(n)
+    for i in range(n):
+        gi = g[i]
+        for k in range(i + 1):
+            out[k] += L[i, k] * gi
     return out

@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numba import njit
 
-from bpmf.kernels.dense import solve_lower
+from bpmf.kernels.dense import lower_matvec, lower_transposed_matvec, solve_lower
 from bpmf.kernels.lkj import lkj_relative_logp_grad
 
 __all__ = ["StepAdapter", "laplace_chol_cov", "nuts_transition"]
@@ -91,36 +91,11 @@ def _subtree_turned(ps, n_new, rho):
 
 
 @njit(cache=True, nogil=True)
-def _lower_matvec(L, y):
-    """``L y`` for a lower-triangular ``L``."""
-    n = y.shape[0]
-    out = np.empty(n)
-    for i in range(n):
-        acc = 0.0
-        for k in range(i + 1):
-            acc += L[i, k] * y[k]
-        out[i] = acc
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _lower_rmatvec(L, g):
-    """``L^T g`` for a lower-triangular ``L``."""
-    n = g.shape[0]
-    out = np.zeros(n)
-    for i in range(n):
-        gi = g[i]
-        for k in range(i + 1):
-            out[k] += L[i, k] * gi
-    return out
-
-
-@njit(cache=True, nogil=True)
 def _whitened_logp_grad(y, chol_cov, base, scatter, n_rows, eta, scale_sd, last_scale_sd):
     logp, grad_x = lkj_relative_logp_grad(
-        _lower_matvec(chol_cov, y), base, scatter, n_rows, eta, scale_sd, last_scale_sd
+        lower_matvec(chol_cov, y), base, scatter, n_rows, eta, scale_sd, last_scale_sd
     )
-    return logp, _lower_rmatvec(chol_cov, grad_x)
+    return logp, lower_transposed_matvec(chol_cov, grad_x)
 
 
 @njit(cache=True, nogil=True)
@@ -267,7 +242,7 @@ def nuts_transition(
         depth += 1
         if not (merged and _no_uturn(rho, p_left, p_right)):
             break
-    return _lower_matvec(chol_cov, x_out), accept_sum / max(n_steps, 1), n_steps, diverging
+    return lower_matvec(chol_cov, x_out), accept_sum / max(n_steps, 1), n_steps, diverging
 
 
 def laplace_chol_cov(x, base, scatter, n_rows, eta, scale_sd, last_scale_sd=0.0,
