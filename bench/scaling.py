@@ -29,8 +29,9 @@ parallel; the draws are the same), their ratio, and the peak resident memory of 
 keeps what a large fit should (``keep="moments"``: running moments of the rows, one retained
 draw of them, every draw of the scalars). Seconds per sweep are the time of a fit of ``1 + k``
 sweeps minus that of one sweep, divided by ``k``; each fit runs ``REPEATS`` times, one thread
-and all threads interleaved, and the fastest run counts. Its synthetic ratings are drawn lean (uniform user
-and item codes, a rank-3 truth, no de-duplication), so that 10^8 ratings fit in memory.
+and all threads interleaved, and the fastest run counts. Its synthetic ratings are drawn lean
+(uniform user and item codes, a rank-3 truth, no de-duplication), so that 10^8 ratings fit in
+memory.
 
 Usage::
 

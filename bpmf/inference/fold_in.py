@@ -22,7 +22,7 @@ rows against many fitted ones the difference is small; it is the usual fold-in.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from bpmf.kernels.rows import csr_pair, sample_rows
 
@@ -40,6 +40,7 @@ def _draw_per_sample(
     partner_sorted,
     ratings_sorted,
     partners,
+    used,
     offsets,
     has_biases,
     mu,
@@ -48,39 +49,45 @@ def _draw_per_sample(
     linear,
     keys,
     rows,
+    n_chunks,
 ):
     """For each posterior draw ``s``, the new rows given that draw's partners (the kernel's
-    ``X``: factors, a column of ones for the bias, the partners' biases). The draws are spread
-    over numba's threads; each draws its normals from its own key ``keys[s]``, so the result
-    does not depend on the number of threads."""
-    n_samples, n_partners, n_factors = partners.shape
+    ``X``: the rated partners ``used`` in compact order, with their factors, a column of ones
+    for the bias and their biases). The draws are cut into ``n_chunks`` runs spread over
+    numba's threads, each run with one scratch ``X``; each draw takes its normals from its own
+    key ``keys[s]``, so the result does not depend on the cut or the number of threads."""
+    n_samples = partners.shape[0]
+    n_factors = partners.shape[2]
+    n_used = used.shape[0]
     dim = rows.shape[2]
     no_z = np.empty((0, dim))
-    for s in prange(n_samples):
-        X = np.zeros((n_partners, dim + 1))
-        for j in range(n_partners):
-            for k in range(n_factors):
-                X[j, k] = partners[s, j, k]
-            if has_biases:
-                X[j, n_factors] = 1.0
-            X[j, dim] = offsets[s, j]
-        sample_rows(
-            indptr,
-            partner_sorted,
-            ratings_sorted,
-            X,
-            mu[s],
-            precision[s],
-            linear[s : s + 1],
-            tau[s],
-            no_z,
-            rows[s],
-            False,
-            None,
-            0.0,
-            None,
-            keys[s],
-        )
+    for c in prange(n_chunks):
+        X = np.zeros((n_used, dim + 1))
+        if has_biases:
+            X[:, n_factors] = 1.0
+        for s in range(c * n_samples // n_chunks, (c + 1) * n_samples // n_chunks):
+            for j in range(n_used):
+                partner = used[j]
+                for k in range(n_factors):
+                    X[j, k] = partners[s, partner, k]
+                X[j, dim] = offsets[s, partner]
+            sample_rows(
+                indptr,
+                partner_sorted,
+                ratings_sorted,
+                X,
+                mu[s],
+                precision[s],
+                linear[s : s + 1],
+                tau[s],
+                no_z,
+                rows[s],
+                False,
+                None,
+                0.0,
+                None,
+                keys[s],
+            )
 
 
 def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
@@ -113,12 +120,14 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
     n_samples, n_partners, n_factors = partners.shape
     has_biases = bias in draws and other_bias in draws
     dim = n_factors + 1 if has_biases else n_factors
+    # only the partners that the new ratings touch are copied per draw, in compact order
+    used, compact = np.unique(np.asarray(partner_codes, dtype=np.int64), return_inverse=True)
     (indptr, partner_sorted, ratings_sorted), _ = csr_pair(
         np.asarray(row_codes, dtype=np.int64),
-        np.asarray(partner_codes, dtype=np.int64),
+        compact.astype(np.int64),
         np.asarray(ratings, dtype=np.float64),
         int(n_rows),
-        n_partners,
+        len(used),
     )
     factor_precision = np.linalg.inv(np.asarray(draws[f"Sigma_{side}"], dtype=np.float64))
     means = draws.get(f"mu_{side}")
@@ -138,6 +147,7 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
         partner_sorted,
         ratings_sorted,
         partners,
+        used,
         offsets,
         has_biases,
         np.asarray(draws["mu"], dtype=np.float64),
@@ -146,6 +156,7 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
         linear,
         keys,
         rows,
+        min(n_samples, 4 * get_num_threads()),
     )
     factors = np.ascontiguousarray(rows[:, :, :n_factors])
     return factors, (np.ascontiguousarray(rows[:, :, n_factors]) if has_biases else None)

@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit
 
 from bpmf.kernels.dense import cholesky_into, solve_lower_into, solve_lower_transposed_into
+from bpmf.kernels.gram import add_gram, gram_rows
 
 __all__ = ["sweep_implicit", "user_terms"]
 
@@ -61,8 +62,10 @@ def user_terms(indptr, items, ratings, X, item_shift, tau, prior_prec, prior_mea
     y = np.empty(dim)
     W = np.empty((dim, dim))
     col = np.empty(dim)
-    Xt = np.empty((dim, _CHUNK + 8))
-    targets = np.empty(_CHUNK)
+    # the item rows, transposed, with the targets in row ``dim`` (add_gram)
+    Xt = np.zeros((gram_rows(dim), _CHUNK + 8))
+    tiles = np.empty((Xt.shape[0], Xt.shape[0]))
+    no_prefetch = items.shape[0]  # the item rows are read from the cache: nothing to prefetch
     for u in range(n_users):
         r = u if per_row else 0
         for a in range(dim):
@@ -76,17 +79,8 @@ def user_terms(indptr, items, ratings, X, item_shift, tau, prior_prec, prior_mea
                 i = items[begin + k]
                 for a in range(dim):
                     Xt[a, k] = X[i, a]
-                targets[k] = ratings[begin + k] - item_shift[i]
-            for a in range(dim):
-                acc = 0.0
-                for k in range(count):
-                    acc += Xt[a, k] * targets[k]
-                g[a] += acc
-                for b in range(a + 1):
-                    acc = 0.0
-                    for k in range(count):
-                        acc += Xt[a, k] * Xt[b, k]
-                    A[a, b] += acc
+                Xt[dim, k] = ratings[begin + k] - item_shift[i]
+            add_gram(Xt, tiles, dim, count, 1.0, A, g, items, X, no_prefetch, 0, 0)
         for a in range(dim):
             for b in range(a):
                 A[b, a] = A[a, b]

@@ -13,6 +13,7 @@ the same rows and residual sums, bit for bit, as :func:`sample_rows` on one thre
 import numpy as np
 from numba import njit, prange
 
+from bpmf.kernels.gram import add_gram, gram_rows
 from bpmf.kernels.normals import row_normals
 from bpmf.kernels.order import bit_length, prefetch_row, radix_sort
 
@@ -60,8 +61,9 @@ def _prefetch_until(other_sorted, X, issued, stop):
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _gather(start, count, other_sorted, ratings_sorted, X, shift, Xt, targets, issued):
-    """Copy partner rows ``start:start+count`` into ``Xt`` (transposed) and their targets.
+def _gather(start, count, other_sorted, ratings_sorted, X, shift, Xt, issued):
+    """Copy partner rows ``start:start+count`` into ``Xt`` (transposed), their targets into
+    its row ``dim``.
 
     Keeps the prefetches ``_PREFETCH_DISTANCE`` ratings ahead; returns the new ``issued``.
     """
@@ -71,7 +73,7 @@ def _gather(start, count, other_sorted, ratings_sorted, X, shift, Xt, targets, i
         j = other_sorted[start + k]
         for a in range(dim):
             Xt[a, k] = X[j, a]
-        targets[k] = ratings_sorted[start + k] - shift - X[j, dim]
+        Xt[dim, k] = ratings_sorted[start + k] - shift - X[j, dim]
     return issued
 
 
@@ -107,6 +109,7 @@ def _sample_block(
     dim = X.shape[1] - 1
     P = np.empty((dim, dim))
     L = np.empty((dim, dim))
+    inverse_pivot = np.empty(dim)
     h = np.empty(dim)
     y = np.empty(dim)
     previous = np.empty(dim)
@@ -114,8 +117,10 @@ def _sample_block(
     own_normals = z.shape[0] == 0  # the rows' normals from (key, row), drawn here
     noise_scale = np.sqrt(1.0 - alpha * alpha)
     per_row_prior = prior_h.shape[0] > 1
-    Xt = np.empty((dim, CHUNK + 8))  # padded: rows 2 KiB apart would share cache sets
-    targets = np.empty(CHUNK)
+    # the partner rows, transposed, and the targets in row ``dim`` (add_gram); padded: rows
+    # 2 KiB apart would share cache sets
+    Xt = np.zeros((gram_rows(dim), CHUNK + 8))
+    tiles = np.empty((Xt.shape[0], Xt.shape[0]))
     errors = np.empty(CHUNK)
     sum_errors = 0.0
     sum_squares = 0.0
@@ -124,7 +129,7 @@ def _sample_block(
     no_prefetch = other_sorted.shape[0]
     prefetching = X.shape[0] * X.shape[1] * 8 >= PREFETCH_MIN_BYTES
     issued = indptr[first] if prefetching else no_prefetch
-    per_step = -(-_LOOKAHEAD // dim)
+    per_step = -(-_LOOKAHEAD // (Xt.shape[0] // 2))
     for r in range(first, last):
         hr = r if per_row_prior else 0
         for a in range(dim):
@@ -134,23 +139,22 @@ def _sample_block(
         start, stop = indptr[r], indptr[r + 1]
         for begin in range(start, stop, CHUNK):
             count = min(CHUNK, stop - begin)
-            issued = _gather(
-                begin, count, other_sorted, ratings_sorted, X, shift, Xt, targets, issued
+            issued = _gather(begin, count, other_sorted, ratings_sorted, X, shift, Xt, issued)
+            # while the sums compute, fetch the rows of the ratings ahead
+            issued = add_gram(
+                Xt,
+                tiles,
+                dim,
+                count,
+                tau,
+                P,
+                h,
+                other_sorted,
+                X,
+                issued,
+                per_step,
+                begin + count + _LOOKAHEAD,
             )
-            for a in range(dim):
-                # while the sums below compute, fetch the rows of the ratings ahead
-                issued = _prefetch_until(
-                    other_sorted, X, issued, min(issued + per_step, begin + count + _LOOKAHEAD)
-                )
-                acc = 0.0
-                for k in range(count):
-                    acc += Xt[a, k] * targets[k]
-                h[a] += tau * acc
-                for b in range(a + 1):
-                    acc = 0.0
-                    for k in range(count):
-                        acc += Xt[a, k] * Xt[b, k]
-                    P[a, b] += tau * acc
         # Cholesky P = L L^T (lower triangle)
         for a in range(dim):
             s = P[a, a]
@@ -163,11 +167,13 @@ def _sample_block(
             if not s > 0.0:
                 raise np.linalg.LinAlgError("Gibbs: posterior precision is not positive definite")
             L[a, a] = np.sqrt(s)
+            # one division per pivot: the solves below multiply by its reciprocal
+            inverse_pivot[a] = 1.0 / L[a, a]
             for b in range(a + 1, dim):
                 s = P[b, a]
                 for k in range(a):
                     s -= L[b, k] * L[a, k]
-                L[b, a] = s / L[a, a]
+                L[b, a] = s * inverse_pivot[a]
         # forward solve L y = h, then add noise: L^T row = y + z  =>  row ~ N(P^-1 h, P^-1).
         # Overrelaxed (alpha != 0): row = m + alpha (previous - m) + sqrt(1 - alpha^2) L^-T z
         # with m = P^-1 h, i.e. L^T (row - alpha previous) = (1 - alpha) y + sqrt(1 - alpha^2) z
@@ -175,7 +181,7 @@ def _sample_block(
             s = h[a]
             for k in range(a):
                 s -= L[a, k] * y[k]
-            y[a] = s / L[a, a]
+            y[a] = s * inverse_pivot[a]
         if own_normals:
             row_normals(key, r, noise)
         else:
@@ -192,7 +198,7 @@ def _sample_block(
             s = y[a]
             for k in range(a + 1, dim):
                 s -= L[k, a] * out[r, k]
-            out[r, a] = s / L[a, a]
+            out[r, a] = s * inverse_pivot[a]
         if alpha != 0.0:
             # the back solve above read out[r, k > a] as (row - alpha previous)[k]: it solved
             # for row - alpha previous, so add alpha previous back now
@@ -211,11 +217,10 @@ def _sample_block(
                         X,
                         shift,
                         Xt,
-                        targets,
                         begin if prefetching else no_prefetch,
                     )
                 for k in range(count):
-                    errors[k] = targets[k]
+                    errors[k] = Xt[dim, k]
                 for a in range(dim):
                     coefficient = out[r, a]
                     for k in range(count):
