@@ -10,9 +10,11 @@ Usage::
 
     python bench/gibbs_cost.py                       # fold u1, LKJ prior
     python bench/gibbs_cost.py --prior wishart --sweeps 600
+    python bench/gibbs_cost.py --model-config '{"correlated_biases": true}'
 """
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -27,12 +29,13 @@ def main(argv=None):
     parser.add_argument("--fold", default="u1")
     parser.add_argument("--prior", default="lkj", choices=["lkj", "wishart"])
     parser.add_argument("--sweeps", type=int, default=600, help="kept sweeps (after 150 tune)")
+    parser.add_argument("--model-config", default="{}", help="JSON merged into model_config")
     parser.add_argument("--data-home", default=None)
     args = parser.parse_args(argv)
     train = load_movielens_folds("ml-100k", data_home=args.data_home, download=False)[
         args.fold
     ].train
-    config = {"covariance_prior": args.prior}
+    config = {"covariance_prior": args.prior, **json.loads(args.model_config)}
     # compile (or load) the kernels before timing
     BPMF(10, model_config=config, sampler_config={"draws": 2, "tune": 3, "chains": 1},
          progressbar=False).fit(train.subset(np.arange(train.n_ratings) < 500))

@@ -697,7 +697,11 @@ def sample_gibbs(
     # the parallel kernel is loaded (and numba's thread pool started, which a process must
     # not have done before it forks) only when it will run
     parallel = row_threads(threads, workers, len(ratings), check_layer=False) > 1
-    _compile_kernels(D, biases, parallel)
+    dim = D + 1 if biases else D
+    _compile_kernels(
+        D, biases, parallel,
+        (rows_module.partner_dtype(shapes[1], dim), rows_module.partner_dtype(shapes[0], dim)),
+    )
     threads_per_chain = row_threads(threads, workers, len(ratings))
     # the running moments of the rows on the rows' threads too (more than one only for fits
     # large enough to draw their rows in parallel)
@@ -743,20 +747,21 @@ def _links(features, biases, config, shapes):
                         config.get("link_precision_rate", 1.0))
 
 
-def _compile_kernels(n_factors, biases, parallel=False):
-    """Load (or compile) the row kernel (and with ``parallel`` its parallel twin) before the
-    progress bar starts counting sweeps."""
+def _compile_kernels(n_factors, biases, parallel=False, dtypes=(np.float64,)):
+    """Load (or compile) the row kernel (and with ``parallel`` its parallel twin), for the
+    partner rows' ``dtypes``, before the progress bar starts counting sweeps."""
     user_codes = np.array([0, 1], dtype=np.int64)
     item_codes = np.array([0, 0], dtype=np.int64)
     ratings = np.array([1.0, 2.0])
     user_csr, _ = csr_pair(user_codes, item_codes, ratings, 2, 1)
     dim = n_factors + 1 if biases else n_factors
-    X = aligned_zeros((1, dim + 1))
     rows = np.empty((2, dim))
     blocks = np.array([0, 1, 2], dtype=np.int64)
     if parallel:
         welford_parallel(np.zeros(1), np.zeros(1), np.zeros(1), 1.0)
-    for kernel in (sample_rows, sample_rows_parallel) if parallel else (sample_rows,):
+    kernels = (sample_rows, sample_rows_parallel) if parallel else (sample_rows,)
+    for kernel, dtype in ((k, d) for k in kernels for d in dict.fromkeys(dtypes)):
+        X = aligned_zeros((1, dim + 1), dtype)
         kernel(
             *user_csr,
             X,

@@ -7,7 +7,9 @@ radix sort); with zero noise it returns the conditional means, the ridge solutio
 alternating least squares. The rows are processed in blocks (:func:`row_blocks`, cut by
 their number of ratings only), each with its own scratch buffers and prefetch stream;
 :func:`sample_rows_parallel` spreads the blocks over numba's threads (``prange``) and gives
-the same rows and residual sums, bit for bit, as :func:`sample_rows` on one thread.
+the same rows and residual sums, bit for bit, as :func:`sample_rows` on one thread. The
+partner rows ``X`` may be float32 (large sides: :mod:`bpmf.inference.rows`); everything the
+kernels compute from them is float64.
 """
 
 import numpy as np
@@ -77,11 +79,12 @@ def _gather(start, count, other_sorted, ratings_sorted, X, shift, Xt, issued):
     return issued
 
 
-def aligned_zeros(shape):
-    """A zero C-contiguous float64 array whose data starts on a 64-byte cache line."""
+def aligned_zeros(shape, dtype=np.float64):
+    """A zero C-contiguous array whose data starts on a 64-byte cache line."""
     size = int(np.prod(shape))
-    buffer = np.zeros(size + 8)
-    offset = (-buffer.ctypes.data % 64) // 8
+    itemsize = np.dtype(dtype).itemsize
+    buffer = np.zeros(size + 64 // itemsize, dtype=dtype)
+    offset = (-buffer.ctypes.data % 64) // itemsize
     return buffer[offset : offset + size].reshape(shape)
 
 

@@ -83,6 +83,27 @@ def test_draws_do_not_depend_on_the_number_of_threads(ratings, monkeypatch):
         np.testing.assert_array_equal(one[name], two[name], err_msg=name)
 
 
+def test_single_precision_partner_rows_keep_the_draws_and_their_thread_independence(
+    ratings, monkeypatch
+):
+    """Large fits read the partner rows from a float32 copy: the same chain as in double
+    precision up to the rounding of the partner values, and still independent of the
+    number of threads."""
+    import bpmf.inference.rows
+
+    double = _fit(ratings, threads=1)
+    monkeypatch.setattr(bpmf.inference.rows, "SINGLE_PRECISION_MIN_BYTES", 0)
+    monkeypatch.setattr(bpmf.inference.rows, "PARALLEL_MIN_RATINGS", 0)
+    assert bpmf.inference.rows.partner_dtype(10, 3) == np.float32
+    one = _fit(ratings, threads=1)
+    two = _fit(ratings, threads=2)
+    assert not np.array_equal(one["U"], double["U"])  # the float32 path ran
+    for name in one:
+        np.testing.assert_array_equal(one[name], two[name], err_msg=name)
+        # rounding the partner rows (relative 6e-8) moves the draws at that order
+        np.testing.assert_allclose(one[name], double[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
 def test_map_does_not_depend_on_the_number_of_threads(ratings, monkeypatch):
     import bpmf.inference.rows
     from bpmf.inference.map import alternating_least_squares
