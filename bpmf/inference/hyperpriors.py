@@ -27,6 +27,7 @@ from bpmf.kernels.dense import (
     gaussian_from_precision,
     inverse_from_cholesky,
     solve_lower_matrix,
+    solve_lower_transposed,
 )
 from bpmf.kernels.lkj import lkj_relative_logp_grad, pack_cholesky, unpack_cholesky
 from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
@@ -449,11 +450,10 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         D = self.dim
         state[f"chol_{side}"] = chol
         cov = chol @ chol.T
-        precision = np.linalg.inv(cov)
-        precision = 0.5 * (precision + precision.T)
-        state[f"row_precision_{side}"] = precision
+        state[f"row_precision_{side}"] = inverse_from_cholesky(chol)
         state[f"Sigma_{side}"] = cov[:D, :D]
-        state[f"Lambda_{side}"] = np.linalg.inv(cov[:D, :D])
+        # the factors' block of a lower Cholesky factor is the Cholesky factor of theirs
+        state[f"Lambda_{side}"] = inverse_from_cholesky(np.ascontiguousarray(chol[:D, :D]))
         # the bias scale recorded (user_bias_sd, item_bias_sd) is its marginal sd
         state[f"{_BIAS_OF[side]}_precision"] = 1.0 / cov[D, D]
 
@@ -492,12 +492,17 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
     def bias_terms(self, bias, state):
         side = "U" if bias == "user_bias" else "V"
         precision = state[f"row_precision_{side}"]
-        return precision[-1, -1], self._rows(side, state) @ precision[-1]
+        last = precision[-1]
+        return last[-1], state[side] @ last[:-1] + state[bias] * last[-1]
 
     def bias_regression(self, side, state):
+        """``Sigma_UU^-1 Sigma_Ub``: with ``Sigma' = L L^T``, ``L_11^-T l`` for the factors'
+        block ``L_11`` and the bias's row ``l`` of ``L``."""
         D = self.dim
-        cov = state[f"chol_{side}"] @ state[f"chol_{side}"].T
-        return np.linalg.solve(cov[:D, :D], cov[:D, D])
+        chol = state[f"chol_{side}"]
+        return solve_lower_transposed(
+            np.ascontiguousarray(chol[:D, :D]), np.ascontiguousarray(chol[D, :D])
+        )
 
     def mean_prior(self, side, state):
         """The rows' prior term of a shift ``(e, gamma . e)`` of every row (factors and bias,
@@ -505,10 +510,10 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         precision ``Sigma_UU^-1`` sees it."""
         D = self.dim
         precision = state[f"row_precision_{side}"]
-        rows = self._rows(side, state)
+        sums = np.append(state[side].sum(axis=0), state[_BIAS_OF[side]].sum())
         direction = np.vstack([np.eye(D), self.bias_regression(side, state)[None, :]])
-        return (rows.shape[0] * direction.T @ precision @ direction,
-                -direction.T @ (precision @ rows.sum(axis=0)))
+        return (state[side].shape[0] * direction.T @ precision @ direction,
+                -direction.T @ (precision @ sums))
 
     def rescale(self, state, rng, extra=None):
         """As :meth:`LKJHyperpriors.rescale`, on the factor rows of each side's Cholesky

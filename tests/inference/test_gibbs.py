@@ -476,3 +476,33 @@ def test_row_residual_sums_are_each_rows_sum_of_residuals():
     expected = np.bincount(np.repeat(np.arange(n_rows), np.diff(indptr)), errors, n_rows)
     np.testing.assert_allclose(row_sums, expected, atol=1e-10)
     np.testing.assert_allclose(total, errors.sum(), atol=1e-10)
+
+
+def test_correlated_prior_terms_match_the_dense_formulas():
+    """The correlated prior's precisions, bias regression and shift terms, computed from the
+    Cholesky factor, against inverses and solves of the dense covariance."""
+    from bpmf.inference.hyperpriors import CorrelatedLKJHyperpriors
+
+    D = 3
+    hyper = CorrelatedLKJHyperpriors(model_config("lkj", correlated_biases=True), D, 10)
+    rng = np.random.default_rng(4)
+    chol = np.tril(rng.normal(size=(D + 1, D + 1)))
+    chol[np.diag_indices(D + 1)] = rng.uniform(0.5, 1.5, D + 1)
+    state = {"U": rng.normal(size=(50, D)), "user_bias": rng.normal(size=50)}
+    hyper._set_covariance("U", state, chol)
+    cov = chol @ chol.T
+    np.testing.assert_allclose(state["row_precision_U"], np.linalg.inv(cov), rtol=1e-10)
+    np.testing.assert_allclose(state["Lambda_U"], np.linalg.inv(cov[:D, :D]), rtol=1e-10)
+    np.testing.assert_allclose(state["Sigma_U"], cov[:D, :D])
+    assert state["user_bias_precision"] == pytest.approx(1.0 / cov[D, D])
+    gamma = hyper.bias_regression("U", state)
+    np.testing.assert_allclose(gamma, np.linalg.solve(cov[:D, :D], cov[:D, D]), rtol=1e-10)
+    rows = np.column_stack([state["U"], state["user_bias"]])
+    lam, weights = hyper.bias_terms("user_bias", state)
+    precision = np.linalg.inv(cov)
+    assert lam == pytest.approx(precision[-1, -1])
+    np.testing.assert_allclose(weights, rows @ precision[-1], rtol=1e-10, atol=1e-12)
+    A, a = hyper.mean_prior("U", state)
+    direction = np.vstack([np.eye(D), gamma[None, :]])
+    np.testing.assert_allclose(A, 50 * direction.T @ precision @ direction, rtol=1e-10)
+    np.testing.assert_allclose(a, -direction.T @ precision @ rows.sum(axis=0), rtol=1e-10)
