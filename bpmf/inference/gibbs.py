@@ -270,6 +270,8 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
             if precision is not None:  # None: the bias scale belongs to the covariance block
                 state[f"{bias}_precision"] = precision
     _shift_moves(state, hyper, biases, config, rng)
+    if biases:
+        hyper.split_moves(state, rng)
     g = hyper.rescale(state, rng, None if implicit is None else implicit.rescale_terms(state))
     if implicit is not None and g is not None:  # Y and its scales move with U
         implicit.rescale(state, g)

@@ -29,7 +29,12 @@ from bpmf.kernels.dense import (
     solve_lower_matrix,
     solve_lower_transposed,
 )
-from bpmf.kernels.lkj import lkj_relative_logp_grad, pack_cholesky, unpack_cholesky
+from bpmf.kernels.lkj import (
+    lkj_cholesky_prior_logp,
+    lkj_relative_logp_grad,
+    pack_cholesky,
+    unpack_cholesky,
+)
 from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
 from bpmf.kernels.slice import slice_log_scales
 
@@ -248,6 +253,10 @@ class LKJHyperpriors:
     def noise_precision(self, n_ratings, sse, rng):
         return 1.0 / draw_halfnormal_scale(n_ratings, sse, self.config["sigma_sd"], rng) ** 2
 
+    def split_moves(self, state, rng):
+        """Moves of each row's level between its bias and its factors (correlated biases
+        only; :meth:`CorrelatedLKJHyperpriors.split_moves`)."""
+
     def rescale(self, state, rng, extra=None):
         """Move each factor's scale between the sides, keeping ``U_k V_k`` (a generalised
         Gibbs step on the multiplicative group); returns the factors ``g``.
@@ -401,6 +410,9 @@ class WishartHyperpriors:
         state[f"Lambda_{side}"] = Lambda
         state[f"Sigma_{side}"] = np.linalg.inv(Lambda)
 
+    def split_moves(self, state, rng):
+        """No such moves: the Wishart model's biases are independent of the factors."""
+
     def rescale(self, state, rng, extra=None):
         """No rescaling move: the Wishart prior ties the scales of the two sides."""
         return None
@@ -514,6 +526,52 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         direction = np.vstack([np.eye(D), self.bias_regression(side, state)[None, :]])
         return (state[side].shape[0] * direction.T @ precision @ direction,
                 -direction.T @ (precision @ sums))
+
+    def split_moves(self, state, rng):
+        """Move each user's level between its bias and its factors, then each item's.
+
+        With ``A_w = [[I, 0], [w^T, 1]]``, the map ``V -> V - w`` (every item's factors),
+        ``b -> b + U w`` (every user's bias) and ``L_U -> A_w L_U`` (the users' covariance
+        ``Sigma'_U -> A_w Sigma'_U A_w^T``) leaves the ratings' likelihood and the users'
+        rows' prior unchanged, has unit Jacobian and forms a group in ``w``. Along it the
+        posterior is the items' rows' Gaussian prior, Gaussian in ``w``, times the LKJ prior
+        of ``A_w L_U``: ``w`` is proposed from the Gaussian and accepted with the ratio of the
+        LKJ priors (a Metropolis-Hastings step on the orbit). It moves the split of each
+        user's level between ``b_u`` and ``U_u . mean(V)``, which the row draws and the
+        covariance step, each given the other, change only by small steps; then the same for
+        the items (``U -> U - e``, ``c -> c + V e``, ``L_V -> A_e L_V``). Not with implicit
+        feedback, whose offsets the users' prior does not see.
+        """
+        if "offset_U" in state or "offset_V" in state:
+            return
+        for side in ("U", "V"):
+            self.split_move(side, state, rng)
+
+    def split_move(self, side, state, rng):
+        """One move of :meth:`split_moves`: ``side``'s biases and covariance with the other
+        side's factors; returns whether it was accepted."""
+        D = self.dim
+        other = "V" if side == "U" else "U"
+        own_bias, other_bias = _BIAS_OF[side], _BIAS_OF[other]
+        precision = state[f"row_precision_{other}"]
+        sums = np.append(state[other].sum(axis=0), state[other_bias].sum())
+        shift = gaussian_from_precision(
+            state[other].shape[0] * precision[:D, :D],
+            precision[:D] @ sums,
+            rng.standard_normal(D),
+        )
+        chol = state[f"chol_{side}"]
+        proposal = chol.copy()
+        proposal[D] += shift @ chol[:D]
+        log_ratio = lkj_cholesky_prior_logp(
+            proposal, self.eta, self.scale_sd, self.bias_scale_sd
+        ) - lkj_cholesky_prior_logp(chol, self.eta, self.scale_sd, self.bias_scale_sd)
+        if not np.log(rng.random()) < log_ratio:
+            return False
+        state[other] = state[other] - shift
+        state[own_bias] = state[own_bias] + state[side] @ shift
+        self._set_covariance(side, state, proposal)
+        return True
 
     def rescale(self, state, rng, extra=None):
         """As :meth:`LKJHyperpriors.rescale`, on the factor rows of each side's Cholesky

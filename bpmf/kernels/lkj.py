@@ -29,6 +29,7 @@ from numba import njit
 from bpmf.kernels.dense import lower_inverse
 
 __all__ = [
+    "lkj_cholesky_prior_logp",
     "lkj_conditional_logp_grad",
     "lower_inverse",
     "lkj_relative_logp_grad",
@@ -102,6 +103,15 @@ def _logp_grad_cholesky(L, scatter, n_rows, eta, scale_sd, last_scale_sd):
         for j in range(k + 1, dim):
             grad[k, j] = 0.0
     return logp, grad
+
+
+@njit(cache=True, nogil=True)
+def lkj_cholesky_prior_logp(L, eta, scale_sd, last_scale_sd=0.0):
+    """Log prior density (up to a constant) of the Cholesky factor ``L`` itself, as a
+    density over its lower-triangular entries: ``LKJCholeskyCov(eta)`` with half-normal
+    standard deviations (``last_scale_sd`` for the last row when positive)."""
+    dim = L.shape[0]
+    return _logp_grad_cholesky(L, np.zeros((dim, dim)), 0.0, eta, scale_sd, last_scale_sd)[0]
 
 
 @njit(cache=True, nogil=True)

@@ -506,3 +506,47 @@ def test_correlated_prior_terms_match_the_dense_formulas():
     direction = np.vstack([np.eye(D), gamma[None, :]])
     np.testing.assert_allclose(A, 50 * direction.T @ precision @ direction, rtol=1e-10)
     np.testing.assert_allclose(a, -direction.T @ precision @ rows.sum(axis=0), rtol=1e-10)
+
+
+def test_correlated_split_moves_keep_the_fitted_values_and_the_rows_prior():
+    """The level-split moves of the correlated prior change U, V, the biases and the
+    covariances, but not a fitted value nor the Gaussian prior density of either side's
+    rows under its own (moved) covariance; the LKJ prior decides the acceptance."""
+    from scipy import stats as st
+
+    from bpmf.inference.hyperpriors import CorrelatedLKJHyperpriors
+
+    D = 2
+    hyper = CorrelatedLKJHyperpriors(model_config("lkj", correlated_biases=True), D, 10)
+    rng = np.random.default_rng(7)
+    state = {
+        "U": rng.normal(size=(30, D)) + 0.5,
+        "V": rng.normal(size=(20, D)) - 0.3,
+        "user_bias": rng.normal(size=30),
+        "item_bias": rng.normal(size=20),
+    }
+    for side in ("U", "V"):
+        chol = np.tril(rng.normal(scale=0.3, size=(D + 1, D + 1)))
+        chol[np.diag_indices(D + 1)] = rng.uniform(0.5, 1.0, D + 1)
+        hyper._set_covariance(side, state, chol)
+
+    def fitted(s):
+        return s["U"] @ s["V"].T + s["user_bias"][:, None] + s["item_bias"][None, :]
+
+    def row_logp(s, side, bias):
+        rows = np.column_stack([s[side], s[bias]])
+        cov = s[f"chol_{side}"] @ s[f"chol_{side}"].T
+        return st.multivariate_normal(np.zeros(D + 1), cov).logpdf(rows).sum()
+
+    before = fitted(state)
+    accepted = 0
+    for step in range(20):
+        side, bias = (("U", "user_bias"), ("V", "item_bias"))[step % 2]
+        prior = row_logp(state, side, bias)
+        old_chol = state[f"chol_{side}"].copy()
+        if hyper.split_move(side, state, rng):
+            accepted += 1
+            assert not np.array_equal(state[f"chol_{side}"], old_chol)
+        np.testing.assert_allclose(fitted(state), before, atol=1e-10)
+        assert row_logp(state, side, bias) == pytest.approx(prior, abs=1e-8)
+    assert accepted > 10  # most proposals are accepted
