@@ -10,8 +10,10 @@ Given one posterior draw of everything else, a new user's factor vector and bias
     P^{-1}),
 
 with :math:`y_n = (V_{i_n}, 1)` over the user's ratings :math:`r_n`, :math:`\tau = \sigma^{-2}`,
-the prior precision :math:`\Lambda = \mathrm{diag}(\Sigma_U^{-1}, s_b^{-2})` and prior mean
-:math:`m = (\mu_U, 0)`, all taken from that draw; new items are symmetric, given ``U`` and the
+the prior precision :math:`\Lambda = \mathrm{diag}(\Sigma_U^{-1}, s_b^{-2})` (with correlated
+biases, the inverse of the joint covariance of the factors and the bias, from ``Sigma_U``,
+``user_bias_factor_cov`` and ``user_bias_sd``) and prior mean :math:`m = (\mu_U, 0)`, all
+taken from that draw; new items are symmetric, given ``U`` and the
 user biases. One draw of each new row per posterior draw gives joint draws of the old
 parameters and the new rows, which predict exactly as the fitted posterior does.
 
@@ -129,16 +131,26 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
         int(n_rows),
         len(used),
     )
-    factor_precision = np.linalg.inv(np.asarray(draws[f"Sigma_{side}"], dtype=np.float64))
+    factor_cov = np.asarray(draws[f"Sigma_{side}"], dtype=np.float64)
     means = draws.get(f"mu_{side}")
     means = np.zeros((n_samples, n_factors)) if means is None else np.asarray(means)
-    precision = np.zeros((n_samples, dim, dim))
-    precision[:, :n_factors, :n_factors] = factor_precision
-    if has_biases:
-        precision[:, n_factors, n_factors] = 1.0 / np.asarray(draws[f"{bias}_sd"]) ** 2
-        offsets = np.asarray(draws[other_bias], dtype=np.float64)
+    cross = draws.get(f"{bias}_factor_cov") if has_biases else None
+    if cross is not None:  # correlated biases: the joint prior of the factors and the bias
+        cov = np.zeros((n_samples, dim, dim))
+        cov[:, :n_factors, :n_factors] = factor_cov
+        cov[:, :n_factors, n_factors] = cov[:, n_factors, :n_factors] = np.asarray(cross)
+        cov[:, n_factors, n_factors] = np.asarray(draws[f"{bias}_sd"]) ** 2
+        precision = np.linalg.inv(cov)
     else:
-        offsets = np.zeros((n_samples, n_partners))
+        precision = np.zeros((n_samples, dim, dim))
+        precision[:, :n_factors, :n_factors] = np.linalg.inv(factor_cov)
+        if has_biases:
+            precision[:, n_factors, n_factors] = 1.0 / np.asarray(draws[f"{bias}_sd"]) ** 2
+    offsets = (
+        np.asarray(draws[other_bias], dtype=np.float64)
+        if has_biases
+        else np.zeros((n_samples, n_partners))
+    )
     linear = np.einsum("sab,sb->sa", precision[:, :, :n_factors], means)
     keys = rng.integers(2**63, size=n_samples)
     rows = np.empty((n_samples, int(n_rows), dim))

@@ -291,7 +291,9 @@ IMPLICIT_VARIABLES = ("Y", "Y_sd", "offset_U")
 _KEEP = ("all", "moments")
 
 
-def _allocate(chains, draws, shapes, biases, covariance_prior, keep, retained, n_pairs):
+def _allocate(
+    chains, draws, shapes, biases, covariance_prior, keep, retained, n_pairs, correlated=False
+):
     n_users, n_items, D = shapes
     row_shapes = {"U": (n_users, D), "V": (n_items, D)}
     if biases:
@@ -308,6 +310,8 @@ def _allocate(chains, draws, shapes, biases, covariance_prior, keep, retained, n
     if biases:
         for name in ("user_bias", "item_bias"):
             out[f"{name}_sd"] = np.empty((chains, draws))
+            if correlated:  # each bias's covariance with its row's factors
+                out[f"{name}_factor_cov"] = np.empty((chains, draws, D))
     if n_row_draws:
         for name, shape in row_shapes.items():
             out[name] = prefaulted_empty((chains, n_row_draws, *shape))
@@ -377,6 +381,8 @@ def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=No
     if biases:
         for name in ("user_bias", "item_bias"):
             out[f"{name}_sd"][chain, draw] = 1.0 / np.sqrt(state[f"{name}_precision"])
+            if f"{name}_factor_cov" in out:
+                out[f"{name}_factor_cov"][chain, draw] = state[f"{name}_factor_cov"]
     rows = ROW_VARIABLES if biases else ROW_VARIABLES[:2]
     slot = draw if keep == "all" else row_slot
     if slot is not None:
@@ -626,6 +632,7 @@ def sample_gibbs(
         keep,
         retained,
         0 if pairs is None else len(pairs[0]),
+        correlated=isinstance(hyper, CorrelatedLKJHyperpriors),
     )
     if links is not None:
         links.allocate(out, chains, draws)

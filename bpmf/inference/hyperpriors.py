@@ -466,8 +466,10 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         state[f"Sigma_{side}"] = cov[:D, :D]
         # the factors' block of a lower Cholesky factor is the Cholesky factor of theirs
         state[f"Lambda_{side}"] = inverse_from_cholesky(np.ascontiguousarray(chol[:D, :D]))
-        # the bias scale recorded (user_bias_sd, item_bias_sd) is its marginal sd
+        # the bias scale recorded (user_bias_sd, item_bias_sd) is its marginal sd, and its
+        # covariance with the factors is recorded beside it (fold-in needs the joint prior)
         state[f"{_BIAS_OF[side]}_precision"] = 1.0 / cov[D, D]
+        state[f"{_BIAS_OF[side]}_factor_cov"] = cov[:D, D].copy()
 
     def start(self, state, rng):
         for side in ("U", "V"):

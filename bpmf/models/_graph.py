@@ -109,6 +109,7 @@ def _correlated_rows(n_factors, config, noncentered):
         pm.Deterministic(f"mu_{side}", pt.zeros(n_factors), dims="factor")
         pm.Deterministic(f"Sigma_{side}", cov[:n_factors, :n_factors], dims=("factor", "factor_"))
         pm.Deterministic(f"{bias}_sd", pt.sqrt(cov[n_factors, n_factors]))
+        pm.Deterministic(f"{bias}_factor_cov", cov[:n_factors, n_factors], dims="factor")
         if noncentered:
             z = pm.Normal(f"{side}_z", 0.0, 1.0, dims=(dim, "factor_bias"))
             rows = z @ chol.T

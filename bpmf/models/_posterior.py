@@ -52,6 +52,9 @@ POSTERIOR_DIMS = {
     "item_bias": ("item",),
     "user_bias_sd": (),
     "item_bias_sd": (),
+    # correlated biases: each bias's covariance with its row's factors
+    "user_bias_factor_cov": ("factor",),
+    "item_bias_factor_cov": ("factor",),
     **LINK_DIMS,  # side features: links B_U, B_V, user_bias_link, ... and their precisions
     "cutpoints": ("cutpoint",),
     # implicit feedback: the users' ratings see U + offset_U
@@ -285,13 +288,12 @@ class PosteriorModel(ModelIO, RatingEstimator):
             # codes <= -2: unseen ids with side features, predicted from their link means
             user_links = cold_start_links(features, post, "user", users)
             item_links = cold_start_links(features, post, "item", items)
-            U = _rows(post, "U", "mu_U", "Sigma_U", users, rng, user_links[0])
-            V = _rows(post, "V", "mu_V", "Sigma_V", items, rng, item_links[0])
+            U, user_biases = side_rows(post, "U", users, rng, user_links)
+            V, item_biases = side_rows(post, "V", items, rng, item_links)
             fill = np.einsum("snk,snk->sn", U, V) + post["mu"][:, None]
-            for name, codes, links in (("user_bias", users, user_links),
-                                       ("item_bias", items, item_links)):
-                if name in post:
-                    fill += _bias_rows(post, name, codes, rng, links[1])
+            for biases in (user_biases, item_biases):
+                if biases is not None:
+                    fill += biases
             expected[:, unseen] = fill
         return expected
 
@@ -745,11 +747,11 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 "feature row from their features."
             )
         resolved = self._model_config() if hasattr(self, "_model_config") else {}
-        if resolved.get("correlated_biases") is True:
+        if resolved.get("correlated_biases") is True and "user_bias_factor_cov" not in post:
             raise ValueError(
-                "fold_in does not support correlated_biases=True (the posterior keeps the "
-                "factor and bias scales, not their joint covariance); refit with the new "
-                "ratings instead."
+                "fold_in needs the posterior draws of user_bias_factor_cov and "
+                "item_bias_factor_cov for a model with correlated_biases=True, which this "
+                "model (fitted by an earlier version of bpmf) lacks; refit it."
             )
         if "offset_U" in post:
             raise ValueError(
@@ -863,6 +865,19 @@ class PosteriorModel(ModelIO, RatingEstimator):
 
 
 # ---------------------------------------------------------------------- helpers
+def side_rows(post, side, codes, rng, links=(None, None)):
+    """The factor rows and the biases (None without biases) of one side per draw,
+    ``(samples, pairs, factors)`` and ``(samples, pairs)``, for ``codes`` of that side;
+    unseen codes (negative) from the population: the prior means (plus the side features'
+    ``links``), or with ``rng`` draws from the prior, the bias given the factors when they
+    are correlated."""
+    factors = _rows(post, side, f"mu_{side}", f"Sigma_{side}", codes, rng, links[0])
+    bias = "user_bias" if side == "U" else "item_bias"
+    if bias not in post:
+        return factors, None
+    return factors, _bias_rows(post, bias, codes, rng, links[1], factors, side)
+
+
 def _rows(post, name, mean_name, cov_name, codes, rng, link=None):
     """Factor rows per draw ``(samples, pairs, factors)``; unseen codes from the population
     (plus ``link``, the side features' link means of the unseen codes, when given)."""
@@ -883,14 +898,26 @@ def _rows(post, name, mean_name, cov_name, codes, rng, link=None):
     return rows
 
 
-def _bias_rows(post, name, codes, rng, link=None):
+def _bias_rows(post, name, codes, rng, link=None, factors=None, side=None):
+    """Biases per draw ``(samples, pairs)``; unseen codes from the population. With
+    correlated biases (``<name>_factor_cov`` in ``post``) and the pairs' drawn factor rows
+    ``factors`` of ``side``, an unseen row's bias is drawn given its factors."""
     biases = post[name][:, np.maximum(codes, 0)]
     unseen = codes < 0
     if unseen.any():
         biases[:, unseen] = 0.0 if link is None else link
         if rng is not None and f"{name}_sd" in post:
-            scale = post[f"{name}_sd"][:, None]
-            biases[:, unseen] += rng.standard_normal((len(scale), int(unseen.sum()))) * scale
+            variance = post[f"{name}_sd"][:, None] ** 2
+            cross = post.get(f"{name}_factor_cov")
+            if cross is not None and factors is not None:
+                # (U, b) jointly Gaussian: b | U ~ N(c^T S^-1 (U - m), s^2 - c^T S^-1 c)
+                coef = np.linalg.solve(post[f"Sigma_{side}"], cross[:, :, None])[:, :, 0]
+                mean = post.get(f"mu_{side}", np.zeros_like(coef))
+                deviation = factors[:, unseen, :] - mean[:, None, :]
+                biases[:, unseen] += np.einsum("snk,sk->sn", deviation, coef)
+                variance = np.maximum(variance - np.sum(coef * cross, axis=1)[:, None], 0.0)
+            noise = rng.standard_normal((len(variance), int(unseen.sum())))
+            biases[:, unseen] += noise * np.sqrt(variance)
     return biases
 
 

@@ -188,15 +188,45 @@ def test_fold_in_is_reproducible_whatever_the_threads(fitted, split):
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
-def test_fold_in_refuses_correlated_biases():
-    from bpmf.datasets import make_synthetic_ratings
-
-    ratings, _ = make_synthetic_ratings(n_users=30, n_items=20, n_factors=2, density=0.5,
-                                        random_state=0)
-    frame = ratings.to_frame()
-    users = frame["user"].unique()
-    model = BPMF(2, model_config={"correlated_biases": True}, random_state=0, progressbar=False,
-                 sampler_config={"draws": 5, "tune": 6, "chains": 1}).fit(
-        frame[frame["user"] != users[0]])
-    with pytest.raises(ValueError, match="correlated_biases"):
-        model.fold_in(frame[frame["user"] == users[0]])
+def test_correlated_fold_in_follows_the_joint_conditional(split):
+    """With correlated biases, a folded-in user's factors and bias are drawn given each
+    draw's joint covariance of factors and bias (``Sigma_U``, ``user_bias_factor_cov``,
+    ``user_bias_sd``)."""
+    train, given, _ = split
+    model = BPMF(
+        N_FACTORS,
+        model_config={"correlated_biases": True},
+        sampler_config={"draws": 150, "tune": 100},
+        random_state=0,
+        progressbar=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(Ratings.from_frame(train, scale=None))
+    user = given["user"].iloc[0]
+    user_ratings = given[given["user"] == user]
+    items = model.item_index_.get_indexer(user_ratings["item"])
+    targets = user_ratings["rating"].to_numpy()
+    folded = model.fold_in(user_ratings)
+    code = folded.user_index_.get_loc(user)
+    rows = np.column_stack([_flat(folded, "U")[:, code], _flat(folded, "user_bias")[:, code]])
+    mu, sigma = _flat(model, "mu"), _flat(model, "sigma")
+    V, c = _flat(model, "V"), _flat(model, "item_bias")
+    Sigma, cross = _flat(model, "Sigma_U"), _flat(model, "user_bias_factor_cov")
+    scale = _flat(model, "user_bias_sd")
+    assert np.abs(cross).max() > 1e-3  # the joint prior is not the independent one
+    standardised = []
+    for s in range(len(mu)):
+        cov = np.zeros((N_FACTORS + 1, N_FACTORS + 1))
+        cov[:N_FACTORS, :N_FACTORS] = Sigma[s]
+        cov[:N_FACTORS, N_FACTORS] = cov[N_FACTORS, :N_FACTORS] = cross[s]
+        cov[N_FACTORS, N_FACTORS] = scale[s] ** 2
+        Y = np.column_stack([V[s, items], np.ones(len(items))])
+        tau = 1.0 / sigma[s] ** 2
+        precision = np.linalg.inv(cov) + tau * Y.T @ Y
+        mean = np.linalg.solve(precision, tau * Y.T @ (targets - mu[s] - c[s, items]))
+        standardised.append(np.linalg.cholesky(precision).T @ (rows[s] - mean))
+    z = np.array(standardised)
+    assert stats.kstest(z.ravel(), "norm").pvalue > 1e-3
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=4 / np.sqrt(len(z)))
+    np.testing.assert_allclose(np.cov(z.T), np.eye(N_FACTORS + 1), atol=0.15)
