@@ -270,8 +270,7 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
             if precision is not None:  # None: the bias scale belongs to the covariance block
                 state[f"{bias}_precision"] = precision
     _shift_moves(state, hyper, biases, config, rng)
-    if biases:
-        hyper.split_moves(state, rng)
+    hyper.split_moves(state, rng)  # a move of the correlated prior only, which has biases
     g = hyper.rescale(state, rng, None if implicit is None else implicit.rescale_terms(state))
     if implicit is not None and g is not None:  # Y and its scales move with U
         implicit.rescale(state, g)
@@ -769,20 +768,21 @@ def _compile_kernels(n_factors, biases, parallel=False, dtypes=(np.float64,)):
     if parallel:
         welford_parallel(np.zeros(1), np.zeros(1), np.zeros(1), 1.0)
     kernels = (sample_rows, sample_rows_parallel) if parallel else (sample_rows,)
-    for kernel, dtype in ((k, d) for k in kernels for d in dict.fromkeys(dtypes)):
-        X = aligned_zeros((1, dim + 1), dtype)
-        kernel(
-            *user_csr,
-            X,
-            0.0,
-            np.eye(dim),
-            np.zeros((1, dim)),
-            1.0,
-            np.empty((0, dim)),
-            rows,
-            True,
-            blocks,
-            0.0,
-            np.zeros(2),
-            1,
-        )
+    for kernel in kernels:
+        for dtype in set(dtypes):
+            X = aligned_zeros((1, dim + 1), dtype)
+            kernel(
+                *user_csr,
+                X,
+                0.0,
+                np.eye(dim),
+                np.zeros((1, dim)),
+                1.0,
+                np.empty((0, dim)),
+                rows,
+                True,
+                blocks,
+                0.0,
+                np.zeros(2),
+                1,
+            )

@@ -458,6 +458,10 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
     def _rows(self, side, state):
         return np.column_stack([state[side], state[_BIAS_OF[side]]])
 
+    def _row_sums(self, side, state):
+        """The sum of ``side``'s rows (factors, then bias) without stacking them."""
+        return np.append(state[side].sum(axis=0), state[_BIAS_OF[side]].sum())
+
     def _set_covariance(self, side, state, chol):
         D = self.dim
         state[f"chol_{side}"] = chol
@@ -524,7 +528,7 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         precision ``Sigma_UU^-1`` sees it."""
         D = self.dim
         precision = state[f"row_precision_{side}"]
-        sums = np.append(state[side].sum(axis=0), state[_BIAS_OF[side]].sum())
+        sums = self._row_sums(side, state)
         direction = np.vstack([np.eye(D), self.bias_regression(side, state)[None, :]])
         return (state[side].shape[0] * direction.T @ precision @ direction,
                 -direction.T @ (precision @ sums))
@@ -554,9 +558,9 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         side's factors; returns whether it was accepted."""
         D = self.dim
         other = "V" if side == "U" else "U"
-        own_bias, other_bias = _BIAS_OF[side], _BIAS_OF[other]
+        own_bias = _BIAS_OF[side]
         precision = state[f"row_precision_{other}"]
-        sums = np.append(state[other].sum(axis=0), state[other_bias].sum())
+        sums = self._row_sums(other, state)
         shift = gaussian_from_precision(
             state[other].shape[0] * precision[:D, :D],
             precision[:D] @ sums,
