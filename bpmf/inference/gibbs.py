@@ -40,6 +40,7 @@ gives), and optionally the running mean and variance of the expected rating of c
 
 import contextlib
 import mmap
+import numbers
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -179,6 +180,21 @@ def _shift_moves(state, hyper, biases, config, rng):
             state["mu"] -= gamma @ shift
 
 
+def ordered_overrelaxation(current, candidates):
+    """Neal's ordered overrelaxation of a scalar: ``candidates`` are ``K`` independent
+    draws from its conditional; with the current value among them at rank ``r`` (the number
+    of candidates below it), the new value is the one at rank ``K - r`` of the ``K + 1``.
+
+    Exact for any ``K`` (it leaves the conditional invariant; Neal 1998). The new value
+    lies on the other side of the conditional's median, which counters the positive
+    autocorrelation that a scalar coupled to many others keeps under plain Gibbs draws.
+    """
+    candidates = np.sort(np.asarray(candidates, dtype=float))
+    rank = int(np.searchsorted(candidates, current))
+    values = np.insert(candidates, rank, current)
+    return float(values[len(candidates) - rank])
+
+
 def _bias_scale_applies(state, hyper, bias):
     """Whether :func:`_scale_biases` moves ``bias``: its hyperprior has a half-normal scale
     and there are no per-row prior means (side features: the biases' prior then has a
@@ -263,7 +279,13 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
         # sum((e + mu_old - mu)^2), expanded about the old intercept
         shift = mu_old - state["mu"]
         sse = max(sum_squares + 2.0 * shift * sum_errors + n_ratings * shift**2, 0.0)
-        state["tau"] = hyper.noise_precision(n_ratings, sse, rng)
+        candidates = config.get("noise_overrelax", 0)
+        if candidates:
+            state["tau"] = ordered_overrelaxation(
+                state["tau"], hyper.noise_precisions(n_ratings, sse, candidates, rng)
+            )
+        else:
+            state["tau"] = hyper.noise_precision(n_ratings, sse, rng)
     if biases:
         for bias in ("user_bias", "item_bias"):
             precision = hyper.bias_precision(bias_prior_values(bias, state), rng)
@@ -503,6 +525,7 @@ def sample_gibbs(
     factor_draws=None,
     predict_pairs=None,
     overrelax=0.0,
+    noise_overrelax=0,
     features=None,
     ordinal=None,
     implicit=None,
@@ -558,6 +581,11 @@ def sample_gibbs(
         With ``keep="moments"``: pairs whose expected rating ``mu + b_u + c_i + U_u . V_i``
         is averaged over every kept draw as the chain runs (exact posterior mean and
         variance of the expected rating, at the cost of one float pair per pair).
+    overrelax : float in (-1, 1), default 0
+        Adler's overrelaxation of the row draws (0: plain draws).
+    noise_overrelax : int, default 0
+        Candidates of the ordered overrelaxation of the noise precision
+        (:func:`ordered_overrelaxation`; 0: a plain draw).
     features : dict or None
         Side features: ``{"U": X_users, "V": X_items}`` (either may be None), each an
         ``(n_rows, F)`` design in code order. The rows' prior means (and the biases') then
@@ -605,7 +633,12 @@ def sample_gibbs(
     overrelax = float(overrelax)
     if not -1.0 < overrelax < 1.0:
         raise ValueError(f"overrelax must lie in (-1, 1), got {overrelax!r}")
-    config = {**model_config, "intercept_mean": float(ratings.mean()), "overrelax": overrelax}
+    if isinstance(noise_overrelax, bool) or not isinstance(noise_overrelax, numbers.Integral) \
+            or noise_overrelax < 0:
+        raise ValueError(f"noise_overrelax must be an integer >= 0, got {noise_overrelax!r}")
+    noise_overrelax = int(noise_overrelax)
+    config = {**model_config, "intercept_mean": float(ratings.mean()), "overrelax": overrelax,
+              "noise_overrelax": noise_overrelax}
     if ordinal is not None:
         low, high = ordinal
         categories = rating_categories(ratings, low, high)

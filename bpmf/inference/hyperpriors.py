@@ -24,6 +24,7 @@ from scipy import stats
 from bpmf.inference.features import link_scatter
 from bpmf.kernels.dense import (
     cholesky_lower,
+    covariance_blocks,
     gaussian_from_precision,
     inverse_from_cholesky,
     solve_lower_matrix,
@@ -36,6 +37,7 @@ from bpmf.kernels.lkj import (
     unpack_cholesky,
 )
 from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
+from bpmf.kernels.scatter import stacked_scatter, stacked_sums
 from bpmf.kernels.slice import slice_log_scales
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "LKJHyperpriors",
     "WishartHyperpriors",
     "draw_halfnormal_scale",
+    "draw_halfnormal_scales",
     "sample_normal_wishart",
 ]
 
@@ -93,6 +96,26 @@ def draw_halfnormal_scale(n, sum_squares, prior_sd, rng):
         shape, np.sqrt(chi * sum_squares), random_state=rng
     )
     return 1.0 / np.sqrt(tau)
+
+
+def draw_halfnormal_scales(n, sum_squares, prior_sd, size, rng):
+    """``size`` independent draws of :func:`draw_halfnormal_scale` at once (the Gamma
+    proposals of every draw in one call; the rare draw that still rejects after
+    ``_MAX_REJECTIONS`` rounds, or ``n < 2``, falls back on the scalar sampler)."""
+    out = np.full(int(size), np.nan)
+    if 0.5 * (n - 1) > 0:
+        sum_squares = max(float(sum_squares), 1e-300)
+        chi = 1.0 / float(prior_sd) ** 2
+        for _ in range(_MAX_REJECTIONS):
+            todo = np.flatnonzero(np.isnan(out))
+            if not todo.size:
+                break
+            tau = rng.gamma(0.5 * (n - 1), 2.0 / sum_squares, todo.size)
+            accepted = rng.random(todo.size) < np.exp(-0.5 * chi / tau)
+            out[todo[accepted]] = 1.0 / np.sqrt(tau[accepted])
+    for i in np.flatnonzero(np.isnan(out)):
+        out[i] = draw_halfnormal_scale(n, sum_squares, prior_sd, rng)
+    return out
 
 
 def _prior_rows(side, state):
@@ -193,10 +216,15 @@ class LKJHyperpriors:
         """
         centred = rows - mean
         scatter = centred.T @ centred
-        n_rows, dim = rows.shape
+        n_rows = rows.shape[0]
         if extra_scatter is not None:
             scatter = scatter + extra_scatter
             n_rows += int(extra_count)
+        return self._conditional_from_scatter(scatter, n_rows)
+
+    def _conditional_from_scatter(self, scatter, n_rows):
+        """:meth:`_conditional` given the rows' scatter about their mean and their count."""
+        dim = scatter.shape[0]
         base = np.eye(dim)
         if n_rows > dim:
             try:
@@ -252,6 +280,11 @@ class LKJHyperpriors:
 
     def noise_precision(self, n_ratings, sse, rng):
         return 1.0 / draw_halfnormal_scale(n_ratings, sse, self.config["sigma_sd"], rng) ** 2
+
+    def noise_precisions(self, n_ratings, sse, size, rng):
+        """``size`` independent draws of :meth:`noise_precision`."""
+        scales = draw_halfnormal_scales(n_ratings, sse, self.config["sigma_sd"], size, rng)
+        return 1.0 / scales**2
 
     def split_moves(self, state, rng):
         """Moves of each row's level between its bias and its factors (correlated biases
@@ -418,8 +451,11 @@ class WishartHyperpriors:
         return None
 
     def noise_precision(self, n_ratings, sse, rng):
+        return self.noise_precisions(n_ratings, sse, None, rng)
+
+    def noise_precisions(self, n_ratings, sse, size, rng):
         shape = self.config["noise_shape"] + 0.5 * n_ratings
-        return rng.gamma(shape, 1.0 / (self.config["noise_rate"] + 0.5 * sse))
+        return rng.gamma(shape, 1.0 / (self.config["noise_rate"] + 0.5 * sse), size)
 
     bias_terms = LKJHyperpriors.bias_terms
     bias_regression = LKJHyperpriors.bias_regression
@@ -455,21 +491,22 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         self.free_means = {"U": False, "V": False}
         self.bias_scale_sd = float(config["bias_scale_sd"])
 
-    def _rows(self, side, state):
-        return np.column_stack([state[side], state[_BIAS_OF[side]]])
+    def _block_conditional(self, side, state):
+        """The conditional's arguments of ``side``'s Cholesky factor, from the scatter of its
+        rows (factors, then bias) about the zero mean."""
+        factors = state[side]
+        scatter = stacked_scatter(factors, state[_BIAS_OF[side]])
+        return self._conditional_from_scatter(scatter, factors.shape[0])
 
     def _row_sums(self, side, state):
         """The sum of ``side``'s rows (factors, then bias) without stacking them."""
-        return np.append(state[side].sum(axis=0), state[_BIAS_OF[side]].sum())
+        return stacked_sums(state[side], state[_BIAS_OF[side]])
 
     def _set_covariance(self, side, state, chol):
         D = self.dim
         state[f"chol_{side}"] = chol
-        cov = chol @ chol.T
-        state[f"row_precision_{side}"] = inverse_from_cholesky(chol)
+        cov, state[f"row_precision_{side}"], state[f"Lambda_{side}"] = covariance_blocks(chol, D)
         state[f"Sigma_{side}"] = cov[:D, :D]
-        # the factors' block of a lower Cholesky factor is the Cholesky factor of theirs
-        state[f"Lambda_{side}"] = inverse_from_cholesky(np.ascontiguousarray(chol[:D, :D]))
         # the bias scale recorded (user_bias_sd, item_bias_sd) is its marginal sd, and its
         # covariance with the factors is recorded beside it (fold-in needs the joint prior)
         state[f"{_BIAS_OF[side]}_precision"] = 1.0 / cov[D, D]
@@ -477,15 +514,13 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
 
     def start(self, state, rng):
         for side in ("U", "V"):
-            rows = self._rows(side, state)
-            args = self._conditional(rows, np.zeros(rows.shape[1]))
+            args = self._block_conditional(side, state)
             state[f"mu_{side}"] = np.zeros(self.dim)
             chol, _ = self._start_block(side, state, args, self.bias_scale_sd)
             self._set_covariance(side, state, chol)
 
     def factor_step(self, side, state, rng):
-        rows = self._rows(side, state)
-        args = self._conditional(rows, np.zeros(rows.shape[1]))
+        args = self._block_conditional(side, state)
         self._set_covariance(side, state, self._nuts_update(side, state, args,
                                                             self.bias_scale_sd, rng))
 

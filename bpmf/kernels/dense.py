@@ -13,6 +13,7 @@ from numba import njit
 __all__ = [
     "cholesky_into",
     "cholesky_lower",
+    "covariance_blocks",
     "gaussian_from_precision",
     "inverse_from_cholesky",
     "lower_inverse",
@@ -26,7 +27,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def cholesky_into(P, L):
     """Write the lower Cholesky factor of the symmetric positive definite ``P`` into ``L``
     (upper triangle zeroed); raises ``LinAlgError`` when ``P`` is not positive definite."""
@@ -46,7 +47,7 @@ def cholesky_into(P, L):
             L[a, b] = 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def solve_lower_into(L, v, out):
     """``out = L^-1 v`` for a lower-triangular ``L`` (forward substitution)."""
     n = L.shape[0]
@@ -57,7 +58,7 @@ def solve_lower_into(L, v, out):
         out[a] = s / L[a, a]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def solve_lower_transposed_into(L, v, out):
     """``out = L^-T v`` for a lower-triangular ``L`` (back substitution)."""
     n = L.shape[0]
@@ -68,7 +69,7 @@ def solve_lower_transposed_into(L, v, out):
         out[a] = s / L[a, a]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def cholesky_lower(P):
     """The lower Cholesky factor of the symmetric positive definite ``P``; raises
     ``LinAlgError`` when ``P`` is not positive definite."""
@@ -77,7 +78,7 @@ def cholesky_lower(P):
     return L
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def solve_lower(L, v):
     """``L^-1 v`` for a lower-triangular ``L``."""
     out = np.empty(v.shape[0])
@@ -85,7 +86,7 @@ def solve_lower(L, v):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def solve_lower_transposed(L, v):
     """``L^-T v`` for a lower-triangular ``L``."""
     out = np.empty(v.shape[0])
@@ -93,7 +94,7 @@ def solve_lower_transposed(L, v):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def lower_inverse(L):
     """Inverse of a lower-triangular matrix by forward substitution.
 
@@ -113,7 +114,7 @@ def lower_inverse(L):
     return A
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def solve_lower_matrix(L, B):
     """``L^-1 B`` for a lower-triangular ``L``, column by column."""
     out = np.empty(B.shape)
@@ -122,7 +123,7 @@ def solve_lower_matrix(L, B):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def gaussian_from_precision(P, linear, z):
     """A draw of ``N(P^-1 linear, P^-1)`` from the standard normals ``z``:
     ``L^-T (L^-1 linear + z)`` with ``P = L L^T``."""
@@ -133,7 +134,7 @@ def gaussian_from_precision(P, linear, z):
     return solve_lower_transposed(L, y)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def inverse_from_cholesky(L):
     """``(L L^T)^-1 = L^-T L^-1`` for a lower-triangular ``L`` with a positive diagonal,
     exactly symmetric."""
@@ -150,7 +151,7 @@ def inverse_from_cholesky(L):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def lower_matvec(L, y):
     """``L y`` for a lower-triangular ``L``."""
     n = y.shape[0]
@@ -163,7 +164,7 @@ def lower_matvec(L, y):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def lower_transposed_matvec(L, g):
     """``L^T g`` for a lower-triangular ``L``."""
     n = g.shape[0]
@@ -173,3 +174,20 @@ def lower_transposed_matvec(L, g):
         for k in range(i + 1):
             out[k] += L[i, k] * gi
     return out
+
+
+@njit(cache=True)
+def covariance_blocks(L, d):
+    """From the lower Cholesky factor ``L`` of a covariance ``S``: ``S = L L^T``, ``S^-1``,
+    and the inverse of the leading ``d x d`` block of ``S`` (whose Cholesky factor is the
+    leading block of ``L``)."""
+    n = L.shape[0]
+    cov = np.empty((n, n))
+    for a in range(n):
+        for b in range(a + 1):
+            s = 0.0
+            for k in range(b + 1):
+                s += L[a, k] * L[b, k]
+            cov[a, b] = s
+            cov[b, a] = s
+    return cov, inverse_from_cholesky(L), inverse_from_cholesky(np.ascontiguousarray(L[:d, :d]))

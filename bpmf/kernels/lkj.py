@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def unpack_cholesky(x, dim):
     """The lower-triangular ``L`` of the unconstrained vector ``x`` (log diagonal)."""
     L = np.zeros((dim, dim))
@@ -50,7 +50,7 @@ def unpack_cholesky(x, dim):
     return L
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def pack_cholesky(L):
     """The unconstrained vector (log diagonal, row-major lower triangle) of ``L``."""
     dim = L.shape[0]
@@ -63,7 +63,7 @@ def pack_cholesky(L):
     return x
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _logp_grad_cholesky(L, scatter, n_rows, eta, scale_sd, last_scale_sd):
     """Log density of ``L`` itself (no transform) given the rows, and its gradient in ``L``.
 
@@ -105,7 +105,7 @@ def _logp_grad_cholesky(L, scatter, n_rows, eta, scale_sd, last_scale_sd):
     return logp, grad
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def lkj_cholesky_prior_logp(L, eta, scale_sd, last_scale_sd=0.0):
     """Log prior density (up to a constant) of the Cholesky factor ``L`` itself, as a
     density over its lower-triangular entries: ``LKJCholeskyCov(eta)`` with half-normal
@@ -114,7 +114,7 @@ def lkj_cholesky_prior_logp(L, eta, scale_sd, last_scale_sd=0.0):
     return _logp_grad_cholesky(L, np.zeros((dim, dim)), 0.0, eta, scale_sd, last_scale_sd)[0]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def lkj_conditional_logp_grad(x, scatter, n_rows, eta, scale_sd, last_scale_sd=0.0):
     """Log density (up to a constant) of the unconstrained Cholesky factor given the rows, and
     its gradient.
@@ -137,7 +137,7 @@ def lkj_conditional_logp_grad(x, scatter, n_rows, eta, scale_sd, last_scale_sd=0
     )
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def lkj_relative_logp_grad(x, base, scatter, n_rows, eta, scale_sd, last_scale_sd=0.0):
     """The same conditional for ``L = base @ T``, in the unconstrained form ``x`` of ``T``.
 

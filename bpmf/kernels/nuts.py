@@ -37,7 +37,7 @@ __all__ = ["StepAdapter", "laplace_chol_cov", "nuts_transition"]
 _MAX_ENERGY_ERROR = 1000.0  # a trajectory whose energy error exceeds this has diverged
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _kinetic(p):
     acc = 0.0
     for a in range(p.shape[0]):
@@ -45,7 +45,7 @@ def _kinetic(p):
     return 0.5 * acc
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _no_uturn(rho, p_first, p_last):
     """Generalised criterion: the summed momentum still points along both ends' velocities."""
     left = 0.0
@@ -56,7 +56,7 @@ def _no_uturn(rho, p_first, p_last):
     return left > 0.0 and right > 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _span_sum(ps, begin, stop, out):
     """``out`` = the sum of the momenta ``ps[begin:stop]``."""
     out[:] = 0.0
@@ -65,7 +65,7 @@ def _span_sum(ps, begin, stop, out):
             out[a] += ps[k, a]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _subtree_turned(ps, n_new, rho):
     """Whether any binary subtree of the ``n_new`` states ``ps[:n_new]`` (in build order)
     makes a U-turn: on its own, or across the merge of its two halves (each half extended by
@@ -90,7 +90,7 @@ def _subtree_turned(ps, n_new, rho):
     return False
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _whitened_logp_grad(y, chol_cov, base, scatter, n_rows, eta, scale_sd, last_scale_sd):
     logp, grad_x = lkj_relative_logp_grad(
         lower_matvec(chol_cov, y), base, scatter, n_rows, eta, scale_sd, last_scale_sd
@@ -98,7 +98,7 @@ def _whitened_logp_grad(y, chol_cov, base, scatter, n_rows, eta, scale_sd, last_
     return logp, lower_transposed_matvec(chol_cov, grad_x)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def nuts_transition(
     x0,
     chol_cov,

@@ -8,12 +8,12 @@ from numba import njit
 __all__ = ["slice_log_scales"]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def _log_density(t, a, b, c):
     return -a * math.exp(2.0 * t) - b * math.exp(-2.0 * t) + c * t
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True)
 def slice_log_scales(a, b, uniforms, c=None):
     """One slice-sampling update from ``t = 0`` of each density
     ``exp(-a e^{2t} - b e^{-2t} + c t)`` (``c``: None for zero).

@@ -166,6 +166,9 @@ def _sbc_ranks(config, n_replications, draws, thin, tune, seed):
             progressbar=False,
             cores=1,
             threads=1,  # 30 rows: numba's parallel rows cost more than they save
+            # the package's overrelaxation of the rows and of the noise precision
+            overrelax=BPMF.default_sampler_config["overrelax"],
+            noise_overrelax=BPMF.default_sampler_config["noise_overrelax"],
         )
         post = {name: value[0, ::thin] for name, value in out.items()}
         ranks["sigma"].append(int((post["sigma"] < truth["sigma"]).sum()))

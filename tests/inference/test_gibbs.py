@@ -172,6 +172,8 @@ def test_output_names_and_shapes(synthetic, fitted):
     }
     if prior == "lkj":  # the NUTS statistics of the Cholesky blocks
         expected.update({"diverging": (2, 150), "n_steps_U": (2, 150), "n_steps_V": (2, 150)})
+        # the default LKJ model correlates each bias with its row's factors
+        expected.update({"user_bias_factor_cov": (2, 150, D), "item_bias_factor_cov": (2, 150, D)})
     assert {name: value.shape for name, value in draws.items()} == expected
     assert all(np.all(np.isfinite(value)) for value in draws.values())
     # covariances are symmetric positive definite
