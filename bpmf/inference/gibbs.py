@@ -41,6 +41,7 @@ gives), and optionally the running mean and variance of the expected rating of c
 import contextlib
 import mmap
 import numbers
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -60,7 +61,7 @@ from bpmf.inference.hyperpriors import (
 )
 from bpmf.inference.implicit import ImplicitStep
 from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
-from bpmf.inference.rows import available_cores, sample_side, workspace
+from bpmf.inference.rows import available_cores, released, sample_side, workspace
 from bpmf.kernels.dense import gaussian_from_precision
 from bpmf.kernels.moments import welford_parallel
 from bpmf.kernels.rows import aligned_zeros, csr_pair, sample_rows, sample_rows_parallel
@@ -237,8 +238,10 @@ def _positive_normal(mean, sd, rng):
 
 
 def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None, ordinal=None):
+    phase_lock = work.get("phase_lock")
     if ordinal is not None:  # latent scores of the ordinal likelihood become the ratings
-        ordinal.step(state, biases, rng)
+        with released(phase_lock):  # long compiled kernels
+            ordinal.step(state, biases, rng)
         csrs = ordinal.csrs
     user_csr, item_csr = csrs
     hyper.factor_step("U", state, rng)
@@ -248,7 +251,8 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
         links.row_means(state)
     implicit = work.get("implicit")
     if implicit is not None:  # Y with the user rows integrated out, then its scales
-        implicit.step(state, user_csr, rng)
+        with released(phase_lock):  # long compiled kernels
+            implicit.step(state, user_csr, rng)
     alpha = config.get("overrelax", 0.0)
     # after a draw of Y with the user rows integrated out, the rows must be drawn afresh from
     # their conditional (a partially collapsed step): an overrelaxed draw starts from the old
@@ -258,12 +262,13 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
     sample_side(
         state, "U", user_csr, biases, work["U"], rng, move_users, threads=threads,
         overrelax=0.0 if implicit is not None else alpha, row_sums=work["U"]["row_sums"],
+        phase_lock=phase_lock,
     )
     if move_users:  # at the state the user rows were just drawn in
         _scale_biases(state, hyper, "user_bias", work["U"]["counts"], work["U"]["row_sums"], rng)
     sum_errors, sum_squares = sample_side(
         state, "V", item_csr, biases, work["V"], rng, True, threads=threads, overrelax=alpha,
-        row_sums=work["V"]["row_sums"],
+        row_sums=work["V"]["row_sums"], phase_lock=phase_lock,
     )
     # intercept: e_n = r_n - mu_old - fitted_n, so sum(r - fitted) = sum(e) + N mu_old
     mu_old = state["mu"]
@@ -682,6 +687,12 @@ def sample_gibbs(
     )
 
     def run_chain(chain):
+        if phase_lock is None:
+            return _run_chain(chain)
+        with phase_lock:  # released around the compiled kernels (``released``)
+            return _run_chain(chain)
+
+    def _run_chain(chain):
         rng = np.random.default_rng(seeds[chain])
         state = _initial_state(init, shapes, biases, ratings, init_jitter, rng)
         if config["sigma"] is not None:
@@ -689,6 +700,7 @@ def sample_gibbs(
         for bias in ("user_bias", "item_bias"):
             state[f"{bias}_precision"] = 1.0 / max(float(np.mean(state[bias] ** 2)), 1e-2)
         work = workspace(*shapes, biases)
+        work["phase_lock"] = phase_lock
         for side, csr in zip(("U", "V"), csrs, strict=True):
             work[side]["counts"] = np.diff(csr[0]).astype(float)
         if links is not None:
@@ -735,6 +747,8 @@ def sample_gibbs(
                     links.record(out, chain, draw, state)
 
     workers = max(1, min(chains, int(cores) if cores else chains))
+    # chains in threads take turns in the Python parts of their sweeps (``released``)
+    phase_lock = threading.Lock() if workers > 1 else None
     # the parallel kernel is loaded (and numba's thread pool started, which a process must
     # not have done before it forks) only when it will run
     parallel = row_threads(threads, workers, len(ratings), check_layer=False) > 1

@@ -57,6 +57,28 @@ def available_cores():
 
 
 @contextlib.contextmanager
+def released(lock):
+    """Release ``lock`` (held by the caller) for the block, then take it back; nothing for
+    None.
+
+    Chains that run in threads hold one such lock through the Python parts of their sweeps
+    and release it only around the compiled kernels, which run without the GIL. A chain's
+    Python part then runs to its end: without the lock, every numpy call that releases the
+    GIL inside it (a matrix product) lets another chain's Python part in, and the two
+    interleave while neither draws rows (on ML-100K u1, two chains took 20-30% longer
+    than one; with the lock, 5-10%).
+    """
+    if lock is None:
+        yield
+        return
+    lock.release()
+    try:
+        yield
+    finally:
+        lock.acquire()
+
+
+@contextlib.contextmanager
 def numba_threads(threads):
     """Run numba's parallel loops of this thread on ``threads`` threads (at most numba's
     pool size) inside the block; numba's setting is per thread, so chains in other threads
@@ -140,7 +162,7 @@ def row_prior(state, side, biases, n_rows):
 
 def sample_side(
     state, side, csr, biases, work, rng, residuals, noise=True, threads=1, overrelax=0.0,
-    row_sums=None,
+    row_sums=None, phase_lock=None,
 ):
     """Draw every row of ``state[side]`` (and its bias) jointly, given the other side.
 
@@ -151,6 +173,8 @@ def sample_side(
     result does not depend on ``threads``. ``overrelax`` in ``(-1, 1)`` overrelaxes each row's
     draw about its conditional mean (:func:`bpmf.kernels.rows.sample_rows`; 0: a plain draw).
     With ``residuals``, an array ``row_sums`` (n_rows) receives each row's residual sum.
+    ``phase_lock``: a lock the calling chain holds, released while the kernel runs
+    (:func:`released`).
     """
     other, bias, other_bias = _SIDES[side]
     indptr, partners, ratings = csr
@@ -198,11 +222,12 @@ def sample_side(
         np.empty(0) if row_sums is None else row_sums,
         key,
     )
-    if threads > 1 and len(ratings) >= PARALLEL_MIN_RATINGS:
-        with numba_threads(threads):
-            sums = sample_rows_parallel(*args)
-    else:
-        sums = sample_rows(*args)
+    with released(phase_lock):
+        if threads > 1 and len(ratings) >= PARALLEL_MIN_RATINGS:
+            with numba_threads(threads):
+                sums = sample_rows_parallel(*args)
+        else:
+            sums = sample_rows(*args)
     state[side] = rows[:, :D].copy() if own_offset is None else rows[:, :D] - own_offset
     if biases:
         state[bias] = rows[:, D].copy()

@@ -1,0 +1,23 @@
+"""Expected ratings per draw against numpy, on one thread and split over threads."""
+
+import numpy as np
+import pytest
+
+from bpmf.kernels import predict
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_expected_ratings_match_numpy_on_any_number_of_threads(monkeypatch, threads):
+    monkeypatch.setattr(predict, "THREADED_MIN_WORK", 1)  # split even this small request
+    rng = np.random.default_rng(0)
+    S, n_users, n_items, D, n_pairs = 7, 5, 6, 3, 40
+    U, V = rng.normal(size=(S, n_users, D)), rng.normal(size=(S, n_items, D))
+    mu = rng.normal(size=S)
+    user_bias, item_bias = rng.normal(size=(S, n_users)), rng.normal(size=(S, n_items))
+    users, items = rng.integers(n_users, size=n_pairs), rng.integers(n_items, size=n_pairs)
+    expected = (mu[:, None] + user_bias[:, users] + item_bias[:, items]
+                + np.einsum("spk,spk->sp", U[:, users], V[:, items]))
+    out = predict.expected_ratings(U, V, mu, user_bias, item_bias, users, items, threads=threads)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    single = predict.expected_ratings(U, V, mu, user_bias, item_bias, users, items, threads=1)
+    np.testing.assert_array_equal(out, single)
