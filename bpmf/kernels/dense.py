@@ -5,6 +5,12 @@ factors, about ten): the factor covariances, the precisions of the translation m
 matrices this small numpy's LAPACK wrappers cost more in call overhead (5-10 µs each, with
 their error-state handling) than the arithmetic; these loops take about a microsecond. Each
 function reads only the lower triangle of a symmetric argument.
+
+They keep the GIL, as do the other small kernels of the hyperparameter steps
+(:mod:`bpmf.kernels.lkj`, :mod:`bpmf.kernels.nuts`, :mod:`bpmf.kernels.slice`,
+:mod:`bpmf.kernels.scatter`): with chains in threads, releasing and retaking it around a
+microsecond of work handed it to another chain at every call (on ML-100K u1 two chains took
+6.5-7.1 s with these released against 5.8 s kept).
 """
 
 import numpy as np

@@ -4,8 +4,9 @@
 interval and recommendation. Gathering the factor rows of all pairs for all draws first (as
 plain numpy indexing does) writes and reads ``draws x pairs x factors`` floats (1.6 GB for
 1,000 draws of MovieLens 100K's 20,000 test pairs at 10 factors); this loop reads one draw's
-rows at a time, which stay in the cache, and writes only the result. Large requests split
-their draws over threads (the loop releases the GIL), which gives the same numbers.
+rows at a time, which stay in the cache, and writes only the result; the posterior mean
+(``predict``) accumulates over the draws and keeps one value per pair. Large requests split
+their work over threads (the loops release the GIL), which gives the same numbers.
 """
 
 import os
@@ -14,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-__all__ = ["expected_ratings"]
+__all__ = ["expected_means", "expected_ratings"]
 
 
 #: products (draws x pairs x factors) below which one thread computes everything
@@ -47,6 +48,50 @@ def expected_ratings(U, V, mu, user_bias, item_bias, user_codes, item_codes, thr
         ]:
             future.result()
     return out
+
+
+def expected_means(U, V, mu, user_bias, item_bias, user_codes, item_codes, threads=None):
+    """The mean over draws of :func:`expected_ratings` for pairs of seen users and items
+    (codes >= 0), accumulated draw by draw: memory of one value per pair instead of one per
+    draw and pair. ``threads`` share the pairs of a large request."""
+    n_pairs = user_codes.shape[0]
+    out = np.zeros(n_pairs)
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    work = U.shape[0] * n_pairs * U.shape[2]
+    threads = max(1, min(int(threads), n_pairs, work // THREADED_MIN_WORK + 1))
+    bounds = np.linspace(0, n_pairs, threads + 1).astype(int)
+    if threads == 1:
+        _accumulate_means(U, V, mu, user_bias, item_bias, user_codes, item_codes, 0, n_pairs,
+                          out)
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for future in [
+                pool.submit(_accumulate_means, U, V, mu, user_bias, item_bias, user_codes,
+                            item_codes, int(start), int(stop), out)
+                for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+            ]:
+                future.result()
+    return out / U.shape[0]
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _accumulate_means(U, V, mu, user_bias, item_bias, user_codes, item_codes, start, stop,
+                      out):
+    """``out[p] += sum over draws of the expected rating`` for the pairs ``start:stop``, draw
+    by draw (one draw's rows stay in the cache while every pair reads them)."""
+    n_factors = U.shape[2]
+    clamp_users = user_bias.shape[1] == 1
+    clamp_items = item_bias.shape[1] == 1
+    for s in range(U.shape[0]):
+        for p in range(start, stop):
+            u = user_codes[p]
+            i = item_codes[p]
+            acc = mu[s] + user_bias[s, 0 if clamp_users else u]
+            acc += item_bias[s, 0 if clamp_items else i]
+            for k in range(n_factors):
+                acc += U[s, u, k] * V[s, i, k]
+            out[p] += acc
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})

@@ -31,7 +31,7 @@ from bpmf._estimator import RatingEstimator
 from bpmf._validation import check_prob, check_threshold, default_threshold, describe
 from bpmf.datasets import Ratings, as_pairs, as_ratings
 from bpmf.inference.features import LINK_DIMS
-from bpmf.kernels.predict import expected_ratings
+from bpmf.kernels.predict import expected_means, expected_ratings
 from bpmf.models import ordinal_predictive as ordinal
 from bpmf.models._features import cold_codes, cold_start_links
 from bpmf.models._io import ModelIO
@@ -434,8 +434,21 @@ class PosteriorModel(ModelIO, RatingEstimator):
                                  "refit with factor_draws >= 1.")
             return self._clip(self._streamed_means(user_codes, item_codes), clip)
         means = np.empty(len(user_codes))
-        for start in range(0, len(user_codes), _BLOCK):
-            block = slice(start, start + _BLOCK)
+        rest = np.arange(len(user_codes))
+        if categories is None:  # the mean of a linear function: accumulated draw by draw
+            user_codes = np.asarray(user_codes, dtype=np.int64)
+            item_codes = np.asarray(item_codes, dtype=np.int64)
+            seen = (user_codes >= 0) & (item_codes >= 0)
+            post = self._draws()
+            U = post["U"] if "offset_U" not in post else post["U"] + post["offset_U"]
+            no_bias = np.zeros((len(post["mu"]), 1))
+            means[seen] = expected_means(
+                U, post["V"], post["mu"], post.get("user_bias", no_bias),
+                post.get("item_bias", no_bias), user_codes[seen], item_codes[seen],
+            )
+            rest = np.flatnonzero(~seen)
+        for start in range(0, len(rest), _BLOCK):
+            block = rest[start:start + _BLOCK]
             expected = self._expected_draws(user_codes[block], item_codes[block])
             if categories is None:
                 means[block] = expected.mean(0)

@@ -21,3 +21,19 @@ def test_expected_ratings_match_numpy_on_any_number_of_threads(monkeypatch, thre
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     single = predict.expected_ratings(U, V, mu, user_bias, item_bias, users, items, threads=1)
     np.testing.assert_array_equal(out, single)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("biases", [True, False])
+def test_expected_means_are_the_means_over_draws(monkeypatch, threads, biases):
+    monkeypatch.setattr(predict, "THREADED_MIN_WORK", 1)
+    rng = np.random.default_rng(1)
+    S, n_users, n_items, D, n_pairs = 9, 4, 7, 2, 33
+    U, V = rng.normal(size=(S, n_users, D)), rng.normal(size=(S, n_items, D))
+    mu = rng.normal(size=S)
+    user_bias = rng.normal(size=(S, n_users)) if biases else np.zeros((S, 1))
+    item_bias = rng.normal(size=(S, n_items)) if biases else np.zeros((S, 1))
+    users, items = rng.integers(n_users, size=n_pairs), rng.integers(n_items, size=n_pairs)
+    draws = predict.expected_ratings(U, V, mu, user_bias, item_bias, users, items, threads=1)
+    means = predict.expected_means(U, V, mu, user_bias, item_bias, users, items, threads=threads)
+    np.testing.assert_allclose(means, draws.mean(0), rtol=1e-12, atol=1e-12)
