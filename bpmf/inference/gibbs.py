@@ -139,7 +139,7 @@ def _initial_state(init, shapes, biases, ratings, jitter, rng):
 
 def _shift_moves(state, hyper, biases, config, rng):
     """The translation moves of the module docstring; the fitted values do not change."""
-    if not biases:
+    if not biases or hyper.shift_moves(state, config, rng):  # done by the prior's own
         return
     # (mu + d, b - d): Gaussian in d from the intercept's prior and the biases' prior
     prior_prec = 1.0 / config["mu_sd"] ** 2

@@ -36,6 +36,7 @@ from bpmf.kernels.lkj import (
     pack_cholesky,
     unpack_cholesky,
 )
+from bpmf.kernels.moves import correlated_shifts
 from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
 from bpmf.kernels.scatter import stacked_scatter, stacked_sums
 from bpmf.kernels.slice import slice_log_scales
@@ -286,6 +287,11 @@ class LKJHyperpriors:
         scales = draw_halfnormal_scales(n_ratings, sse, self.config["sigma_sd"], size, rng)
         return 1.0 / scales**2
 
+    def shift_moves(self, state, config, rng):
+        """The translation moves written for this prior alone (compiled); False: none, the
+        sweep runs the generic ones."""
+        return False
+
     def split_moves(self, state, rng):
         """Moves of each row's level between its bias and its factors (correlated biases
         only; :meth:`CorrelatedLKJHyperpriors.split_moves`)."""
@@ -443,6 +449,8 @@ class WishartHyperpriors:
         state[f"Lambda_{side}"] = Lambda
         state[f"Sigma_{side}"] = np.linalg.inv(Lambda)
 
+    shift_moves = LKJHyperpriors.shift_moves
+
     def split_moves(self, state, rng):
         """No such moves: the Wishart model's biases are independent of the factors."""
 
@@ -567,6 +575,21 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         direction = np.vstack([np.eye(D), self.bias_regression(side, state)[None, :]])
         return (state[side].shape[0] * direction.T @ precision @ direction,
                 -direction.T @ (precision @ sums))
+
+    def shift_moves(self, state, config, rng):
+        """The translation moves of :func:`bpmf.inference.gibbs._shift_moves` for this
+        prior, compiled (:func:`bpmf.kernels.moves.correlated_shifts`), in place; not with
+        implicit feedback's offsets (False: the generic moves run)."""
+        if "offset_U" in state or "offset_V" in state:
+            return False
+        normals = rng.standard_normal(2 + 2 * self.dim)
+        state["mu"] = correlated_shifts(
+            state["U"], state["user_bias"], state["V"], state["item_bias"],
+            state["row_precision_U"], state["row_precision_V"], state["chol_U"],
+            state["chol_V"], float(state["mu"]), float(config["intercept_mean"]),
+            1.0 / float(config["mu_sd"]) ** 2, normals,
+        )
+        return True
 
     def split_moves(self, state, rng):
         """Move each user's level between its bias and its factors, then each item's.

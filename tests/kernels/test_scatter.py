@@ -31,3 +31,4 @@ def test_covariance_blocks_match_numpy(d):
     np.testing.assert_allclose(precision, np.linalg.inv(L @ L.T), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(leading_precision, np.linalg.inv((L @ L.T)[:d, :d]), rtol=1e-9,
                                atol=1e-9)
+
