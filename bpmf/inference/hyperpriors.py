@@ -31,12 +31,11 @@ from bpmf.kernels.dense import (
     solve_lower_transposed,
 )
 from bpmf.kernels.lkj import (
-    lkj_cholesky_prior_logp,
     lkj_relative_logp_grad,
     pack_cholesky,
     unpack_cholesky,
 )
-from bpmf.kernels.moves import correlated_shifts
+from bpmf.kernels.moves import correlated_shifts, split_move
 from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
 from bpmf.kernels.scatter import stacked_scatter, stacked_sums
 from bpmf.kernels.slice import slice_log_scales
@@ -614,28 +613,16 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
     def split_move(self, side, state, rng):
         """One move of :meth:`split_moves`: ``side``'s biases and covariance with the other
         side's factors; returns whether it was accepted."""
-        D = self.dim
         other = "V" if side == "U" else "U"
-        own_bias = _BIAS_OF[side]
-        precision = state[f"row_precision_{other}"]
-        sums = self._row_sums(other, state)
-        shift = gaussian_from_precision(
-            state[other].shape[0] * precision[:D, :D],
-            precision[:D] @ sums,
-            rng.standard_normal(D),
+        normals = rng.standard_normal(self.dim)
+        proposal, accepted = split_move(
+            state[side], state[_BIAS_OF[side]], state[other], state[_BIAS_OF[other]],
+            state[f"row_precision_{other}"], state[f"chol_{side}"], self.eta, self.scale_sd,
+            self.bias_scale_sd, normals, rng.random(),
         )
-        chol = state[f"chol_{side}"]
-        proposal = chol.copy()
-        proposal[D] += shift @ chol[:D]
-        log_ratio = lkj_cholesky_prior_logp(
-            proposal, self.eta, self.scale_sd, self.bias_scale_sd
-        ) - lkj_cholesky_prior_logp(chol, self.eta, self.scale_sd, self.bias_scale_sd)
-        if not np.log(rng.random()) < log_ratio:
-            return False
-        state[other] = state[other] - shift
-        state[own_bias] = state[own_bias] + state[side] @ shift
-        self._set_covariance(side, state, proposal)
-        return True
+        if accepted:
+            self._set_covariance(side, state, proposal)
+        return accepted
 
     def rescale(self, state, rng, extra=None):
         """As :meth:`LKJHyperpriors.rescale`, on the factor rows of each side's Cholesky

@@ -111,7 +111,18 @@ def lkj_cholesky_prior_logp(L, eta, scale_sd, last_scale_sd=0.0):
     density over its lower-triangular entries: ``LKJCholeskyCov(eta)`` with half-normal
     standard deviations (``last_scale_sd`` for the last row when positive)."""
     dim = L.shape[0]
-    return _logp_grad_cholesky(L, np.zeros((dim, dim)), 0.0, eta, scale_sd, last_scale_sd)[0]
+    sd_power = 2.0 * eta - 2.0 + dim
+    logp = 0.0
+    for k in range(dim):
+        if not (1e-150 < L[k, k] < 1e150):  # as _logp_grad_cholesky: zero density
+            return -np.inf
+        acc = 0.0
+        for j in range(k + 1):
+            acc += L[k, j] * L[k, j]
+        scale = last_scale_sd if (k == dim - 1 and last_scale_sd > 0.0) else scale_sd
+        logp += (sd_power - k) * np.log(L[k, k]) - 0.5 * sd_power * np.log(acc)
+        logp -= 0.5 * acc / (scale * scale)
+    return logp
 
 
 @njit(cache=True)

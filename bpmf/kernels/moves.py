@@ -12,9 +12,10 @@ import numpy as np
 from numba import njit
 
 from bpmf.kernels.dense import gaussian_from_precision, solve_lower_transposed
+from bpmf.kernels.lkj import lkj_cholesky_prior_logp
 from bpmf.kernels.scatter import stacked_scatter, stacked_sums
 
-__all__ = ["correlated_shifts"]
+__all__ = ["correlated_shifts", "split_move"]
 
 
 @njit(cache=True)
@@ -109,3 +110,46 @@ def correlated_shifts(U, user_bias, V, item_bias, precision_U, precision_V, chol
     mu = _side_shift(V, item_bias, U, user_bias, precision_V, chol_V, precision_U, mu,
                      intercept_mean, prior_precision, normals[2 + D:])
     return mu
+
+
+@njit(cache=True)
+def split_move(rows, own_bias, partner, partner_bias, partner_precision, chol, eta, scale_sd,
+               bias_scale_sd, normals, uniform):
+    """One level-split move of the correlated prior
+    (:meth:`bpmf.inference.hyperpriors.CorrelatedLKJHyperpriors.split_moves`): ``w`` from
+    the partners' Gaussian prior along ``partner -> partner - w``, accepted with the ratio of
+    the LKJ priors of ``A_w L`` and ``L``. On acceptance the partners and ``own_bias`` move
+    in place; returns the proposed Cholesky factor and whether it was accepted.
+    ``normals``: ``D`` standard normals; ``uniform``: one on [0, 1)."""
+    D = rows.shape[1]
+    sums = stacked_sums(partner, partner_bias)
+    n = partner.shape[0]
+    P = np.empty((D, D))
+    h = np.empty(D)
+    for r in range(D):
+        acc = 0.0
+        for c in range(D + 1):
+            acc += partner_precision[r, c] * sums[c]
+        h[r] = acc
+        for c in range(D):
+            P[r, c] = n * partner_precision[r, c]
+    shift = gaussian_from_precision(P, h, normals)
+    proposal = chol.copy()
+    for c in range(D + 1):
+        acc = 0.0
+        for r in range(D):
+            acc += shift[r] * chol[r, c]
+        proposal[D, c] += acc
+    log_ratio = (lkj_cholesky_prior_logp(proposal, eta, scale_sd, bias_scale_sd)
+                 - lkj_cholesky_prior_logp(chol, eta, scale_sd, bias_scale_sd))
+    if not np.log(uniform) < log_ratio:
+        return proposal, False
+    for j in range(n):
+        for c in range(D):
+            partner[j, c] -= shift[c]
+    for i in range(rows.shape[0]):
+        acc = 0.0
+        for c in range(D):
+            acc += rows[i, c] * shift[c]
+        own_bias[i] += acc
+    return proposal, True
