@@ -759,8 +759,12 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 "item_features): refit with the new ratings, or predict new ids with a "
                 "feature row from their features."
             )
-        resolved = self._model_config() if hasattr(self, "_model_config") else {}
-        if resolved.get("correlated_biases") is True and "user_bias_factor_cov" not in post:
+        # the draws say which bias prior a fit had (every fit with correlated biases records
+        # user_bias_factor_cov); only a model that asked for them by name and lacks them
+        # (fitted by an earlier development version) is refused. A file from before the
+        # "auto" default has independent biases and no such key.
+        given = getattr(self, "model_config", None) or {}
+        if given.get("correlated_biases") is True and "user_bias_factor_cov" not in post:
             raise ValueError(
                 "fold_in needs the posterior draws of user_bias_factor_cov and "
                 "item_bias_factor_cov for a model with correlated_biases=True, which this "

@@ -373,3 +373,20 @@ def test_cli_loads_any_class_from_its_metadata(fitted, train, tmp_path, capsys):
                            bpmf_format_version=FORMAT_VERSION + 1)
     assert main(["predict", "--model", str(newer), "--pairs", str(pairs_csv)]) == 1
     assert "upgrade bpmf" in capsys.readouterr().err
+
+
+def test_a_file_from_before_the_correlated_default_still_folds_in(train, tmp_path):
+    """A file written when independent biases were the default has no correlated_biases key
+    (the default now resolves to True) and no bias-factor covariances: fold_in follows its
+    draws, independent biases, instead of asking for a refit."""
+    settings = {**SETTINGS["BPMF"], "model_config": {"correlated_biases": False}}
+    independent = BPMF(**settings).fit(train)
+    path = independent.save(tmp_path / "independent.bpmf")
+    params = {**independent.get_params(), "model_config": None}  # as an older bpmf wrote it
+    old = bpmf.load(_rewrite_attrs(path, tmp_path / "old.bpmf", bpmf_params=json.dumps(params)))
+    assert old.model_config is None
+    assert "user_bias_factor_cov" not in old.idata_["posterior"].data_vars
+    given = train.to_frame().iloc[:3].assign(user="u-new")
+    folded = old.fold_in(given)
+    assert "u-new" in folded.user_index_
+    np.testing.assert_allclose(folded.predict(given), independent.fold_in(given).predict(given))
