@@ -23,17 +23,16 @@ from scipy import stats
 
 from bpmf.inference.features import link_scatter
 from bpmf.kernels.dense import (
-    cholesky_lower,
+    covariance_base,
     covariance_blocks,
     gaussian_from_precision,
     inverse_from_cholesky,
-    solve_lower_matrix,
     solve_lower_transposed,
 )
 from bpmf.kernels.lkj import (
     lkj_relative_logp_grad,
-    pack_cholesky,
-    unpack_cholesky,
+    relative_cholesky,
+    relative_coordinates,
 )
 from bpmf.kernels.moves import correlated_shifts, split_move
 from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
@@ -102,18 +101,23 @@ def draw_halfnormal_scales(n, sum_squares, prior_sd, size, rng):
     """``size`` independent draws of :func:`draw_halfnormal_scale` at once (the Gamma
     proposals of every draw in one call; the rare draw that still rejects after
     ``_MAX_REJECTIONS`` rounds, or ``n < 2``, falls back on the scalar sampler)."""
-    out = np.full(int(size), np.nan)
+    size = int(size)
+    kept = []
     if 0.5 * (n - 1) > 0:
         sum_squares = max(float(sum_squares), 1e-300)
         chi = 1.0 / float(prior_sd) ** 2
+        # the first ``size`` accepted proposals of an iid stream are iid draws: proposals
+        # come in rounds of twice what is missing (usually one round)
         for _ in range(_MAX_REJECTIONS):
-            todo = np.flatnonzero(np.isnan(out))
-            if not todo.size:
+            missing = size - sum(len(k) for k in kept)
+            if missing <= 0:
                 break
-            tau = rng.gamma(0.5 * (n - 1), 2.0 / sum_squares, todo.size)
-            accepted = rng.random(todo.size) < np.exp(-0.5 * chi / tau)
-            out[todo[accepted]] = 1.0 / np.sqrt(tau[accepted])
-    for i in np.flatnonzero(np.isnan(out)):
+            tau = rng.gamma(0.5 * (n - 1), 2.0 / sum_squares, 2 * missing)
+            kept.append(tau[rng.random(2 * missing) < np.exp(-0.5 * chi / tau)])
+    taus = np.concatenate(kept)[:size] if kept else np.empty(0)
+    out = np.empty(size)
+    out[: len(taus)] = 1.0 / np.sqrt(taus)
+    for i in range(len(taus), size):
         out[i] = draw_halfnormal_scale(n, sum_squares, prior_sd, rng)
     return out
 
@@ -197,7 +201,7 @@ class LKJHyperpriors:
         dim = args[1].shape[0]
         cov = args[1] / max(args[2], 1.0) + 1e-2 * np.eye(dim)
         chol = np.linalg.cholesky(cov)
-        x = pack_cholesky(np.linalg.solve(args[0], chol))
+        x = relative_coordinates(args[0], chol)
         chol_cov = laplace_chol_cov(x, *args, last_scale_sd)
         if chol_cov is None:  # far from the mode: a small isotropic metric to begin with
             chol_cov = 0.05 * np.eye(x.shape[0])
@@ -224,16 +228,7 @@ class LKJHyperpriors:
 
     def _conditional_from_scatter(self, scatter, n_rows):
         """:meth:`_conditional` given the rows' scatter about their mean and their count."""
-        dim = scatter.shape[0]
-        base = np.eye(dim)
-        if n_rows > dim:
-            try:
-                chol = cholesky_lower(scatter / n_rows)
-            except np.linalg.LinAlgError:
-                chol = None
-            # a nearly singular scatter (rows in a subspace) would make a poor base
-            if chol is not None and np.diag(chol).min() > 1e-6 * np.diag(chol).max():
-                base = chol
+        base = covariance_base(scatter, float(n_rows))
         return base, scatter, float(n_rows), self.eta, self.scale_sd
 
     def factor_step(self, side, state, rng):
@@ -254,7 +249,7 @@ class LKJHyperpriors:
         """NUTS transitions of ``chol_side`` on its conditional (``args``: base, scatter, n,
         eta, s_f); records the steps and divergences; returns the new Cholesky factor."""
         adapter = state[f"adapter_{side}"]
-        x = pack_cholesky(solve_lower_matrix(args[0], state[f"chol_{side}"]))
+        x = relative_coordinates(args[0], state[f"chol_{side}"])
         transitions = self.tune_transitions if adapter.tuning else 1
         n_steps = 0
         diverging = False
@@ -276,7 +271,7 @@ class LKJHyperpriors:
             diverging = diverging or (div and not tuning)
         state[f"steps_{side}"] = n_steps
         state[f"diverging_{side}"] = diverging
-        return args[0] @ unpack_cholesky(x, args[1].shape[0])
+        return relative_cholesky(args[0], x)
 
     def noise_precision(self, n_ratings, sse, rng):
         return 1.0 / draw_halfnormal_scale(n_ratings, sse, self.config["sigma_sd"], rng) ** 2
@@ -538,13 +533,14 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         """The bias's sd in the LKJ block, the norm of the Cholesky factor's last row (the
         correlations are the other rows' business), and its half-normal prior sd."""
         side = "U" if bias == "user_bias" else "V"
-        return float(np.linalg.norm(state[f"chol_{side}"][-1])), self.bias_scale_sd
+        last = state[f"chol_{side}"][-1]
+        return float(np.sqrt(last @ last)), self.bias_scale_sd
 
     def scale_biases(self, bias, state, g):
         """Multiply the biases and the Cholesky factor's last row (the bias's sd; its
         correlations with the factors stay) by ``g``."""
         side = "U" if bias == "user_bias" else "V"
-        state[bias] = state[bias] * g
+        state[bias] *= g  # in place: the biases are this chain's own array
         chol = state[f"chol_{side}"].copy()
         chol[-1] *= g
         self._set_covariance(side, state, chol)
@@ -632,7 +628,7 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
                  for side in ("U", "V")]
         g = _draw_rescale(terms[0], terms[1], extra, D, rng)
         for side, factor in (("U", g), ("V", 1.0 / g)):
-            state[side] = state[side] * factor
+            state[side] *= factor  # in place: the rows are this chain's own arrays
             chol = state[f"chol_{side}"].copy()
             chol[:D] *= factor[:, None]
             self._set_covariance(side, state, chol)

@@ -19,6 +19,7 @@ from numba import njit
 __all__ = [
     "cholesky_into",
     "cholesky_lower",
+    "covariance_base",
     "covariance_blocks",
     "gaussian_from_precision",
     "inverse_from_cholesky",
@@ -197,3 +198,37 @@ def covariance_blocks(L, d):
             cov[a, b] = s
             cov[b, a] = s
     return cov, inverse_from_cholesky(L), inverse_from_cholesky(np.ascontiguousarray(L[:d, :d]))
+
+
+@njit(cache=True)
+def covariance_base(scatter, n_rows):
+    """The Cholesky factor of ``scatter / n_rows``, the rows' sample covariance, as a base
+    for the LKJ block's NUTS coordinates; the identity with no more rows than dimensions, or
+    when the covariance is singular or nearly so (diagonal ratio below 1e-6: rows in a
+    subspace)."""
+    dim = scatter.shape[0]
+    if n_rows > dim:
+        P = scatter / n_rows
+        L = np.zeros((dim, dim))
+        ok = True
+        for a in range(dim):
+            for b in range(a + 1):
+                s = P[a, b]
+                for k in range(b):
+                    s -= L[a, k] * L[b, k]
+                if a == b:
+                    if not s > 0.0:
+                        ok = False
+                        break
+                    L[a, a] = np.sqrt(s)
+                else:
+                    L[a, b] = s / L[b, b]
+            if not ok:
+                break
+        if ok:
+            low, high = L[0, 0], L[0, 0]
+            for a in range(dim):
+                low, high = min(low, L[a, a]), max(high, L[a, a])
+            if low > 1e-6 * high:
+                return L
+    return np.eye(dim)

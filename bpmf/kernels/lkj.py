@@ -30,6 +30,8 @@ from bpmf.kernels.dense import lower_inverse
 
 __all__ = [
     "lkj_cholesky_prior_logp",
+    "relative_cholesky",
+    "relative_coordinates",
     "lkj_conditional_logp_grad",
     "lower_inverse",
     "lkj_relative_logp_grad",
@@ -173,3 +175,34 @@ def lkj_relative_logp_grad(x, base, scatter, n_rows, eta, scale_sd, last_scale_s
                 grad[n] = grad_T[k, j]
             n += 1
     return logp, grad
+
+
+@njit(cache=True)
+def relative_coordinates(base, L):
+    """The unconstrained coordinates ``x`` of ``T = base^-1 L`` (:func:`pack_cholesky`), the
+    point :func:`lkj_relative_logp_grad` reads; ``base`` and ``L`` lower triangular."""
+    dim = L.shape[0]
+    T = np.zeros((dim, dim))
+    for c in range(dim):  # forward substitution, column by column
+        for a in range(c, dim):
+            s = L[a, c]
+            for k in range(c, a):
+                s -= base[a, k] * T[k, c]
+            T[a, c] = s / base[a, a]
+    return pack_cholesky(T)
+
+
+@njit(cache=True)
+def relative_cholesky(base, x):
+    """``base @ T`` for the lower-triangular ``T`` of the coordinates ``x``: the inverse of
+    :func:`relative_coordinates`."""
+    dim = base.shape[0]
+    T = unpack_cholesky(x, dim)
+    L = np.zeros((dim, dim))
+    for a in range(dim):
+        for c in range(a + 1):
+            s = 0.0
+            for k in range(c, a + 1):
+                s += base[a, k] * T[k, c]
+            L[a, c] = s
+    return L

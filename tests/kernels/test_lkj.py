@@ -283,3 +283,30 @@ def _has_nutpie():
     import importlib.util
 
     return importlib.util.find_spec("nutpie") is not None
+
+
+@pytest.mark.parametrize("dim", [1, 3, 11])
+def test_relative_coordinates_round_trip_against_numpy(dim):
+    from bpmf.kernels.lkj import pack_cholesky, relative_cholesky, relative_coordinates
+
+    rng = np.random.default_rng(dim)
+    base, L = (np.tril(rng.normal(size=(dim, dim))) for _ in range(2))
+    for M in (base, L):
+        np.fill_diagonal(M, np.abs(np.diag(M)) + 0.5)
+    x = relative_coordinates(base, L)
+    np.testing.assert_allclose(x, pack_cholesky(np.linalg.solve(base, L)), rtol=1e-12,
+                               atol=1e-12)
+    np.testing.assert_allclose(relative_cholesky(base, x), L, rtol=1e-12, atol=1e-12)
+
+
+def test_covariance_base_is_the_sample_covariances_factor_or_the_identity():
+    from bpmf.kernels.dense import covariance_base
+
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(50, 3))
+    scatter = rows.T @ rows
+    np.testing.assert_allclose(covariance_base(scatter, 50.0), np.linalg.cholesky(scatter / 50),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(covariance_base(scatter, 3.0), np.eye(3))  # too few rows
+    flat = np.outer([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])  # rows on a line: singular
+    np.testing.assert_array_equal(covariance_base(flat, 50.0), np.eye(3))
