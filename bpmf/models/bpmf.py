@@ -305,7 +305,7 @@ class BPMF(PosteriorModel):
         # -0.9 in one of two seeds)
         "overrelax": -0.7,
         # ordered overrelaxation of the noise precision with this many candidates: on
-        # ML-100K u1 (seeds 0-5) bulk ESS of sigma 633-1029, against 415-710 with plain draws
+        # ML-100K u1 (seeds 0-5) bulk ESS of sigma 598-944, against 415-710 with plain draws
         "noise_overrelax": 15,
     }
 
