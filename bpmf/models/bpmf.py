@@ -195,6 +195,13 @@ class BPMF(PosteriorModel):
     :math:`\Sigma = L L^\top` with :math:`L \sim \mathrm{LKJCholeskyCov}(\eta,
     \mathcal N^+(0, s_f^2))`, :math:`s_b, s_c \sim \mathcal N^+(0, s_s^2)`,
     :math:`\sigma \sim \mathcal N^+(0, s_\sigma^2)`.
+    With ``correlated_biases`` (the default where allowed: biases, factor means fixed at
+    zero, the Gaussian likelihood, neither side features nor implicit feedback) each row's
+    factors and bias share one prior instead, :math:`(U_i, b_i) \sim \mathcal N(0,
+    \Sigma'_U)` with :math:`\Sigma'_U = L' L'^\top` of size :math:`D + 1` and
+    :math:`L' \sim \mathrm{LKJCholeskyCov}(\eta, \mathcal N^+(0, s_f^2))`, the bias's
+    scale :math:`\mathcal N^+(0, s_s^2)` (items likewise); ``user_bias_sd`` is the bias's
+    marginal sd and ``user_bias_factor_cov`` its covariance with the factors.
     ``covariance_prior="wishart"``: :math:`\Sigma^{-1} \sim \mathcal W(W_0, \nu_0)`,
     :math:`\mu_U \mid \Sigma_U \sim \mathcal N(\mu_0, \Sigma_U / \beta_0)`, and Gamma
     priors on :math:`\sigma^{-2}, s_b^{-2}, s_c^{-2}`.
@@ -258,9 +265,10 @@ class BPMF(PosteriorModel):
     starts every chain from it. The Gibbs sampler draws every row of factors with its bias
     from its Gaussian conditional, the intercept and the factor means from theirs, the
     scales exactly (generalised inverse Gaussian precisions under the half-normal priors),
-    the LKJ Cholesky factors by NUTS on their conditional given the rows' scatter, and
-    shifts the level, the biases and the factor means together (moves that keep the
-    likelihood and make ``mu`` mix). ``predict`` averages the predictions over draws.
+    the LKJ Cholesky factors by NUTS on their conditional given the rows' scatter, the
+    noise precision by ordered overrelaxation, and shifts the level, the biases and the
+    factor means together (moves that keep the likelihood and make ``mu`` mix).
+    ``predict`` averages the predictions over draws.
 
     The factors are identified only up to a rotation (``U R``, ``V R^{-T}`` give the same
     ratings), so R-hat of raw ``U``, ``V``, ``mu_U`` or ``Sigma_U`` says nothing;
