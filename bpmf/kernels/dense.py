@@ -35,9 +35,9 @@ __all__ = [
 
 
 @njit(cache=True)
-def cholesky_into(P, L):
-    """Write the lower Cholesky factor of the symmetric positive definite ``P`` into ``L``
-    (upper triangle zeroed); raises ``LinAlgError`` when ``P`` is not positive definite."""
+def _factor_into(P, L):
+    """:func:`cholesky_into` returning False, where it would raise, when ``P`` is not
+    positive definite (``L`` is then partly written)."""
     n = P.shape[0]
     for a in range(n):
         for b in range(a + 1):
@@ -46,12 +46,21 @@ def cholesky_into(P, L):
                 s -= L[a, k] * L[b, k]
             if a == b:
                 if not s > 0.0:
-                    raise np.linalg.LinAlgError("Matrix is not positive definite")
+                    return False
                 L[a, a] = np.sqrt(s)
             else:
                 L[a, b] = s / L[b, b]
         for b in range(a + 1, n):
             L[a, b] = 0.0
+    return True
+
+
+@njit(cache=True)
+def cholesky_into(P, L):
+    """Write the lower Cholesky factor of the symmetric positive definite ``P`` into ``L``
+    (upper triangle zeroed); raises ``LinAlgError`` when ``P`` is not positive definite."""
+    if not _factor_into(P, L):
+        raise np.linalg.LinAlgError("Matrix is not positive definite")
 
 
 @njit(cache=True)
@@ -208,24 +217,8 @@ def covariance_base(scatter, n_rows):
     subspace)."""
     dim = scatter.shape[0]
     if n_rows > dim:
-        P = scatter / n_rows
         L = np.zeros((dim, dim))
-        ok = True
-        for a in range(dim):
-            for b in range(a + 1):
-                s = P[a, b]
-                for k in range(b):
-                    s -= L[a, k] * L[b, k]
-                if a == b:
-                    if not s > 0.0:
-                        ok = False
-                        break
-                    L[a, a] = np.sqrt(s)
-                else:
-                    L[a, b] = s / L[b, b]
-            if not ok:
-                break
-        if ok:
+        if _factor_into(scatter / n_rows, L):
             low, high = L[0, 0], L[0, 0]
             for a in range(dim):
                 low, high = min(low, L[a, a]), max(high, L[a, a])
