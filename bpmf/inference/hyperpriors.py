@@ -27,14 +27,14 @@ from bpmf.kernels.dense import (
     covariance_blocks,
     gaussian_from_precision,
     inverse_from_cholesky,
-    solve_lower_transposed,
 )
 from bpmf.kernels.lkj import (
     lkj_relative_logp_grad,
     relative_cholesky,
     relative_coordinates,
 )
-from bpmf.kernels.moves import correlated_shifts, split_move
+from bpmf.kernels.moves import bordered_regression, correlated_shifts
+from bpmf.kernels.moves import split_move as compiled_split_move
 from bpmf.kernels.nuts import StepAdapter, laplace_chol_cov, nuts_transition
 from bpmf.kernels.scatter import stacked_scatter, stacked_sums
 from bpmf.kernels.slice import slice_log_scales
@@ -552,13 +552,8 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         return last[-1], state[side] @ last[:-1] + state[bias] * last[-1]
 
     def bias_regression(self, side, state):
-        """``Sigma_UU^-1 Sigma_Ub``: with ``Sigma' = L L^T``, ``L_11^-T l`` for the factors'
-        block ``L_11`` and the bias's row ``l`` of ``L``."""
-        D = self.dim
-        chol = state[f"chol_{side}"]
-        return solve_lower_transposed(
-            np.ascontiguousarray(chol[:D, :D]), np.ascontiguousarray(chol[D, :D])
-        )
+        """``Sigma_UU^-1 Sigma_Ub`` (:func:`bpmf.kernels.moves.bordered_regression`)."""
+        return bordered_regression(state[f"chol_{side}"])
 
     def mean_prior(self, side, state):
         """The rows' prior term of a shift ``(e, gamma . e)`` of every row (factors and bias,
@@ -611,7 +606,7 @@ class CorrelatedLKJHyperpriors(LKJHyperpriors):
         side's factors; returns whether it was accepted."""
         other = "V" if side == "U" else "U"
         normals = rng.standard_normal(self.dim)
-        proposal, accepted = split_move(
+        proposal, accepted = compiled_split_move(
             state[side], state[_BIAS_OF[side]], state[other], state[_BIAS_OF[other]],
             state[f"row_precision_{other}"], state[f"chol_{side}"], self.eta, self.scale_sd,
             self.bias_scale_sd, normals, rng.random(),

@@ -26,7 +26,7 @@ For :math:`D = 1` this is the half-normal prior of the single scale, as in the P
 import numpy as np
 from numba import njit
 
-from bpmf.kernels.dense import lower_inverse
+from bpmf.kernels.dense import lower_inverse, solve_lower_matrix
 
 __all__ = [
     "lkj_cholesky_prior_logp",
@@ -181,15 +181,7 @@ def lkj_relative_logp_grad(x, base, scatter, n_rows, eta, scale_sd, last_scale_s
 def relative_coordinates(base, L):
     """The unconstrained coordinates ``x`` of ``T = base^-1 L`` (:func:`pack_cholesky`), the
     point :func:`lkj_relative_logp_grad` reads; ``base`` and ``L`` lower triangular."""
-    dim = L.shape[0]
-    T = np.zeros((dim, dim))
-    for c in range(dim):  # forward substitution, column by column
-        for a in range(c, dim):
-            s = L[a, c]
-            for k in range(c, a):
-                s -= base[a, k] * T[k, c]
-            T[a, c] = s / base[a, a]
-    return pack_cholesky(T)
+    return pack_cholesky(solve_lower_matrix(base, L))
 
 
 @njit(cache=True)

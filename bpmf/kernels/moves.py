@@ -15,12 +15,14 @@ from bpmf.kernels.dense import gaussian_from_precision, solve_lower_transposed
 from bpmf.kernels.lkj import lkj_cholesky_prior_logp
 from bpmf.kernels.scatter import stacked_scatter, stacked_sums
 
-__all__ = ["correlated_shifts", "split_move"]
+__all__ = ["bordered_regression", "correlated_shifts", "split_move"]
 
 
 @njit(cache=True)
-def _regression(chol):
-    """``gamma = Sigma_UU^-1 Sigma_Ub`` of a bordered Cholesky factor: ``L_11^-T l``."""
+def bordered_regression(chol):
+    """The regression ``gamma = Sigma_UU^-1 Sigma_Ub`` of the last coordinate (the bias) on
+    the others (the factors) in ``Sigma = L L^T``: ``L_11^-T l`` for the leading block
+    ``L_11`` of ``L`` and its last row ``l``."""
     D = chol.shape[0] - 1
     return solve_lower_transposed(np.ascontiguousarray(chol[:D, :D]),
                                   np.ascontiguousarray(chol[D, :D]))
@@ -52,7 +54,7 @@ def _side_shift(rows, own_bias, partner, partner_bias, precision, chol, partner_
     intercept's; returns the new ``mu``."""
     D = rows.shape[1]
     n = rows.shape[0]
-    gamma = _regression(chol)
+    gamma = bordered_regression(chol)
     # the rows' prior: n M^T P M and -M^T P sums with M = [I; gamma^T]
     PM = np.empty((D + 1, D))
     for r in range(D + 1):

@@ -22,6 +22,25 @@ __all__ = ["expected_means", "expected_ratings"]
 THREADED_MIN_WORK = 20_000_000
 
 
+def _split_over_threads(kernel, args, n, work, threads, out):
+    """``kernel(*args, start, stop, out)`` over ``[0, n)``: in one call, or cut into equal
+    runs on ``threads`` threads (None: the CPUs this process may use) when ``work``
+    products reach :data:`THREADED_MIN_WORK` per extra thread."""
+    if threads is None:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    threads = max(1, min(int(threads), n, work // THREADED_MIN_WORK + 1))
+    if threads == 1:
+        kernel(*args, 0, n, out)
+        return
+    bounds = np.linspace(0, n, threads + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for future in [
+            pool.submit(kernel, *args, int(start), int(stop), out)
+            for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+        ]:
+            future.result()
+
+
 def expected_ratings(U, V, mu, user_bias, item_bias, user_codes, item_codes, threads=None):
     """``out[s, p] = mu[s] + user_bias[s, u_p] + item_bias[s, i_p] + U[s, u_p] . V[s, i_p]``.
 
@@ -30,23 +49,11 @@ def expected_ratings(U, V, mu, user_bias, item_bias, user_codes, item_codes, thr
     ``threads``: threads that share the draws of a large request (None: the CPUs this
     process may use).
     """
-    n_samples = U.shape[0]
-    out = np.empty((n_samples, user_codes.shape[0]))
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    work = n_samples * user_codes.shape[0] * U.shape[2]
-    threads = max(1, min(int(threads), n_samples, work // THREADED_MIN_WORK + 1))
-    if threads == 1:
-        _expected_into(U, V, mu, user_bias, item_bias, user_codes, item_codes, 0, n_samples, out)
-        return out
-    bounds = np.linspace(0, n_samples, threads + 1).astype(int)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for future in [
-            pool.submit(_expected_into, U, V, mu, user_bias, item_bias, user_codes, item_codes,
-                        int(start), int(stop), out)
-            for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
-        ]:
-            future.result()
+    n_samples, n_pairs = U.shape[0], user_codes.shape[0]
+    out = np.empty((n_samples, n_pairs))
+    args = (U, V, mu, user_bias, item_bias, user_codes, item_codes)
+    _split_over_threads(_expected_into, args, n_samples, n_samples * n_pairs * U.shape[2],
+                        threads, out)
     return out
 
 
@@ -54,25 +61,12 @@ def expected_means(U, V, mu, user_bias, item_bias, user_codes, item_codes, threa
     """The mean over draws of :func:`expected_ratings` for pairs of seen users and items
     (codes >= 0), accumulated draw by draw: memory of one value per pair instead of one per
     draw and pair. ``threads`` share the pairs of a large request."""
-    n_pairs = user_codes.shape[0]
+    n_samples, n_pairs = U.shape[0], user_codes.shape[0]
     out = np.zeros(n_pairs)
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    work = U.shape[0] * n_pairs * U.shape[2]
-    threads = max(1, min(int(threads), n_pairs, work // THREADED_MIN_WORK + 1))
-    bounds = np.linspace(0, n_pairs, threads + 1).astype(int)
-    if threads == 1:
-        _accumulate_means(U, V, mu, user_bias, item_bias, user_codes, item_codes, 0, n_pairs,
-                          out)
-    else:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for future in [
-                pool.submit(_accumulate_means, U, V, mu, user_bias, item_bias, user_codes,
-                            item_codes, int(start), int(stop), out)
-                for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
-            ]:
-                future.result()
-    return out / U.shape[0]
+    args = (U, V, mu, user_bias, item_bias, user_codes, item_codes)
+    _split_over_threads(_accumulate_means, args, n_pairs, n_samples * n_pairs * U.shape[2],
+                        threads, out)
+    return out / n_samples
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})

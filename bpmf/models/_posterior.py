@@ -207,6 +207,21 @@ def observed_dataset(train):
 
 
 # ---------------------------------------------------------------------- the model base class
+def _effective_draws(post):
+    """The draws ``post`` with implicit feedback's effective user vectors ``U + offset_U``
+    as ``U`` (``post`` itself without implicit feedback)."""
+    return post if "offset_U" not in post else {**post, "U": post["U"] + post["offset_U"]}
+
+
+def _linear_terms(post):
+    """``U, V, mu, user_bias, item_bias`` of the expected rating from the (effective) draws
+    ``post``, with ``(draws, 1)`` zeros for a model without biases
+    (:func:`bpmf.kernels.predict.expected_ratings`)."""
+    no_bias = np.zeros((len(post["mu"]), 1))
+    return (post["U"], post["V"], post["mu"], post.get("user_bias", no_bias),
+            post.get("item_bias", no_bias))
+
+
 class PosteriorModel(ModelIO, RatingEstimator):
     """Predictions, intervals, recommendations and persistence from ``idata_``.
 
@@ -275,13 +290,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
         user_codes = np.asarray(user_codes, dtype=np.int64)
         item_codes = np.asarray(item_codes, dtype=np.int64)
         features = getattr(self, "features_", None)
-        no_bias = np.zeros((len(post["mu"]), 1))
-        if "offset_U" in post:  # implicit feedback: the effective user vectors
-            post = {**post, "U": post["U"] + post["offset_U"]}
-        expected = expected_ratings(
-            post["U"], post["V"], post["mu"], post.get("user_bias", no_bias),
-            post.get("item_bias", no_bias), user_codes, item_codes,
-        )
+        post = _effective_draws(post)
+        expected = expected_ratings(*_linear_terms(post), user_codes, item_codes)
         unseen = (user_codes < 0) | (item_codes < 0)
         if unseen.any():  # population rows (means, or draws with rng) for the unseen ids
             users, items = user_codes[unseen], item_codes[unseen]
@@ -439,12 +449,9 @@ class PosteriorModel(ModelIO, RatingEstimator):
             user_codes = np.asarray(user_codes, dtype=np.int64)
             item_codes = np.asarray(item_codes, dtype=np.int64)
             seen = (user_codes >= 0) & (item_codes >= 0)
-            post = self._draws()
-            U = post["U"] if "offset_U" not in post else post["U"] + post["offset_U"]
-            no_bias = np.zeros((len(post["mu"]), 1))
             means[seen] = expected_means(
-                U, post["V"], post["mu"], post.get("user_bias", no_bias),
-                post.get("item_bias", no_bias), user_codes[seen], item_codes[seen],
+                *_linear_terms(_effective_draws(self._draws())), user_codes[seen],
+                item_codes[seen],
             )
             rest = np.flatnonzero(~seen)
         for start in range(0, len(rest), _BLOCK):
