@@ -17,7 +17,10 @@ documentation does for ML-100K), and both with implicit feedback as well
 with relation blocks: a user's one-hot id and normalised training items, the item's one-hot
 id, as in myFM's MovieLens 100K example); the ``+test-pairs`` entries of both also put the
 test pairs' items into ``N(u)``, which uses test-time information (which items each user
-rated in the test set), and are reported apart.
+rated in the test set), and are reported apart. Implicit feedback on both sides (each
+item's training raters as well, as myFM's extended ML-100K example): ``bpmf-svdpp-both``
+against ``myfm-implicit-both``, and with the side features ``bpmf-features-svdpp-both``
+against ``myfm-features-implicit-both``.
 Prints, per fold and averaged over folds, test RMSE, wall time, each wall time as a ratio to
 myFM's, iterations per second for the Gibbs samplers and, for the bpmf estimators and
 ``myfm-ordinal``, the coverage of the central 90% predictive intervals. Every prediction is
@@ -90,11 +93,13 @@ def run_myfm(train, test, seed, features=False):
     return pred, time.perf_counter() - start, ITERATIONS / sampling
 
 
-def run_myfm_features(train, test, seed, implicit=False):
+def run_myfm_features(train, test, seed, implicit=False, item_implicit=False):
     """myFM with the side features, as its documentation does it for ML-100K: one relation
     block per side whose rows are ``[one-hot id | features]`` (the one-hot empty for an id
     without training ratings), indexed by each rating's user and item. ``implicit``: the
-    user block also holds the user's normalised training items (as ``myfm-implicit``)."""
+    user block also holds the user's normalised training items (as ``myfm-implicit``);
+    ``item_implicit``: the item block the item's normalised training users (as myFM's
+    extended ML-100K example)."""
     import myfm
     import scipy.sparse as sp
 
@@ -110,6 +115,9 @@ def run_myfm_features(train, test, seed, implicit=False):
         if implicit and name == "user":  # the one-hot rows select each user's items
             parts.append(one_hot @ normalised_implicit(
                 train.user_codes, train.item_codes, train.n_users, train.n_items))
+        if item_implicit and name == "item":  # and each item's users
+            parts.append(one_hot @ normalised_implicit(
+                train.item_codes, train.user_codes, train.n_items, train.n_users))
         blocks[name] = (pd.Index(table.index), sp.hstack(parts, format="csr"))
 
     def relations(users, items):
@@ -117,7 +125,7 @@ def run_myfm_features(train, test, seed, implicit=False):
                 myfm.RelationBlock(blocks["item"][0].get_indexer(items), blocks["item"][1])]
 
     groups = [train.n_users, tables["user"].shape[1], *([train.n_items] if implicit else []),
-              train.n_items, tables["item"].shape[1]]
+              train.n_items, tables["item"].shape[1], *([train.n_users] if item_implicit else [])]
     start = time.perf_counter()
     fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
     fm.fit(
@@ -182,9 +190,10 @@ def normalised_implicit(users, items, n_users, n_items):
     return (sp.diags(1.0 / np.sqrt(counts)) @ rated).tocsr()
 
 
-def run_myfm_implicit(train, test, seed, test_pairs=False):
+def run_myfm_implicit(train, test, seed, test_pairs=False, item_implicit=False):
     """myFM with SVD++ features in relation blocks; ``test_pairs``: N(u) also holds the test
-    pairs' items (test-time information)."""
+    pairs' items (test-time information); ``item_implicit``: the item block also holds the
+    item's normalised training users."""
     import myfm
     import scipy.sparse as sp
 
@@ -198,7 +207,11 @@ def run_myfm_implicit(train, test, seed, test_pairs=False):
     implicit = normalised_implicit(users, items, n_u, n_i)
     # one extra all-zero row per block for the unseen users and items of the test set
     user_block = sp.vstack([sp.hstack([sp.identity(n_u), implicit]), sp.csr_matrix((1, n_u + n_i))])
-    item_block = sp.vstack([sp.identity(n_i), sp.csr_matrix((1, n_i))])
+    item_parts = [sp.identity(n_i)]
+    if item_implicit:
+        item_parts.append(normalised_implicit(items, users, n_i, n_u))
+    width = sum(part.shape[1] for part in item_parts)
+    item_block = sp.vstack([sp.hstack(item_parts), sp.csr_matrix((1, width))])
     user_block, item_block = user_block.tocsr(), item_block.tocsr()
 
     def blocks(u, i):
@@ -209,7 +222,7 @@ def run_myfm_implicit(train, test, seed, test_pairs=False):
     fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
     fm.fit(sp.csr_matrix((train.n_ratings, 0)), train.values, X_rel=blocks(train.user_codes,
            train.item_codes), n_iter=ITERATIONS, n_kept_samples=ITERATIONS - GIBBS_BURN_IN,
-           group_shapes=[n_u, n_i, n_i])
+           group_shapes=[n_u, n_i, n_i, *([n_u] if item_implicit else [])])
     sampling = time.perf_counter() - start
     pred = fm.predict(sp.csr_matrix((test.n_ratings, 0)), X_rel=blocks(test_users, test_items))
     return pred, time.perf_counter() - start, ITERATIONS / sampling
@@ -330,6 +343,11 @@ def bpmf_entries():
             "bpmf-features-svdpp": {"model_config": {"user_features": "ml-100k",
                                                      "item_features": "ml-100k",
                                                      "implicit": True}},
+            # implicit feedback on both sides: each item's raters too (myFM's extended example)
+            "bpmf-svdpp-both": {"model_config": {"implicit": "both"}},
+            "bpmf-features-svdpp-both": {"model_config": {"user_features": "ml-100k",
+                                                          "item_features": "ml-100k",
+                                                          "implicit": "both"}},
             # the whole fit (MAP, sampling, diagnostics) with myFM's number of sweeps: one
             # chain of 50 warm-up and 150 kept sweeps
             "bpmf-200-sweeps": {"sampler_config": {"chains": 1, "tune": GIBBS_BURN_IN,
@@ -393,6 +411,9 @@ def main(argv=None):
         ("myfm-ordinal", run_myfm_ordinal),
         ("myfm-features-implicit", lambda tr, te, s: run_myfm_features(tr, te, s, True)),
         ("myfm-implicit", run_myfm_implicit),
+        ("myfm-implicit-both", lambda tr, te, s: run_myfm_implicit(tr, te, s, item_implicit=True)),
+        ("myfm-features-implicit-both",
+         lambda tr, te, s: run_myfm_features(tr, te, s, True, item_implicit=True)),
         ("myfm-implicit+test-pairs", lambda tr, te, s: run_myfm_implicit(tr, te, s, True)),
         ("surprise-SVD", lambda tr, te, s: run_surprise(tr, te, surprise.SVD, s)),
         ("surprise-BaselineOnly", lambda tr, te, s: run_surprise(tr, te, surprise.BaselineOnly, s)),

@@ -210,7 +210,7 @@ def _build_parser():
         help="fit one model and save it",
         description="Fit a model or baseline on rating data; report its training fit and "
         "save it with --out (models with a posterior: pmf, bpmf, bpmf-nuts, bpmf-wishart, "
-        "bpmf-features, bpmf-ordinal, bpmf-svdpp).",
+        "bpmf-features, bpmf-ordinal, bpmf-svdpp, bpmf-svdpp-both).",
     )
     sub.add_argument("--model", required=True, help="model name (see `bpmf models`)")
     _data_options(sub)
@@ -719,8 +719,8 @@ def _cmd_fit(args):
         raise _Failure(
             f"Model {args.model!r} ({type(model).__name__}) cannot be saved to a file; only "
             "models with a posterior can (pmf, bpmf, bpmf-nuts, bpmf-wishart, bpmf-features, "
-            "bpmf-ordinal, bpmf-svdpp). Run without --out to see its training fit, or use "
-            "`bpmf compare` to score it."
+            "bpmf-ordinal, bpmf-svdpp, bpmf-svdpp-both). Run without --out to see its "
+            "training fit, or use `bpmf compare` to score it."
         )
     if args.out is not None:
         _check_out_file(args.out)

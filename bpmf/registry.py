@@ -68,6 +68,13 @@ MODELS = {
             "Bayesian SVD++: BPMF with implicit feedback (the items each user rated), Gibbs",
             model_config={"implicit": True},
         ),
+        _spec(
+            "bpmf-svdpp-both",
+            "bpmf.models.BPMF",
+            "Bayesian SVD++ on both sides: the items each user rated and the users who rated "
+            "each item, Gibbs",
+            model_config={"implicit": "both"},
+        ),
         _spec("pmf", "bpmf.models.PMF", "Probabilistic matrix factorization, MAP"),
         _spec("adagrad", "bpmf.baselines.AdaGradMF", "Matrix factorization by AdaGrad (numpy)"),
         _spec("mlp", "bpmf.baselines.MLPRegressor", "Multi-layer perceptron on embeddings"),
@@ -101,6 +108,7 @@ PRESETS = {
         "bpmf-features": _QUICK_GIBBS,
         "bpmf-ordinal": _QUICK_GIBBS,
         "bpmf-svdpp": _QUICK_GIBBS,
+        "bpmf-svdpp-both": _QUICK_GIBBS,
         "pmf": {"n_factors": 3},
         "adagrad": {"n_factors": 10},
         "softmax": {"max_iter": 3000},

@@ -19,10 +19,12 @@ One sweep of a chain draws, in turn:
    two sides (``U[:, k] g``, ``V[:, k] / g``), which the priors alone identify.
 
 With implicit feedback (Bayesian SVD++, :mod:`bpmf.inference.implicit`), each sweep also draws
-the items' implicit factors ``Y`` with the user rows integrated out, and their scales, before
-the user rows; the users' ratings then see ``U + offset_U``, the item side regresses on it, the
-translation ``(mu_V + f, V + f, b_u - (U_u + o_u) . f)`` compensates with the effective
-vectors, and the rescaling move scales ``Y`` and its scales with ``U``.
+the items' implicit factors ``Y`` and their scales before the user rows (given the effective
+user rows ``U + offset_U``, or with the user rows integrated out), and, with the items' own
+implicit factors ``Z``, the same before the item rows; the users' ratings then see
+``U + offset_U``, the item side regresses on it, the translation
+``(mu_V + f, V + f, b_u - (U_u + o_u) . f)`` compensates with the effective vectors, and the
+rescaling move scales ``Y`` and its scales with ``U`` (``Z`` with ``V``).
 
 Every step leaves the posterior invariant, so the chain samples exactly the model's posterior.
 Chains run in parallel threads (the compiled kernels release the GIL), each with its own
@@ -59,7 +61,7 @@ from bpmf.inference.hyperpriors import (
     LKJHyperpriors,
     WishartHyperpriors,
 )
-from bpmf.inference.implicit import ImplicitStep
+from bpmf.inference.implicit import IMPLICIT_KEYS, IMPLICIT_METHODS, ImplicitSets, ImplicitStep
 from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
 from bpmf.inference.rows import available_cores, released, sample_side, workspace
 from bpmf.kernels.dense import gaussian_from_precision
@@ -249,26 +251,30 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
     if links is not None:  # side features: the links, then the rows' prior means from them
         links.step(state, rng)
         links.row_means(state)
-    implicit = work.get("implicit")
-    if implicit is not None:  # Y with the user rows integrated out, then its scales
-        with released(phase_lock):  # long compiled kernels
-            implicit.step(state, user_csr, rng)
+    implicit = work.get("implicit", {})
     alpha = config.get("overrelax", 0.0)
-    # after a draw of Y with the user rows integrated out, the rows must be drawn afresh from
-    # their conditional (a partially collapsed step): an overrelaxed draw starts from the old
-    # rows, which are not a draw given the new Y
+    if "U" in implicit:  # Y with the user rows integrated out, then its scales
+        with released(phase_lock):  # long compiled kernels
+            implicit["U"].step(state, user_csr, rng)
+    # after a draw of Y with the user rows integrated out ("collapsed"), the rows must be drawn
+    # afresh from their conditional (a partially collapsed step): an overrelaxed draw starts
+    # from the old rows, which are not a draw given the new Y
     # the users' residual sums are needed only by their bias scaling move
     move_users = biases and _bias_scale_applies(state, hyper, "user_bias")
     sample_side(
         state, "U", user_csr, biases, work["U"], rng, move_users, threads=threads,
-        overrelax=0.0 if implicit is not None else alpha, row_sums=work["U"]["row_sums"],
+        overrelax=_row_overrelax(implicit, "U", alpha), row_sums=work["U"]["row_sums"],
         phase_lock=phase_lock,
     )
     if move_users:  # at the state the user rows were just drawn in
         _scale_biases(state, hyper, "user_bias", work["U"]["counts"], work["U"]["row_sums"], rng)
+    if "V" in implicit:  # the same for the items' offsets: Z, with the item rows integrated out
+        with released(phase_lock):
+            implicit["V"].step(state, item_csr, rng)
     sum_errors, sum_squares = sample_side(
-        state, "V", item_csr, biases, work["V"], rng, True, threads=threads, overrelax=alpha,
-        row_sums=work["V"]["row_sums"], phase_lock=phase_lock,
+        state, "V", item_csr, biases, work["V"], rng, True, threads=threads,
+        overrelax=_row_overrelax(implicit, "V", alpha), row_sums=work["V"]["row_sums"],
+        phase_lock=phase_lock,
     )
     # intercept: e_n = r_n - mu_old - fitted_n, so sum(r - fitted) = sum(e) + N mu_old
     mu_old = state["mu"]
@@ -298,9 +304,10 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
                 state[f"{bias}_precision"] = precision
     _shift_moves(state, hyper, biases, config, rng)
     hyper.split_moves(state, rng)  # a move of the correlated prior only, which has biases
-    g = hyper.rescale(state, rng, None if implicit is None else implicit.rescale_terms(state))
-    if implicit is not None and g is not None:  # Y and its scales move with U
-        implicit.rescale(state, g)
+    g = hyper.rescale(state, rng, _rescale_terms(implicit, state))
+    if g is not None:  # Y moves with U, Z with V, and their scales
+        for side, step in implicit.items():
+            step.rescale(state, g if side == "U" else 1.0 / g)
     if biases and _bias_scale_applies(state, hyper, "item_bias"):
         # the items' residual sums, drawn about the old intercept; the moves since the new
         # intercept's draw keep the fitted values
@@ -310,10 +317,33 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
         ordinal.shift(state, config, rng)
 
 
+def _row_overrelax(implicit, side, alpha):
+    """The rows' overrelaxation: none right after a collapsed draw of the side's implicit
+    factors (module docstring), ``alpha`` otherwise."""
+    step = implicit.get(side)
+    return 0.0 if step is not None and step.method == "collapsed" else alpha
+
+
+def _rescale_terms(implicit, state):
+    """``(a, b, c)`` of the implicit factors' scales in the rescaling move (None without
+    implicit feedback): ``Y`` scales with ``U`` (``-a e^{2t} + t``), ``Z`` with ``V``
+    (``-b e^{-2t} - t``)."""
+    if not implicit:
+        return None
+    a, b, c = 0.0, 0.0, 0.0
+    for side, step in implicit.items():
+        terms, jacobian = step.rescale_terms(state)
+        if side == "U":
+            a, c = a + terms, c + jacobian
+        else:
+            b, c = b + terms, c - jacobian
+    return a, b, c
+
+
 #: the per-row variables: with ``keep="moments"`` their running moments replace their draws
 ROW_VARIABLES = ("U", "V", "user_bias", "item_bias")
 #: the variables of implicit feedback, kept with ``keep="all"``
-IMPLICIT_VARIABLES = ("Y", "Y_sd", "offset_U")
+IMPLICIT_VARIABLES = ("Y", "Y_sd", "offset_U", "Z", "Z_sd", "offset_V")
 _KEEP = ("all", "moments")
 
 
@@ -494,6 +524,24 @@ def row_threads(threads, workers, n_ratings=None, check_layer=True):
     return per_chain
 
 
+def _implicit_sides(implicit, n_users, n_items):
+    """``{side: ImplicitSets}`` from ``sample_gibbs``'s ``implicit`` argument: None (no
+    implicit feedback), the users' sets ``N(u)``, or a dict with ``"U"`` and/or ``"V"``."""
+    if implicit is None:
+        return {}
+    if isinstance(implicit, ImplicitSets):
+        implicit = {"U": implicit}
+    sides = {side: sets for side, sets in dict(implicit).items() if sets is not None}
+    for side, sets in sides.items():
+        if side not in IMPLICIT_KEYS:
+            raise ValueError(f"implicit sides must be 'U' or 'V', got {side!r}")
+        rows, partners = (n_users, n_items) if side == "U" else (n_items, n_users)
+        if (sets.n_users, sets.n_items) != (rows, partners):
+            raise ValueError(f"implicit[{side!r}] sets are {sets.n_users} x {sets.n_items}; "
+                             f"expected {rows} x {partners}.")
+    return sides
+
+
 def _hyperpriors(covariance_prior, config, n_factors, tune, nuts, biases=True):
     if covariance_prior == "lkj":
         if biases and config.get("correlated_biases"):
@@ -534,6 +582,7 @@ def sample_gibbs(
     features=None,
     ordinal=None,
     implicit=None,
+    implicit_step="rows",
 ):
     r"""Draw from the BPMF posterior with the blocked Gibbs sampler.
 
@@ -604,10 +653,14 @@ def sample_gibbs(
         is the prior sd of the cut-points about the midpoints between ratings):
         the noise sd is 1 and the cut-points are drawn and returned as ``cutpoints``
         ``(chain, draw, K - 1)``.
-    implicit : bpmf.inference.implicit.ImplicitSets or None
-        Implicit feedback (Bayesian SVD++, :mod:`bpmf.inference.implicit`): the sets ``N(u)``;
-        ``model_config["implicit_scale_sd"]`` is the half-normal prior scale of ``s_Y``.
-        Needs ``keep="all"``.
+    implicit : bpmf.inference.implicit.ImplicitSets, dict or None
+        Implicit feedback (Bayesian SVD++, :mod:`bpmf.inference.implicit`): the sets ``N(u)``
+        of the users, or ``{"U": sets, "V": sets}`` with the items' sets ``N(i)`` of users
+        (built with the roles swapped) for implicit factors ``Z`` of the users in the items'
+        effective vectors; ``model_config["implicit_scale_sd"]`` is the half-normal prior
+        scale of ``s_Y`` (and ``s_Z``). Needs ``keep="all"``.
+    implicit_step : {"rows", "collapsed"}, default "rows"
+        How the implicit factors are drawn (:class:`bpmf.inference.implicit.ImplicitStep`).
 
     Returns
     -------
@@ -621,7 +674,8 @@ def sample_gibbs(
         draw axis; ``U_mean``, ``U_var`` (and so on for ``V`` and the biases) with a leading
         ``chain`` axis hold the running moments; ``pair_mean``, ``pair_var`` (chain, pair)
         those of ``predict_pairs``. With ``implicit``: ``Y`` (item, factor), ``Y_sd``
-        (factor) and ``offset_U`` (user, factor).
+        (factor) and ``offset_U`` (user, factor); with the items' sets also ``Z`` (user,
+        factor), ``Z_sd`` and ``offset_V`` (item, factor).
     """
     user_codes, item_codes, ratings = check_inputs(
         user_codes, item_codes, ratings, n_users, n_items, draws, tune, chains
@@ -631,8 +685,12 @@ def sample_gibbs(
     retained, pairs = _check_keep(
         keep, thin, factor_draws, predict_pairs, draws, shapes[0], shapes[1]
     )
-    if implicit is not None and keep != "all":
+    implicit = _implicit_sides(implicit, n_users, n_items)
+    if implicit and keep != "all":
         raise ValueError("implicit feedback keeps every draw: use keep='all'")
+    if implicit_step not in IMPLICIT_METHODS:
+        raise ValueError(f"implicit_step must be one of {IMPLICIT_METHODS}, got "
+                         f"{implicit_step!r}")
     thin = int(thin)
     slots = {} if retained is None else {int(d): slot for slot, d in enumerate(retained)}
     overrelax = float(overrelax)
@@ -675,10 +733,11 @@ def sample_gibbs(
         links.allocate(out, chains, draws)
     if ordinal is not None:
         out["cutpoints"] = np.empty((chains, draws, int(round(high - low))))
-    if implicit is not None:
-        out["Y"] = prefaulted_empty((chains, draws, shapes[1], D))
-        out["Y_sd"] = np.empty((chains, draws, D))
-        out["offset_U"] = prefaulted_empty((chains, draws, shapes[0], D))
+    for side, sets in implicit.items():
+        factors, scales, offset = IMPLICIT_KEYS[side][:3]
+        out[factors] = prefaulted_empty((chains, draws, sets.n_items, D))
+        out[scales] = np.empty((chains, draws, D))
+        out[offset] = prefaulted_empty((chains, draws, sets.n_users, D))
     bar = tqdm(
         total=chains * (tune + draws * thin),
         desc="Gibbs",
@@ -712,11 +771,13 @@ def sample_gibbs(
                 cutpoint_prior_means(low, high), config.get("cutpoint_sd", 1.0), tune,
             )
             steps.start(state)
-        if implicit is not None:
-            work["implicit"] = ImplicitStep(
-                implicit, D, config.get("implicit_scale_sd", 1.0), biases
-            )
-            work["implicit"].start(state, rng)
+        work["implicit"] = {
+            side: ImplicitStep(sets, D, config.get("implicit_scale_sd", 1.0), biases, side,
+                               implicit_step)
+            for side, sets in implicit.items()
+        }
+        for step in work["implicit"].values():
+            step.start(state, rng)
         if early:
             early_hyper.start(state, rng)
             for _ in range(early):

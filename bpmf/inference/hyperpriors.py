@@ -133,11 +133,12 @@ def _prior_rows(side, state):
 
 def _draw_rescale(a, b, extra, dim, rng):
     """The rescaling factors ``g = e^t``, ``t`` from ``exp(-a e^{2t} - b e^{-2t})`` times the
-    ``extra`` terms ``(a', c)``: ``exp(-a' e^{2t} + c t)`` (None: none)."""
+    ``extra`` terms ``(a', b', c)``: ``exp(-a' e^{2t} - b' e^{-2t} + c t)`` (None: none)."""
     uniforms = rng.random((dim, 32))
     if extra is None:
         return np.exp(slice_log_scales(a, b, uniforms))
-    return np.exp(slice_log_scales(a + extra[0], b, uniforms, np.asarray(extra[1], float)))
+    return np.exp(slice_log_scales(a + extra[0], b + extra[1], uniforms,
+                                   np.asarray(extra[2], float)))
 
 
 def _draw_gaussian(precision, linear, rng):
@@ -301,8 +302,8 @@ class LKJHyperpriors:
         Without it the per-factor balance between the sides, which only the priors fix,
         moves by small steps, and a chain started with one side's factor shrunk stays
         near that state for hundreds of sweeps. ``extra``: ``(a, c)`` of further variables
-        that scale with ``U`` (the implicit factors), adding ``-a e^{2t} + c t``; the caller
-        scales them by the returned ``g``.
+        that scale with ``U`` or ``V`` (the implicit factors), ``(a, b, c)`` adding
+        ``-a e^{2t} - b e^{-2t} + c t``; the caller scales them by the returned ``g``.
         """
         terms = []
         for side in ("U", "V"):
@@ -315,8 +316,9 @@ class LKJHyperpriors:
         # cancels between the sides only when both means are free
         jacobian = float(self.free_means["U"]) - float(self.free_means["V"])
         if jacobian:
-            a_extra, c_extra = (0.0, 0.0) if extra is None else extra
-            extra = (np.zeros(self.dim) + a_extra, np.zeros(self.dim) + c_extra + jacobian)
+            a_extra, b_extra, c_extra = (0.0, 0.0, 0.0) if extra is None else extra
+            extra = (np.zeros(self.dim) + a_extra, np.zeros(self.dim) + b_extra,
+                     np.zeros(self.dim) + c_extra + jacobian)
         g = _draw_rescale(terms[0], terms[1], extra, self.dim, rng)
         for side, factor in (("U", g), ("V", 1.0 / g)):
             state[side] = state[side] * factor

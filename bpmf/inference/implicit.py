@@ -34,9 +34,16 @@ from scipy import sparse
 
 from bpmf.inference.hyperpriors import draw_halfnormal_scale
 from bpmf.inference.rows import row_prior
-from bpmf.kernels.implicit import sweep_implicit, user_terms
+from bpmf.kernels.implicit import sweep_implicit, sweep_implicit_given_rows, user_terms
 
-__all__ = ["ImplicitSets", "ImplicitStep", "implicit_offsets", "implicit_sets"]
+__all__ = [
+    "IMPLICIT_KEYS",
+    "IMPLICIT_METHODS",
+    "ImplicitSets",
+    "ImplicitStep",
+    "implicit_offsets",
+    "implicit_sets",
+]
 
 
 @dataclass(frozen=True)
@@ -105,74 +112,178 @@ def implicit_offsets(sets, Y):
     return np.asarray(matrix @ Y)
 
 
+#: the ways :class:`ImplicitStep` draws the implicit factors
+IMPLICIT_METHODS = ("rows", "collapsed")
+
+#: per side of the implicit factors' owner: (implicit factors, their scales, offset, the
+#: side's rows, the other side, the side's bias, the other side's bias)
+IMPLICIT_KEYS = {
+    "U": ("Y", "Y_sd", "offset_U", "U", "V", "user_bias", "item_bias"),
+    "V": ("Z", "Z_sd", "offset_V", "V", "U", "item_bias", "user_bias"),
+}
+
+
 class ImplicitStep:
-    """The implicit-feedback steps of one chain (module docstring).
+    """The implicit-feedback steps of one chain for one side (module docstring).
 
     Parameters
     ----------
     sets : ImplicitSets
+        For ``side="U"`` the sets ``N(u)`` of items per user; for ``side="V"`` the sets
+        ``N(i)`` of users per item, built with the roles swapped (``implicit_sets(item_codes,
+        user_codes, n_items, n_users)``).
     n_factors : int
     scale_sd : float
         Scale of the half-normal prior of each ``s_{Y,k}``.
     biases : bool
-        Whether the user rows carry a bias (integrated out with the factors).
+        Whether the rows carry a bias (integrated out with the factors).
+    side : {"U", "V"}
+        The side whose effective factors get the offsets: the users (SVD++, factors ``Y``
+        of the items, offsets ``offset_U``) or the items (factors ``Z`` of the users,
+        offsets ``offset_V``).
+    method : {"rows", "collapsed"}
+        ``"rows"`` (default): the implicit factors given the effective rows ``W = U + o``,
+        the rows moving with the offsets (:meth:`step_given_rows`), then a common shift of
+        the factors (:meth:`translate`); about ``4 D`` operations per pair. ``"collapsed"``:
+        given the ratings with the rows integrated out (:meth:`step_collapsed`); about
+        ``2 D^2`` per pair and a pass over the ratings. Both are exact; on ML-100K u1 their
+        diagnostics were alike and "rows" ran the sweep 2.7x faster.
     """
 
-    def __init__(self, sets, n_factors, scale_sd, biases):
+    def __init__(self, sets, n_factors, scale_sd, biases, side="U", method="rows"):
+        if side not in IMPLICIT_KEYS:
+            raise ValueError(f"side must be 'U' or 'V', got {side!r}")
+        if method not in IMPLICIT_METHODS:
+            raise ValueError(f"method must be one of {IMPLICIT_METHODS}, got {method!r}")
+        self.method = method
         self.sets = sets
         self.dim = int(n_factors)
         self.scale_sd = float(scale_sd)
         self.biases = bool(biases)
+        self.side = side
+        (self.factors, self.scales, self.offset, self.rows, self.other, self.bias,
+         self.other_bias) = IMPLICIT_KEYS[side]
         self.P = np.empty((sets.n_users, self.dim, self.dim))
         self.G = np.empty((sets.n_users, self.dim))
 
-    def start(self, state, rng, initial_scale=0.1):
-        """``Y = 0`` and scales ``initial_scale`` (the first sweep draws ``Y`` from them)."""
-        state["Y"] = np.zeros((self.sets.n_items, self.dim))
-        state["Y_sd"] = np.full(self.dim, float(initial_scale))
-        state["offset_U"] = np.zeros((self.sets.n_users, self.dim))
+    def start(self, state, rng):
+        """Implicit factors 0 and scales at their prior's scale (the first sweep draws the
+        factors from them). Started at a tenth of it, the chains on ML-100K spent the
+        whole warm-up growing the scales, with the noise sd drifting along."""
+        state[self.factors] = np.zeros((self.sets.n_items, self.dim))
+        state[self.scales] = np.full(self.dim, self.scale_sd)
+        state[self.offset] = np.zeros((self.sets.n_users, self.dim))
 
-    def _user_prior(self, state):
-        """Prior precision and per-user means of the user rows ``(U_u + o_u, b_u)``, as
-        :func:`bpmf.inference.rows.sample_side` forms them (``offset_U`` is set: every user
+    def _row_prior(self, state):
+        """Prior precision and per-row means of the rows ``(<side> + offset, bias)``, as
+        :func:`bpmf.inference.rows.sample_side` forms them (the offset is set: every row
         has its own mean)."""
-        return row_prior(state, "U", self.biases, self.sets.n_users)
+        return row_prior(state, self.side, self.biases, self.sets.n_users)
 
-    def step(self, state, user_csr, rng):
-        """Draw ``Y`` (user rows integrated out), then the scales ``s_Y``; set ``offset_U``."""
-        indptr, items, ratings = user_csr
+    def step(self, state, csr, rng):
+        """One implicit-feedback step of the sweep, as ``method`` says (class docstring);
+        ``csr``: the side-major CSR of the ratings (the users' for ``"U"``)."""
+        if self.method == "rows":
+            self.step_given_rows(state, rng)
+            self.translate(state, rng)
+        else:
+            self.step_collapsed(state, csr, rng)
+
+    def step_collapsed(self, state, csr, rng):
+        """Draw the implicit factors (the side's rows integrated out), then their scales; set
+        the offsets."""
+        indptr, partners, ratings = csr
         D = self.dim
-        V = state["V"] if state.get("offset_V") is None else state["V"] + state["offset_V"]
+        other_offset = state.get(f"offset_{self.other}")
+        V = state[self.other] if other_offset is None else state[self.other] + other_offset
         X = np.ones((V.shape[0], D + 1 if self.biases else D))
         X[:, :D] = V
         shift = np.full(V.shape[0], float(state["mu"]))
         if self.biases:
-            shift += state["item_bias"]
-        prec, mean = self._user_prior(state)
+            shift += state[self.other_bias]
+        prec, mean = self._row_prior(state)
         user_terms(
-            indptr, items, ratings, X, shift, float(state["tau"]), prec, mean, self.P, self.G
+            indptr, partners, ratings, X, shift, float(state["tau"]), prec, mean, self.P, self.G
         )
-        Y = np.ascontiguousarray(state["Y"]).copy()
+        Y = np.ascontiguousarray(state[self.factors]).copy()
         z = rng.standard_normal(Y.shape)
         sets = self.sets
         sweep_implicit(
             sets.item_indptr, sets.item_users, sets.scale, self.P, self.G, Y,
-            1.0 / state["Y_sd"] ** 2, z,
+            1.0 / state[self.scales] ** 2, z,
         )
-        state["Y"] = Y
-        state["Y_sd"] = np.array(
+        state[self.factors] = Y
+        state[self.scales] = np.array(
             [draw_halfnormal_scale(Y.shape[0], float(Y[:, k] @ Y[:, k]), self.scale_sd, rng)
              for k in range(D)]
         )
-        state["offset_U"] = implicit_offsets(sets, Y)
+        state[self.offset] = implicit_offsets(sets, Y)
+
+    def step_given_rows(self, state, rng):
+        """Draw the implicit factors given the effective rows ``W = rows + offset`` (held
+        fixed: the rows move with the offsets), then their scales; set the offsets.
+
+        In the coordinates ``(W, Y)`` (unit Jacobian from ``(U, Y)``) the ratings depend on
+        ``W`` only, and ``Y`` enters through the rows' prior ``W_u - o_u ~ N(m_u, P0^{-1})``:
+        each ``Y_j``'s conditional is Gaussian with a precision that shares ``P0``
+        (:func:`bpmf.kernels.implicit.sweep_implicit_given_rows`)."""
+        D = self.dim
+        prec, mean = self._row_prior(state)
+        offset = state[self.offset]
+        residuals = np.ascontiguousarray(state[self.rows] + offset - mean[:, :D])
+        # the prior means of row_prior include the offsets: residuals = rows - base mean
+        bias_res = (state[self.bias] - mean[:, D]) if self.biases else np.empty(0)
+        Y = np.ascontiguousarray(state[self.factors]).copy()
+        z = rng.standard_normal(Y.shape)
+        sets = self.sets
+        sweep_implicit_given_rows(
+            sets.item_indptr, sets.item_users, sets.scale, residuals,
+            np.ascontiguousarray(bias_res), np.ascontiguousarray(prec), Y,
+            1.0 / state[self.scales] ** 2, z,
+        )
+        state[self.factors] = Y
+        state[self.scales] = np.array(
+            [draw_halfnormal_scale(Y.shape[0], float(Y[:, k] @ Y[:, k]), self.scale_sd, rng)
+             for k in range(D)]
+        )
+        new_offset = implicit_offsets(sets, Y)
+        state[self.rows] = state[self.rows] + offset - new_offset
+        state[self.offset] = new_offset
+
+    def translate(self, state, rng):
+        """A common shift of the implicit factors, ``Y_j + e``, with the rows taking it off
+        again (``U_u - sqrt(n_u) e``, ``n_u = |N(u)|``): the effective rows and so the
+        likelihood are unchanged; ``e`` is drawn from its Gaussian conditional under the
+        priors of ``Y`` and of the rows."""
+        D = self.dim
+        prec, mean = self._row_prior(state)
+        rows = state[self.rows]
+        offset = state[self.offset]
+        residual = np.zeros((rows.shape[0], prec.shape[0]))
+        residual[:, :D] = rows + offset - mean[:, :D]
+        if self.biases:
+            residual[:, D] = state[self.bias] - mean[:, D]
+        counts = np.diff(self.sets.user_indptr).astype(float)
+        root = np.sqrt(counts)  # |N(u)| s_u
+        Y = state[self.factors]
+        inv = 1.0 / state[self.scales] ** 2
+        precision = np.diag(Y.shape[0] * inv) + counts.sum() * prec[:D, :D]
+        linear = -Y.sum(axis=0) * inv + (root @ residual @ prec.T)[:D]
+        L = np.linalg.cholesky(precision)
+        e = np.linalg.solve(L.T, np.linalg.solve(L, linear) + rng.standard_normal(D))
+        state[self.factors] = Y + e
+        shift = np.outer(root, e)
+        state[self.offset] = offset + shift
+        state[self.rows] = rows - shift
 
     def rescale_terms(self, state):
-        """``(a, c)`` that the rescaling move adds to each factor's log density of ``t = log g``:
-        ``-a e^{2t} + c t`` (``s_{Y,k}``'s prior and its Jacobian)."""
-        return 0.5 * state["Y_sd"] ** 2 / self.scale_sd**2, np.ones(self.dim)
+        """``(a, c)`` that the rescaling move adds to each factor's log density of ``t``, the
+        log of the factor by which this side's rows scale: ``-a e^{2t} + c t`` (the scales'
+        prior and their Jacobian)."""
+        return 0.5 * state[self.scales] ** 2 / self.scale_sd**2, np.ones(self.dim)
 
     def rescale(self, state, g):
-        """Scale ``Y``, ``s_Y`` and the offsets with ``U`` by the move's factors ``g``."""
-        state["Y"] = state["Y"] * g
-        state["Y_sd"] = state["Y_sd"] * g
-        state["offset_U"] = state["offset_U"] * g
+        """Scale the implicit factors, their scales and the offsets with the side's rows by
+        ``g`` (the rows' own factor: ``g`` for ``U``, ``1 / g`` for ``V``)."""
+        for key in (self.factors, self.scales, self.offset):
+            state[key] = state[key] * g

@@ -180,3 +180,66 @@ def sweep_implicit(indptr, users, scale, P, G, Y, prior_precision, z):
             for b in range(D):
                 acc += P[u, a, b] * moved[u, b]
             G[u, a] -= acc
+
+
+@njit(cache=True, nogil=True, fastmath=_FASTMATH)
+def sweep_implicit_given_rows(indptr, users, scale, residuals, bias_residuals, prior_prec, Y,
+                              prior_precision, z):
+    """Draw every ``Y_j`` in turn given the effective rows ``W_u = U_u + o_u`` (held fixed):
+    with ``r_u = W_u - o_u - m_u`` (``residuals``, the rows about their prior means) and the
+    rows' prior ``r_u ~ N(0, P0^{-1})``, ``Y_j``'s conditional has precision
+    ``diag(1 / s_Y^2) + c_j [P0]_{DD}``, ``c_j = sum_u s_u^2``, and linear term
+    ``[P0 sum_u s_u (r_u + s_u Y_j, e_u)]_D`` over the users ``u`` with ``j in N(u)``
+    (``e_u`` the bias residual, the prior's last coordinate; absent without biases).
+
+    Parameters
+    ----------
+    indptr, users, scale : as :func:`sweep_implicit`.
+    residuals : (n_users, D) ``r_u``, updated in place (``r_u -= s_u (Y_j^new - Y_j^old)``).
+    bias_residuals : (n_users,) ``e_u`` (length 0 without biases).
+    prior_prec : (dim, dim) ``P0``, ``dim = D`` or ``D + 1``.
+    Y : (n_items, D) updated in place; prior_precision : (D,); z : (n_items, D) normals.
+    """
+    n_items = indptr.shape[0] - 1
+    D = Y.shape[1]
+    dim = prior_prec.shape[0]
+    Q = np.empty((D, D))
+    L = np.empty((D, D))
+    acc = np.empty(dim)
+    h = np.empty(D)
+    v = np.empty(D)
+    t = np.empty(D)
+    m = np.empty(D)
+    for j in range(n_items):
+        for a in range(dim):
+            acc[a] = 0.0
+        c = 0.0
+        for n in range(indptr[j], indptr[j + 1]):
+            u = users[n]
+            s = scale[u]
+            c += s * s
+            for a in range(D):
+                acc[a] += s * (residuals[u, a] + s * Y[j, a])
+            if dim > D:
+                acc[D] += s * bias_residuals[u]
+        for a in range(D):
+            s = 0.0
+            for b in range(dim):
+                s += prior_prec[a, b] * acc[b]
+            h[a] = s
+            for b in range(D):
+                Q[a, b] = c * prior_prec[a, b]
+            Q[a, a] += prior_precision[a]
+        cholesky_into(Q, L)
+        solve_lower_into(L, h, v)
+        for a in range(D):
+            t[a] = v[a] + z[j, a]
+        solve_lower_transposed_into(L, t, m)
+        for a in range(D):
+            t[a] = m[a] - Y[j, a]
+            Y[j, a] = m[a]
+        for n in range(indptr[j], indptr[j + 1]):
+            u = users[n]
+            s = scale[u]
+            for a in range(D):
+                residuals[u, a] -= s * t[a]

@@ -61,6 +61,10 @@ POSTERIOR_DIMS = {
     "Y": ("item", "factor"),
     "Y_sd": ("factor",),
     "offset_U": ("user", "factor"),
+    # and the items' (implicit="item" or "both"): V + offset_V
+    "Z": ("user", "factor"),
+    "Z_sd": ("factor",),
+    "offset_V": ("item", "factor"),
 }
 
 # Pairs per block when averaging over draws: bounds memory at about draws x block floats.
@@ -208,9 +212,11 @@ def observed_dataset(train):
 
 # ---------------------------------------------------------------------- the model base class
 def _effective_draws(post):
-    """The draws ``post`` with implicit feedback's effective user vectors ``U + offset_U``
-    as ``U`` (``post`` itself without implicit feedback)."""
-    return post if "offset_U" not in post else {**post, "U": post["U"] + post["offset_U"]}
+    """The draws ``post`` with implicit feedback's effective vectors ``U + offset_U`` as
+    ``U`` and ``V + offset_V`` as ``V`` (``post`` itself without implicit feedback)."""
+    effective = {side: post[side] + post[f"offset_{side}"] for side in ("U", "V")
+                 if f"offset_{side}" in post}
+    return {**post, **effective} if effective else post
 
 
 def _linear_terms(post):
@@ -777,7 +783,7 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 "item_bias_factor_cov for a model with correlated_biases=True, which this "
                 "model (fitted by an earlier version of bpmf) lacks; refit it."
             )
-        if "offset_U" in post:
+        if "offset_U" in post or "offset_V" in post:
             raise ValueError(
                 "fold_in does not support implicit feedback (a new row changes the users' "
                 "implicit offsets); refit with the new ratings instead."

@@ -1,6 +1,6 @@
 """Implicit feedback (Bayesian SVD++) steps: the sets N(u), the offsets, the conditional of the
-implicit factors with the user rows integrated out (closed form and draws), and the tilted
-rescaling density."""
+implicit factors with the user rows integrated out and given the effective rows (closed form
+and draws), the common shift, the items' side, and the tilted rescaling density."""
 
 import arviz as az
 import numpy as np
@@ -8,8 +8,8 @@ import pytest
 import xarray as xr
 from scipy import integrate
 
-from bpmf.inference.implicit import implicit_offsets, implicit_sets
-from bpmf.kernels.implicit import sweep_implicit, user_terms
+from bpmf.inference.implicit import ImplicitStep, implicit_offsets, implicit_sets
+from bpmf.kernels.implicit import sweep_implicit, sweep_implicit_given_rows, user_terms
 from bpmf.kernels.rows import csr_pair
 from bpmf.kernels.slice import slice_log_scales
 
@@ -129,6 +129,141 @@ def test_sweeps_draw_from_the_closed_form_conditional():
         estimate = series.mean(0)
         z = (estimate - truth) / _mcse(series)
         assert np.abs(z).max() < 4.0, np.abs(z).max()
+
+
+def _given_rows_problem(seed=3, n_users=7, n_items=5):
+    """Fixed effective rows ``W`` and biases; the dense Gaussian of ``vec(Y)`` given them:
+    ``(W_u - m_u - B_u vec(Y), e_u) ~ N(0, P0^-1)`` per user, ``Y ~ N(0, diag(1 / y_prec))``."""
+    rng = np.random.default_rng(seed)
+    dim = D + 1
+    users = rng.integers(0, n_users, 20)
+    items = rng.integers(0, n_items, 20)
+    sets = implicit_sets(users, items, n_users, n_items)
+    root = rng.standard_normal((dim, dim))
+    prior_prec = root @ root.T + dim * np.eye(dim)
+    W = rng.standard_normal((n_users, D))
+    base_mean = 0.4 * rng.standard_normal((n_users, D))
+    bias_res = 0.5 * rng.standard_normal(n_users)
+    y_prec = np.array([1.5, 0.6])
+    Q = np.diag(np.tile(y_prec, n_items))
+    h = np.zeros(n_items * D)
+    for u in range(n_users):
+        B = np.zeros((D, n_items * D))
+        for j in sets.user_items[sets.user_indptr[u] : sets.user_indptr[u + 1]]:
+            B[:, j * D : (j + 1) * D] = sets.scale[u] * np.eye(D)
+        a = np.append(W[u] - base_mean[u], bias_res[u])
+        Q += B.T @ prior_prec[:D, :D] @ B
+        h += B.T @ (prior_prec @ a)[:D]
+    problem = dict(sets=sets, prior_prec=prior_prec, W=W, base_mean=base_mean,
+                   bias_res=bias_res, y_prec=y_prec)
+    return problem, np.linalg.solve(Q, h), np.linalg.inv(Q)
+
+
+def _sweep_given_rows(p, Y, z):
+    s = p["sets"]
+    residuals = p["W"] - p["base_mean"] - implicit_offsets(s, Y)
+    sweep_implicit_given_rows(s.item_indptr, s.item_users, s.scale, residuals, p["bias_res"],
+                              p["prior_prec"], Y, p["y_prec"], z)
+    # the kernel kept the residuals those of the new Y
+    np.testing.assert_allclose(residuals, p["W"] - p["base_mean"] - implicit_offsets(s, Y),
+                               atol=1e-12)
+
+
+def test_given_rows_noise_free_sweeps_reach_the_closed_form_mean():
+    p, mean, _ = _given_rows_problem()
+    Y = np.random.default_rng(4).standard_normal((5, D))
+    for _ in range(400):
+        _sweep_given_rows(p, Y, np.zeros_like(Y))
+    np.testing.assert_allclose(Y.ravel(), mean, rtol=1e-8, atol=1e-10)
+
+
+def test_given_rows_sweeps_draw_from_the_closed_form_conditional():
+    """First and second moments of the draws against the dense Gaussian, |z| < 4 (ArviZ MCSE)."""
+    p, mean, cov = _given_rows_problem(seed=8)
+    rng = np.random.default_rng(9)
+    Y = np.zeros((5, D))
+    draws = np.empty((4000, 5 * D))
+    for t in range(len(draws)):
+        _sweep_given_rows(p, Y, rng.standard_normal(Y.shape))
+        draws[t] = Y.ravel()
+    k = np.triu_indices(5 * D)
+    second = np.einsum("ta,tb->tab", draws - mean, draws - mean)[:, k[0], k[1]]
+    for series, truth in ((draws, mean), (second, cov[k])):
+        z = (series.mean(0) - truth) / _mcse(series)
+        assert np.abs(z).max() < 4.0, np.abs(z).max()
+
+
+def _state(rng, n_users, n_items, dim=D + 1):
+    root = rng.standard_normal((dim, dim))
+    return {
+        "U": rng.standard_normal((n_users, D)), "V": rng.standard_normal((n_items, D)),
+        "user_bias": rng.standard_normal(n_users), "item_bias": rng.standard_normal(n_items),
+        "row_precision_U": root @ root.T + dim * np.eye(dim),
+        "row_precision_V": root.T @ root + dim * np.eye(dim),
+        "Lambda_U": np.eye(D), "Lambda_V": np.eye(D),
+        "mu_U": np.zeros(D), "mu_V": np.zeros(D), "mu": 3.0, "tau": 2.0,
+    }
+
+
+@pytest.mark.parametrize("side", ["U", "V"])
+def test_given_rows_step_and_shift_keep_the_effective_rows(side):
+    """The likelihood sees only ``rows + offset``: the step and the common shift move the
+    implicit factors and the rows together and leave it; the offsets match the factors."""
+    rng = np.random.default_rng(11)
+    users, items = rng.integers(0, 9, 40), rng.integers(0, 6, 40)
+    codes = (users, items, 9, 6) if side == "U" else (items, users, 6, 9)
+    sets = implicit_sets(*codes)
+    state = _state(rng, 9, 6)
+    step = ImplicitStep(sets, D, 1.0, True, side)
+    step.start(state, rng)
+    step.step(state, None, rng)  # the rows method reads no ratings
+    for _ in range(3):
+        effective = state[side] + state[f"offset_{side}"]
+        step.step(state, None, rng)
+        np.testing.assert_allclose(state[side] + state[f"offset_{side}"], effective, atol=1e-12)
+        factors = state["Y" if side == "U" else "Z"]
+        np.testing.assert_allclose(state[f"offset_{side}"], implicit_offsets(sets, factors),
+                                   atol=1e-12)
+
+
+def test_common_shift_draws_its_gaussian_conditional():
+    """The shift ``e`` of :meth:`ImplicitStep.translate` against its closed form: the log
+    density of the priors along ``Y + e``, ``U - sqrt(n) e`` is quadratic in ``e``; the mean
+    of many draws from one state matches its maximiser (|z| < 4)."""
+    rng = np.random.default_rng(12)
+    users, items = rng.integers(0, 9, 40), rng.integers(0, 6, 40)
+    sets = implicit_sets(users, items, 9, 6)
+    state = _state(rng, 9, 6)
+    step = ImplicitStep(sets, D, 1.0, True, "U")
+    step.start(state, rng)
+    state["Y"] = rng.standard_normal((6, D))
+    state["Y_sd"] = np.array([0.8, 1.3])
+    state["offset_U"] = implicit_offsets(sets, state["Y"])
+    root = np.sqrt(np.diff(sets.user_indptr))
+
+    def log_density(e):
+        Y = state["Y"] + e
+        r = np.column_stack([state["U"] - np.outer(root, e), state["user_bias"]])
+        prior = -0.5 * np.einsum("ua,ab,ub->", r, state["row_precision_U"], r)
+        return prior - 0.5 * np.sum(Y**2 / state["Y_sd"] ** 2)
+
+    # the quadratic's maximiser from its Hessian and gradient at 0 (finite differences)
+    eps = 1e-4
+    basis = np.eye(D) * eps
+    grad = np.array([(log_density(b) - log_density(-b)) / (2 * eps) for b in basis])
+    hess = np.array([[(log_density(a + b) - log_density(a - b) - log_density(b - a)
+                       + log_density(-a - b)) / (4 * eps**2) for b in basis] for a in basis])
+    mode = np.linalg.solve(-hess, grad)
+    shifts = np.empty((3000, D))
+    for t in range(len(shifts)):
+        trial = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+        step.translate(trial, rng)
+        shifts[t] = trial["Y"][0] - state["Y"][0]
+        np.testing.assert_allclose(trial["U"] + trial["offset_U"],
+                                   state["U"] + state["offset_U"], atol=1e-12)
+    z = (shifts.mean(0) - mode) / (shifts.std(0) / np.sqrt(len(shifts)))
+    assert np.abs(z).max() < 4.0, z
+    np.testing.assert_allclose(np.cov(shifts.T), np.linalg.inv(-hess), rtol=0.1)
 
 
 @pytest.mark.parametrize("c", [1.0, 7.0])
