@@ -60,6 +60,7 @@ from bpmf.inference.hyperpriors import (
     CorrelatedLKJHyperpriors,
     LKJHyperpriors,
     WishartHyperpriors,
+    settle_scipy_imports,
 )
 from bpmf.inference.implicit import IMPLICIT_KEYS, IMPLICIT_METHODS, ImplicitSets, ImplicitStep
 from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
@@ -808,6 +809,8 @@ def sample_gibbs(
                     links.record(out, chain, draw, state)
 
     workers = max(1, min(chains, int(cores) if cores else chains))
+    if workers > 1:
+        settle_scipy_imports()
     # chains in threads take turns in the Python parts of their sweeps (``released``)
     phase_lock = threading.Lock() if workers > 1 else None
     # the parallel kernel is loaded (and numba's thread pool started, which a process must

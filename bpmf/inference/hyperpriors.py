@@ -47,6 +47,7 @@ __all__ = [
     "draw_halfnormal_scale",
     "draw_halfnormal_scales",
     "sample_normal_wishart",
+    "settle_scipy_imports",
 ]
 
 _MAX_REJECTIONS = 50
@@ -62,6 +63,15 @@ WISHART_DEFAULTS = {
     "bias_precision_shape": 1.0,
     "bias_precision_rate": 0.1,
 }
+
+
+def settle_scipy_imports():
+    """Run SciPy's generalised inverse Gaussian sampler once in the calling thread, before
+    chains start in threads. SciPy's array-API helpers look up ``jax`` in ``sys.modules``,
+    and ArviZ registers it there as a lazily loaded module, which the first lookup imports:
+    two chains doing that at once could see it half-imported (an AttributeError that ended
+    the fit). Done here, the import happens once, in one thread."""
+    stats.geninvgauss.rvs(1.0, 1.0, random_state=np.random.default_rng(0))
 
 
 def draw_halfnormal_scale(n, sum_squares, prior_sd, rng):
