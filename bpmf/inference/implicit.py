@@ -30,11 +30,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 
 from bpmf.inference.hyperpriors import draw_halfnormal_scale
 from bpmf.inference.rows import row_prior
-from bpmf.kernels.implicit import sweep_implicit, sweep_implicit_given_rows, user_terms
+from bpmf.kernels.implicit import (
+    offsets_into,
+    sweep_implicit,
+    sweep_implicit_given_rows,
+    user_terms,
+)
 
 __all__ = [
     "IMPLICIT_KEYS",
@@ -105,11 +109,10 @@ def implicit_sets(user_codes, item_codes, n_users, n_items, extra=None):
 
 def implicit_offsets(sets, Y):
     """``o_u = s_u sum_{j in N(u)} Y_j`` for every user, shape ``(n_users, D)``."""
-    weights = np.repeat(sets.scale, np.diff(sets.user_indptr))
-    matrix = sparse.csr_matrix(
-        (weights, sets.user_items, sets.user_indptr), shape=(sets.n_users, sets.n_items)
-    )
-    return np.asarray(matrix @ Y)
+    Y = np.ascontiguousarray(Y, dtype=float)
+    out = np.empty((sets.n_users, Y.shape[1]))
+    offsets_into(sets.user_indptr, sets.user_items, sets.scale, Y, out)
+    return out
 
 
 #: the ways :class:`ImplicitStep` draws the implicit factors
