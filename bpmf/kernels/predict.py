@@ -9,13 +9,14 @@ rows at a time, which stay in the cache, and writes only the result; the posteri
 their work over threads (the loops release the GIL), which gives the same numbers.
 """
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
 
-__all__ = ["expected_means", "expected_ratings"]
+__all__ = ["expected_means", "expected_ratings", "mean_normal_cdf"]
 
 
 #: products (draws x pairs x factors) below which one thread computes everything
@@ -104,3 +105,29 @@ def _expected_into(U, V, mu, user_bias, item_bias, user_codes, item_codes, start
             for k in range(n_factors):
                 acc += U[s, u, k] * V[s, i, k]
             out[s, p] = acc
+
+
+def mean_normal_cdf(expected, cutpoints, threads=None):
+    """``out[p, j] = mean_s Phi(cutpoints[s, j] - expected[s, p])``, shape ``(pairs, K - 1)``:
+    the ordinal model's predictive CDF (:mod:`bpmf.models.ordinal_predictive`), in one pass
+    over the draws, the pairs split over threads for a large request."""
+    expected = np.ascontiguousarray(expected, dtype=float)
+    cutpoints = np.ascontiguousarray(cutpoints, dtype=float)
+    n_pairs = expected.shape[1]
+    out = np.zeros((n_pairs, cutpoints.shape[1]))
+    # one normal CDF costs about ten products
+    _split_over_threads(_normal_cdf_sums, (expected, cutpoints), n_pairs,
+                        10 * expected.size * cutpoints.shape[1], threads, out)
+    out /= max(expected.shape[0], 1)
+    return out
+
+
+_SQRT1_2 = 1.0 / math.sqrt(2.0)
+
+
+@njit(cache=True, nogil=True)
+def _normal_cdf_sums(expected, cutpoints, start, stop, out):
+    for s in range(expected.shape[0]):
+        for p in range(start, stop):
+            for j in range(cutpoints.shape[1]):
+                out[p, j] += 0.5 * math.erfc((expected[s, p] - cutpoints[s, j]) * _SQRT1_2)

@@ -16,9 +16,9 @@ expected rating is :math:`\text{low} + \sum_j (1 - F_j)`, and
 """
 
 import numpy as np
-from scipy import special
 
 from bpmf.kernels.ordinal import pointwise_loglik
+from bpmf.kernels.predict import mean_normal_cdf
 
 __all__ = [
     "categories_from_cutpoints",
@@ -41,12 +41,9 @@ def categories_from_cutpoints(coordinate):
 
 def mean_cdf(expected, cutpoints):
     """``F`` of the module docstring, shape ``(pairs, K - 1)``, from ``expected``
-    ``(draws, pairs)`` and ``cutpoints`` ``(draws, K - 1)``; one ``(draws, pairs)`` array in
-    memory at a time."""
-    return np.stack(
-        [special.ndtr(cutpoints[:, [j]] - expected).mean(0) for j in range(cutpoints.shape[1])],
-        axis=1,
-    )
+    ``(draws, pairs)`` and ``cutpoints`` ``(draws, K - 1)`` (a compiled pass over the draws,
+    the pairs split over threads)."""
+    return mean_normal_cdf(expected, cutpoints)
 
 
 def probabilities(cdf):

@@ -37,3 +37,18 @@ def test_expected_means_are_the_means_over_draws(monkeypatch, threads, biases):
     draws = predict.expected_ratings(U, V, mu, user_bias, item_bias, users, items, threads=1)
     means = predict.expected_means(U, V, mu, user_bias, item_bias, users, items, threads=threads)
     np.testing.assert_allclose(means, draws.mean(0), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_mean_normal_cdf_matches_scipy_on_any_number_of_threads(monkeypatch, threads):
+    from scipy import special
+
+    monkeypatch.setattr(predict, "THREADED_MIN_WORK", 1)  # split even a small request
+    rng = np.random.default_rng(4)
+    expected = rng.normal(3.0, 1.5, (40, 25))
+    cutpoints = np.sort(rng.normal(3.0, 1.0, (40, 4)), axis=1)
+    got = predict.mean_normal_cdf(expected, cutpoints, threads=threads)
+    want = np.stack([special.ndtr(cutpoints[:, [j]] - expected).mean(0) for j in range(4)],
+                    axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(got, predict.mean_normal_cdf(expected, cutpoints, threads=1))
