@@ -231,3 +231,19 @@ def test_both_sides_samplers_agree():
         other, other_mcse = summaries[1][name]
         z = (mean - other) / np.hypot(mcse, other_mcse)
         assert abs(z) < 4.0, (name, mean, other, z)
+
+
+def test_both_sides_save_load_and_refuse_fold_in(tmp_path):
+    frame, _ = simulate(0.5, n_users=40, n_items=30, density=0.3, seed=8)
+    model = BPMF(2, model_config={"implicit": "both"},
+                 sampler_config={"draws": 10, "tune": 5, "chains": 1}, random_state=0,
+                 progressbar=False).fit(frame)
+    path = tmp_path / "both.nc"
+    model.save(path)
+    loaded = BPMF.load(path)
+    assert loaded.model_config["implicit"] == "both"
+    assert loaded.idata_["posterior"]["offset_V"].dims == ("chain", "draw", "item", "factor")
+    np.testing.assert_array_equal(loaded.predict(frame.iloc[:30]), model.predict(frame.iloc[:30]))
+    new = pd.DataFrame({"user": ["new"], "item": [0], "rating": [3.0]})
+    with pytest.raises(ValueError, match="fold_in does not support implicit feedback"):
+        loaded.fold_in(new)
