@@ -166,8 +166,10 @@ class ImplicitStep:
         self.side = side
         (self.factors, self.scales, self.offset, self.rows, self.other, self.bias,
          self.other_bias) = IMPLICIT_KEYS[side]
-        self.P = np.empty((sets.n_users, self.dim, self.dim))
-        self.G = np.empty((sets.n_users, self.dim))
+        # the collapsed step's per-row terms (n_rows x D x D: allocated for it only)
+        if method == "collapsed":
+            self.P = np.empty((sets.n_users, self.dim, self.dim))
+            self.G = np.empty((sets.n_users, self.dim))
 
     def start(self, state, rng):
         """Implicit factors 0 and scales at their prior's scale (the first sweep draws the
@@ -215,12 +217,17 @@ class ImplicitStep:
             sets.item_indptr, sets.item_users, sets.scale, self.P, self.G, Y,
             1.0 / state[self.scales] ** 2, z,
         )
+        self._set_factors(state, Y, rng)
+        state[self.offset] = implicit_offsets(sets, Y)
+
+    def _set_factors(self, state, Y, rng):
+        """Store the new implicit factors and draw their scales given them (a half-normal
+        scale over the implicit factors' zero-mean Gaussians, per factor, exactly)."""
         state[self.factors] = Y
         state[self.scales] = np.array(
             [draw_halfnormal_scale(Y.shape[0], float(Y[:, k] @ Y[:, k]), self.scale_sd, rng)
-             for k in range(D)]
+             for k in range(self.dim)]
         )
-        state[self.offset] = implicit_offsets(sets, Y)
 
     def step_given_rows(self, state, rng):
         """Draw the implicit factors given the effective rows ``W = rows + offset`` (held
@@ -233,8 +240,9 @@ class ImplicitStep:
         D = self.dim
         prec, mean = self._row_prior(state)
         offset = state[self.offset]
+        # row_prior's means include the offsets: the residuals are the rows less their base
+        # prior means
         residuals = np.ascontiguousarray(state[self.rows] + offset - mean[:, :D])
-        # the prior means of row_prior include the offsets: residuals = rows - base mean
         bias_res = (state[self.bias] - mean[:, D]) if self.biases else np.empty(0)
         Y = np.ascontiguousarray(state[self.factors]).copy()
         z = rng.standard_normal(Y.shape)
@@ -244,11 +252,7 @@ class ImplicitStep:
             np.ascontiguousarray(bias_res), np.ascontiguousarray(prec), Y,
             1.0 / state[self.scales] ** 2, z,
         )
-        state[self.factors] = Y
-        state[self.scales] = np.array(
-            [draw_halfnormal_scale(Y.shape[0], float(Y[:, k] @ Y[:, k]), self.scale_sd, rng)
-             for k in range(D)]
-        )
+        self._set_factors(state, Y, rng)
         new_offset = implicit_offsets(sets, Y)
         state[self.rows] = state[self.rows] + offset - new_offset
         state[self.offset] = new_offset
