@@ -262,8 +262,9 @@ class BPMF(PosteriorModel):
         r_{ij} &\sim \mathcal N\Big(\mu + b_i + c_j + \big(U_i + |N(i)|^{-1/2}
         \textstyle\sum_{k \in N(i)} Y_k\big)^\top V_j, \sigma^2\Big).
 
-    The Gibbs sampler draws each :math:`Y_k` from its Gaussian conditional with the user
-    rows integrated out (:mod:`bpmf.inference.implicit`); ``posterior`` gets ``Y``,
+    The Gibbs sampler draws each :math:`Y_k` from its Gaussian conditional given the
+    effective user rows (or, with ``sampler_config["implicit_step"]="collapsed"``, with the
+    user rows integrated out; :mod:`bpmf.inference.implicit`); ``posterior`` gets ``Y``,
     ``Y_sd`` and ``offset_U`` (the sums :math:`|N(i)|^{-1/2} \sum_k Y_k`), and
     predictions use the effective user vectors ``U + offset_U``. ``implicit="item"`` (or
     ``"both"``) is the same with the roles swapped: each user has a factor :math:`Z_i`
