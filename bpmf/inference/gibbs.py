@@ -254,7 +254,7 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
         links.row_means(state)
     implicit = work.get("implicit", {})
     alpha = config.get("overrelax", 0.0)
-    if "U" in implicit:  # Y with the user rows integrated out, then its scales
+    if "U" in implicit:  # the users' implicit factors Y, then their scales
         with released(phase_lock):  # long compiled kernels
             implicit["U"].step(state, user_csr, rng)
     # after a draw of Y with the user rows integrated out ("collapsed"), the rows must be drawn
@@ -269,7 +269,7 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
     )
     if move_users:  # at the state the user rows were just drawn in
         _scale_biases(state, hyper, "user_bias", work["U"]["counts"], work["U"]["row_sums"], rng)
-    if "V" in implicit:  # the same for the items' offsets: Z, with the item rows integrated out
+    if "V" in implicit:  # the same for the items' offsets: Z and its scales
         with released(phase_lock):
             implicit["V"].step(state, item_csr, rng)
     sum_errors, sum_squares = sample_side(

@@ -200,6 +200,18 @@ class ImplicitStep:
         has its own mean)."""
         return row_prior(state, self.side, self.biases, self.sets.n_users)
 
+    def _residuals(self, state):
+        """The rows' prior precision ``P0`` and the rows about their base prior means,
+        ``(n_rows, dim)``: factors, then the bias (``row_prior``'s means include the
+        offsets, which the effective rows carry too)."""
+        D = self.dim
+        prec, mean = self._row_prior(state)
+        residual = np.zeros((self.sets.n_users, prec.shape[0]))
+        residual[:, :D] = state[self.rows] + state[self.offset] - mean[:, :D]
+        if self.biases:
+            residual[:, D] = state[self.bias] - mean[:, D]
+        return prec, residual
+
     def step(self, state, csr, rng):
         """One implicit-feedback step of the sweep, as ``method`` says (class docstring);
         ``csr``: the side-major CSR of the ratings (the users' for ``"U"``)."""
@@ -253,19 +265,16 @@ class ImplicitStep:
         each ``Y_j``'s conditional is Gaussian with a precision that shares ``P0``
         (:func:`bpmf.kernels.implicit.sweep_implicit_given_rows`)."""
         D = self.dim
-        prec, mean = self._row_prior(state)
+        prec, residual = self._residuals(state)
         offset = state[self.offset]
-        # row_prior's means include the offsets: the residuals are the rows less their base
-        # prior means
-        residuals = np.ascontiguousarray(state[self.rows] + offset - mean[:, :D])
-        bias_res = (state[self.bias] - mean[:, D]) if self.biases else np.empty(0)
+        bias_res = residual[:, D] if self.biases else np.empty(0)
         Y = np.ascontiguousarray(state[self.factors]).copy()
         z = rng.standard_normal(Y.shape)
         sets = self.sets
         sweep_implicit_given_rows(
-            sets.item_indptr, sets.item_users, sets.scale, residuals,
-            np.ascontiguousarray(bias_res), np.ascontiguousarray(prec), Y,
-            1.0 / state[self.scales] ** 2, z,
+            sets.item_indptr, sets.item_users, sets.scale,
+            np.ascontiguousarray(residual[:, :D]), np.ascontiguousarray(bias_res),
+            np.ascontiguousarray(prec), Y, 1.0 / state[self.scales] ** 2, z,
         )
         self._set_factors(state, Y, rng)
         new_offset = implicit_offsets(sets, Y)
@@ -278,13 +287,9 @@ class ImplicitStep:
         likelihood are unchanged; ``e`` is drawn from its Gaussian conditional under the
         priors of ``Y`` and of the rows."""
         D = self.dim
-        prec, mean = self._row_prior(state)
+        prec, residual = self._residuals(state)
         rows = state[self.rows]
         offset = state[self.offset]
-        residual = np.zeros((rows.shape[0], prec.shape[0]))
-        residual[:, :D] = rows + offset - mean[:, :D]
-        if self.biases:
-            residual[:, D] = state[self.bias] - mean[:, D]
         counts = np.diff(self.sets.user_indptr).astype(float)
         root = np.sqrt(counts)  # |N(u)| s_u
         Y = state[self.factors]

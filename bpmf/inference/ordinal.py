@@ -258,12 +258,10 @@ class OrdinalGibbs:
         (step 2); adapt the proposal during the first ``tune`` calls."""
         self._linear_predictor(state, biases)
         theta = _to_theta(state["cutpoints"])
-        if not self.n_cuts or (self.calls < self.tune
-                               and self.calls % WARMUP_CUTPOINT_EVERY == 0):
+        warmup = self.calls < self.tune
+        if not self.n_cuts or (warmup and self.calls % WARMUP_CUTPOINT_EVERY == 0):
             extended = self._adaptive_steps(theta, rng)
-        elif self.calls < self.tune:
-            extended = np.concatenate([[-np.inf], state["cutpoints"], [np.inf]])
-        elif (self.calls + 1 - self.tune) % CUTPOINT_EVERY == 0:
+        elif not warmup and (self.calls + 1 - self.tune) % CUTPOINT_EVERY == 0:
             extended = self._frozen_steps(theta, rng)
         else:  # a sweep without the cut-point step: the latents given the current ones
             extended = np.concatenate([[-np.inf], state["cutpoints"], [np.inf]])
