@@ -15,12 +15,18 @@ item); they are left out of both the fold-in and the refit, and test pairs with 
 are left out of the scores (their counts are printed). Prints the RMSEs, the fold-in's
 distance to the refit, its gain over the population level and the refit / fold-in time ratio.
 
+``--model-config`` passes a ``model_config`` to every fit, e.g. ``'{"user_features":
+"ml-100k"}'`` (side features: the population level is then the held-out users'
+feature-based prediction) or ``'{"implicit": true}'`` (implicit feedback on the users' side:
+a folded-in user's implicit set is its given items, as in the refit).
+
 Usage::
 
-    python bench/fold_in.py [--seeds 0,1,2] [--data-home DIR]
+    python bench/fold_in.py [--seeds 0,1,2] [--data-home DIR] [--model-config JSON]
 """
 
 import argparse
+import json
 import time
 import warnings
 
@@ -32,15 +38,17 @@ from bpmf.datasets import Ratings, load_movielens_folds
 from bpmf.models import BPMF
 
 
-def _fit(frame):
+def _fit(frame, model_config):
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = BPMF(random_state=0, progressbar=False).fit(Ratings.from_frame(frame, scale=(1, 5)))
+        model = BPMF(model_config=model_config, random_state=0, progressbar=False).fit(
+            Ratings.from_frame(frame, scale=(1, 5))
+        )
     return model, time.perf_counter() - start
 
 
-def run(seed, base, test):
+def run(seed, base, test, model_config=None):
     rng = np.random.default_rng(seed)
     users = np.unique(base["user"])
     held = rng.choice(users, int(round(0.1 * len(users))), replace=False)
@@ -57,7 +65,7 @@ def run(seed, base, test):
     n_skipped = int(test["user"].isin(held).sum() - len(scored))
     pairs, truth = scored[["user", "item"]], scored["rating"].to_numpy()
 
-    model, fit_s = _fit(rest)
+    model, fit_s = _fit(rest, model_config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the held-out users are unseen
         population = metrics.rmse(truth, model.predict(pairs))
@@ -65,7 +73,7 @@ def run(seed, base, test):
     folded = model.fold_in(given)
     fold_s = time.perf_counter() - start
     fold_rmse = metrics.rmse(truth, folded.predict(pairs))
-    refit, refit_s = _fit(pd.concat([rest, given], ignore_index=True))
+    refit, refit_s = _fit(pd.concat([rest, given], ignore_index=True), model_config)
     refit_rmse = metrics.rmse(truth, refit.predict(pairs))
     return {
         "seed": seed,
@@ -87,10 +95,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--data-home", default=None)
+    parser.add_argument("--model-config", default=None, help="JSON model_config of every fit")
     args = parser.parse_args(argv)
+    model_config = json.loads(args.model_config) if args.model_config else None
     split = load_movielens_folds("ml-100k", data_home=args.data_home, download=False)["u1"]
     base, test = split.train.to_frame(), split.test.to_frame()
-    rows = [run(int(seed), base, test) for seed in args.seeds.split(",")]
+    rows = [run(int(seed), base, test, model_config) for seed in args.seeds.split(",")]
     print(
         f"{'seed':>4}{'held':>6}{'given':>7}{'scored':>8}{'population':>12}{'fold-in':>9}"
         f"{'refit':>8}{'fold-refit':>12}{'pop-fold':>10}{'fold s':>8}{'refit s':>9}"

@@ -21,14 +21,22 @@ What this samples is :math:`p(\theta \mid R)\, p(x \mid \theta, R_\text{new})`: 
 posterior of the old parameters :math:`\theta` is kept as it is, not updated by the new
 ratings (which a refit would do, through :math:`p(R_\text{new} \mid \theta)`). With a few new
 rows against many fitted ones the difference is small; it is the usual fold-in.
+
+The prior mean may differ from row to row (``links``): with side features it is
+:math:`(\mu_U + B_U^\top x_u, \beta_U^\top x_u)` from each draw's link. With implicit feedback
+on the users' side (``offsets``), the ratings see :math:`U_u + o_u` with
+:math:`o_u = |N(u)|^{-1/2} \sum_{j \in N(u)} Y_j` over the new user's rated items; the
+effective row :math:`w = U_u + o_u` is drawn with its prior mean shifted by :math:`o_u`, as
+the sampler's row step does, and :math:`U_u = w - o_u` is returned.
 """
 
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from bpmf.inference.implicit import implicit_offsets, implicit_sets
 from bpmf.kernels.rows import csr_pair, sample_rows
 
-__all__ = ["fold_in_rows"]
+__all__ = ["fold_in_rows", "new_implicit_offsets"]
 
 _SIDES = {
     "U": ("V", "user_bias", "item_bias"),
@@ -80,7 +88,7 @@ def _draw_per_sample(
                 X,
                 mu[s],
                 precision[s],
-                linear[s : s + 1],
+                linear[s],
                 tau[s],
                 no_z,
                 rows[s],
@@ -92,7 +100,8 @@ def _draw_per_sample(
             )
 
 
-def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
+def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng, links=(None, None),
+                 offsets=None):
     """Draw the rows of ``n_rows`` new users (``side="U"``) or items (``"V"``), per draw.
 
     Parameters
@@ -109,6 +118,13 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
     ratings : array of float, shape (n_ratings,)
     n_rows : int
     rng : numpy Generator
+    links : (ndarray or None, ndarray or None)
+        Per-row additions to the prior means: of the factors ``(samples, n_rows, n_factors)``
+        (added to ``mu_U``) and of the biases ``(samples, n_rows)`` (side features' link
+        means, :func:`bpmf.models._features.cold_start_links`).
+    offsets : ndarray or None, shape (samples, n_rows, n_factors)
+        Known offsets ``o`` that the ratings add to the new rows (implicit feedback); the
+        returned factors are ``w - o`` for the drawn effective rows ``w``.
 
     Returns
     -------
@@ -146,12 +162,23 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
         precision[:, :n_factors, :n_factors] = np.linalg.inv(factor_cov)
         if has_biases:
             precision[:, n_factors, n_factors] = 1.0 / np.asarray(draws[f"{bias}_sd"]) ** 2
-    offsets = (
+    partner_offsets = (
         np.asarray(draws[other_bias], dtype=np.float64)
         if has_biases
         else np.zeros((n_samples, n_partners))
     )
-    linear = np.einsum("sab,sb->sa", precision[:, :, :n_factors], means)
+    link_factors, link_biases = links
+    if link_factors is None and link_biases is None and offsets is None:
+        linear = np.einsum("sab,sb->sa", precision[:, :, :n_factors], means)[:, None, :]
+    else:  # one prior mean per row: (factors + offsets, bias)
+        row_means = np.zeros((n_samples, int(n_rows), dim))
+        row_means[:, :, :n_factors] = means[:, None, :]
+        for extra in (link_factors, offsets):
+            if extra is not None:
+                row_means[:, :, :n_factors] += extra
+        if link_biases is not None and has_biases:
+            row_means[:, :, n_factors] = link_biases
+        linear = np.einsum("sab,snb->sna", precision, row_means)
     keys = rng.integers(2**63, size=n_samples)
     rows = np.empty((n_samples, int(n_rows), dim))
     _draw_per_sample(
@@ -160,7 +187,7 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
         ratings_sorted,
         partners,
         used,
-        offsets,
+        partner_offsets,
         has_biases,
         np.asarray(draws["mu"], dtype=np.float64),
         1.0 / np.asarray(draws["sigma"], dtype=np.float64) ** 2,
@@ -171,4 +198,15 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng):
         min(n_samples, 4 * get_num_threads()),
     )
     factors = np.ascontiguousarray(rows[:, :, :n_factors])
+    if offsets is not None:
+        factors -= offsets
     return factors, (np.ascontiguousarray(rows[:, :, n_factors]) if has_biases else None)
+
+
+def new_implicit_offsets(draws, row_codes, item_codes, n_rows):
+    """The implicit offsets ``o_u = |N(u)|^-1/2 sum_{j in N(u)} Y_j`` of ``n_rows`` new users
+    per draw, ``(samples, n_rows, n_factors)``: ``N(u)`` holds the fitted items of the new
+    user's ratings (``row_codes``, ``item_codes``), ``Y`` the draws' implicit factors."""
+    Y = np.asarray(draws["Y"], dtype=np.float64)
+    sets = implicit_sets(row_codes, item_codes, int(n_rows), Y.shape[1])
+    return np.stack([implicit_offsets(sets, Y[s]) for s in range(len(Y))])

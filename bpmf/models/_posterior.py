@@ -33,7 +33,8 @@ from bpmf.datasets import Ratings, as_pairs, as_ratings
 from bpmf.inference.features import LINK_DIMS
 from bpmf.kernels.predict import expected_means, expected_ratings
 from bpmf.models import ordinal_predictive as ordinal
-from bpmf.models._features import cold_codes, cold_start_links
+from bpmf._exceptions import DataError
+from bpmf.models._features import FEATURE_KEYS, cold_codes, cold_start_links
 from bpmf.models._io import ModelIO
 from bpmf.models._io import coord_values as _coord_values
 from bpmf.models._io import ids_like as _ids_like
@@ -742,13 +743,22 @@ class PosteriorModel(ModelIO, RatingEstimator):
         new rows. ``predict``, ``predict_interval`` and ``recommend`` of the returned model
         treat the new users and items as known; the model it is called on is not changed.
 
+        With side features, a new row's prior mean is its link mean (``mu_U + B_U^T x``, and
+        ``beta_U^T x`` for the bias) from its row in the fitted feature table. With implicit
+        feedback on the users' side (``implicit=True`` or ``"user"``), a new user's implicit
+        set is the fitted items of its new ratings; the offset ``|N(u)|^-1/2 sum Y_j`` of
+        each draw is appended to ``offset_U`` and the effective row ``U_u + o_u`` is drawn.
+        Models with implicit feedback take new users only, and none on the items' side.
+
         Parameters
         ----------
         new_ratings : Ratings or DataFrame with columns ``user``, ``item``, ``rating``
             Each rating pairs a new user with a fitted item, or a fitted user with a new
             item. Ratings between a fitted user and a fitted item (they would change the
             fitted rows: refit instead) or between a new user and a new item (neither side
-            is known given a draw) raise ``ValueError``.
+            is known given a draw) raise ``ValueError``, as does a new id without a row in
+            the fitted feature table of a model with side features (unless it was fitted with
+            ``missing_features="zero"``).
         random_state : int or numpy Generator, default 0
             Seeds the draws of the new rows.
 
@@ -759,19 +769,13 @@ class PosteriorModel(ModelIO, RatingEstimator):
         the pointwise ``log_likelihood`` and ``posterior_predictive`` groups of the training
         pairs, if any, are left out.
         """
-        from bpmf.inference.fold_in import fold_in_rows
+        from bpmf.inference.fold_in import fold_in_rows, new_implicit_offsets
 
         self._check_is_fitted()
         if self._ordinal_categories() is not None:
             raise ValueError("fold_in draws Gaussian conditionals and does not support an "
                              "ordinal model (likelihood='ordinal'); refit with the new ratings.")
         post = self._draws()
-        if getattr(self, "features_", None):
-            raise ValueError(
-                "fold_in does not support models with side features (user_features, "
-                "item_features): refit with the new ratings, or predict new ids with a "
-                "feature row from their features."
-            )
         # the draws say which bias prior a fit had (every fit with correlated biases records
         # user_bias_factor_cov); only a model that asked for them by name and lacks them
         # (fitted by an earlier development version) is refused. A file from before the
@@ -783,10 +787,11 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 "item_bias_factor_cov for a model with correlated_biases=True, which this "
                 "model (fitted by an earlier version of bpmf) lacks; refit it."
             )
-        if "offset_U" in post or "offset_V" in post:
+        if "offset_V" in post:
             raise ValueError(
-                "fold_in does not support implicit feedback (a new row changes the users' "
-                "implicit offsets); refit with the new ratings instead."
+                "fold_in does not support implicit feedback on the items' side "
+                "(implicit='item' or 'both': a new user changes the items' implicit offsets); "
+                "refit with the new ratings instead."
             )
         needed = [n for n in ("U", "V", "Sigma_U", "Sigma_V") if n not in post]
         if needed:
@@ -809,6 +814,12 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 f"user {users[known][0]!r}, item {items[known][0]!r}); fold-in adds new users "
                 "and items only, so refit to use them."
             )
+        if "offset_U" in post and (item_codes < 0).any():
+            raise ValueError(
+                "fold_in adds new users only to a model with implicit feedback (a new item "
+                f"such as {items[item_codes < 0].tolist()[0]!r} changes the implicit offsets of the "
+                "users who rate it); refit with the new ratings instead."
+            )
         both_new = (user_codes < 0) & (item_codes < 0)
         if both_new.any():
             raise ValueError(
@@ -830,8 +841,14 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 continue
             ids = users[rows] if dim == "user" else items[rows]
             new_codes, new_ids = pd.factorize(ids)
+            offsets = None
+            if f"offset_{side}" in post:  # implicit feedback on the users' side
+                offsets = new_implicit_offsets(post, new_codes, partner_codes[rows],
+                                               len(new_ids))
+                appended[f"offset_{side}"] = offsets
             factors, biases = fold_in_rows(
-                post, side, new_codes, partner_codes[rows], values[rows], len(new_ids), rng
+                post, side, new_codes, partner_codes[rows], values[rows], len(new_ids), rng,
+                links=self._fold_in_links(post, dim, new_ids), offsets=offsets,
             )
             indexes[dim] = (
                 self.user_index_.append(pd.Index(new_ids))
@@ -886,6 +903,27 @@ class PosteriorModel(ModelIO, RatingEstimator):
         folded.idata_ = tree
         folded.user_index_, folded.item_index_ = indexes["user"], indexes["item"]
         return folded
+
+    def _fold_in_links(self, post, dim, new_ids):
+        """The side features' link means of new rows per draw (``(None, None)`` without
+        features on ``dim``); a new id needs a row in the fitted feature table, unless the
+        model was fitted with ``missing_features="zero"``."""
+        features = getattr(self, "features_", None)
+        if not features or dim not in features:
+            return None, None
+        codes = cold_codes(features, dim, np.asarray(new_ids, dtype=object),
+                           np.full(len(new_ids), -1, dtype=np.int64))
+        absent = codes == -1
+        config = getattr(self, "model_config", None) or {}
+        if absent.any() and config.get("missing_features", "raise") != "zero":
+            examples = ", ".join(repr(v) for v in np.asarray(new_ids, dtype=object)[absent][:3])
+            raise DataError(
+                f"fold_in: the {dim} feature table has no row for {int(absent.sum())} new "
+                f"{dim} id(s) (e.g. {examples}); refit with their rows in "
+                f"model_config[{FEATURE_KEYS[dim]!r}], or fit with "
+                "model_config['missing_features']='zero'."
+            )
+        return cold_start_links(features, post, dim, codes)
 
     def _seen_items(self, user_code):
         observed = self.idata_["observed_data"].ds

@@ -12,6 +12,7 @@ import xarray as xr
 from bpmf import DataError
 from bpmf.datasets import FeatureEncoder, Ratings
 from bpmf.models import BPMF
+from fold_in_check import assert_standard_normal, block_precision, standardised_rows
 
 GIBBS = {"draws": 60, "tune": 40, "chains": 2}
 
@@ -133,13 +134,44 @@ def test_bad_feature_settings_are_refused(data, config, error, match):
         BPMF(2, model_config=config, sampler_config=GIBBS, progressbar=False).fit(train)
 
 
-def test_correlated_biases_and_fold_in_are_refused(fitted, data):
+def test_correlated_biases_are_refused(data):
     train, user_table, _ = data
     with pytest.raises(ValueError, match="correlated_biases"):
         BPMF(2, model_config={"user_features": user_table, "correlated_biases": True}).fit(train)
-    new = pd.DataFrame({"user": ["zz"], "item": [0], "rating": [3.0]})
-    with pytest.raises(ValueError, match="side features"):
-        fitted.fold_in(new)
+
+
+def test_fold_in_draws_a_new_user_around_its_link_mean(fitted):
+    """A folded-in user with a feature row has, per draw, the exact conditional whose prior
+    mean is its link mean ``(mu_U + B_U^T x, beta_U^T x)``; an id without a row is refused."""
+    items = np.arange(6)
+    targets = np.array([3.0, 4.5, 2.0, 5.0, 3.5, 1.5])
+    new = pd.DataFrame({"user": "newbie", "item": items, "rating": targets})
+    folded = fitted.fold_in(new)
+    flat = {name: values.reshape(-1, *values.shape[2:]) for name, values in (
+        (n, fitted.idata_["posterior"][n].values)
+        for n in ("mu", "sigma", "mu_U", "B_U", "user_bias_link", "Sigma_U", "user_bias_sd",
+                  "V", "item_bias"))}
+    state = fitted.features_["user"]
+    x = state["matrix"][state["ids"].get_loc("newbie")]
+    prior_mean = np.column_stack([flat["mu_U"] + np.einsum("f,sfk->sk", x, flat["B_U"]),
+                                  flat["user_bias_link"] @ x])
+    code = folded.user_index_.get_loc("newbie")
+    rows = np.column_stack([folded.idata_["posterior"][name].values.reshape(
+        len(prior_mean), *folded.idata_["posterior"][name].shape[2:])[:, code]
+        for name in ("U", "user_bias")])
+    z = standardised_rows(rows, prior_mean,
+                          block_precision(flat["Sigma_U"], flat["user_bias_sd"]),
+                          flat["V"][:, items], flat["item_bias"][:, items], targets,
+                          flat["mu"], flat["sigma"])
+    assert_standard_normal(z, cov_atol=5 * np.sqrt(2 / len(z)))
+    # with the prior mean set to mu_U alone (no link), the same rows are off
+    off = standardised_rows(rows, np.zeros_like(prior_mean),
+                            block_precision(flat["Sigma_U"], flat["user_bias_sd"]),
+                            flat["V"][:, items], flat["item_bias"][:, items], targets,
+                            flat["mu"], flat["sigma"])
+    assert np.abs(off.mean(0)).max() > 8 / np.sqrt(len(z))
+    with pytest.raises(DataError, match="no row for 1 new user"):
+        fitted.fold_in(pd.DataFrame({"user": ["zz"], "item": [0], "rating": [3.0]}))
 
 
 def test_save_load_round_trip_keeps_the_tables_and_the_cold_start(fitted, data, tmp_path):

@@ -5,6 +5,7 @@ reproducibility and the errors of unsupported combinations."""
 import numpy as np
 import pandas as pd
 import pytest
+from fold_in_check import assert_standard_normal, block_precision, standardised_rows
 
 from bpmf.inference.implicit import implicit_offsets, implicit_sets
 from bpmf.models import BPMF
@@ -147,11 +148,35 @@ def test_unsupported_settings_fail_with_one_line(config, kwargs, message):
     assert "\n" not in str(error.value)
 
 
-def test_fold_in_is_refused(with_implicit):
+def test_fold_in_draws_a_new_users_effective_row_given_its_implicit_set(with_implicit):
+    """A folded-in user's offset is ``|N(u)|^-1/2 sum Y_j`` over its new ratings' items in
+    each draw, and its effective row ``U_u + o_u`` (with the bias) has the exact conditional
+    whose prior mean is ``(o_u, 0)``; new items are refused."""
     _, _, model = with_implicit
-    new = pd.DataFrame({"user": ["new"], "item": [0], "rating": [3.0]})
-    with pytest.raises(ValueError, match="fold_in does not support implicit feedback"):
-        model.fold_in(new)
+    items = np.array([0, 3, 5, 8, 13, 21, 34, 55])
+    targets = np.linspace(1.5, 4.5, len(items))
+    folded = model.fold_in(pd.DataFrame({"user": 10_000, "item": items, "rating": targets}))
+    post, new = model.idata_["posterior"], folded.idata_["posterior"]
+    flat = {n: post[n].values.reshape(-1, *post[n].shape[2:])
+            for n in ("mu", "sigma", "Y", "Sigma_U", "user_bias_sd", "V", "item_bias")}
+    code = folded.user_index_.get_loc(10_000)
+    offset = new["offset_U"].values.reshape(len(flat["mu"]), -1, 2)[:, code]
+    np.testing.assert_allclose(offset, flat["Y"][:, items].sum(1) / np.sqrt(len(items)))
+    U = new["U"].values.reshape(len(flat["mu"]), -1, 2)[:, code]
+    bias = new["user_bias"].values.reshape(len(flat["mu"]), -1)[:, code]
+    z = standardised_rows(np.column_stack([U + offset, bias]),
+                          np.column_stack([offset, np.zeros(len(offset))]),
+                          block_precision(flat["Sigma_U"], flat["user_bias_sd"]),
+                          flat["V"][:, items], flat["item_bias"][:, items], targets,
+                          flat["mu"], flat["sigma"])
+    assert_standard_normal(z, cov_atol=5 * np.sqrt(2 / len(z)))
+    pair = pd.DataFrame({"user": [10_000], "item": [1]})
+    expected = (flat["mu"] + bias + flat["item_bias"][:, 1]
+                + np.einsum("sk,sk->s", U + offset, flat["V"][:, 1]))
+    np.testing.assert_allclose(folded.predict(pair), expected.mean(), rtol=1e-10)
+    new_item = pd.DataFrame({"user": [0], "item": [10_000], "rating": [3.0]})
+    with pytest.raises(ValueError, match="new users only"):
+        model.fold_in(new_item)
 
 
 def test_compare_scores_the_registered_variant():
