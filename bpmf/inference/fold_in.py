@@ -33,7 +33,8 @@ the sampler's row step does, and :math:`U_u = w - o_u` is returned.
 import numpy as np
 from numba import get_num_threads, njit, prange
 
-from bpmf.inference.implicit import implicit_offsets, implicit_sets
+from bpmf.inference.implicit import implicit_sets
+from bpmf.kernels.implicit import offsets_into
 from bpmf.kernels.rows import csr_pair, sample_rows
 
 __all__ = ["fold_in_rows", "new_implicit_offsets"]
@@ -178,7 +179,7 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng, li
                 row_means[:, :, :n_factors] += extra
         if link_biases is not None and has_biases:
             row_means[:, :, n_factors] = link_biases
-        linear = np.einsum("sab,snb->sna", precision, row_means)
+        linear = np.matmul(row_means, np.transpose(precision, (0, 2, 1)))
     keys = rng.integers(2**63, size=n_samples)
     rows = np.empty((n_samples, int(n_rows), dim))
     _draw_per_sample(
@@ -209,4 +210,12 @@ def new_implicit_offsets(draws, row_codes, item_codes, n_rows):
     user's ratings (``row_codes``, ``item_codes``), ``Y`` the draws' implicit factors."""
     Y = np.asarray(draws["Y"], dtype=np.float64)
     sets = implicit_sets(row_codes, item_codes, int(n_rows), Y.shape[1])
-    return np.stack([implicit_offsets(sets, Y[s]) for s in range(len(Y))])
+    out = np.empty((Y.shape[0], int(n_rows), Y.shape[2]))
+    _offsets_per_draw(sets.user_indptr, sets.user_items, sets.scale, Y, out)
+    return out
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _offsets_per_draw(indptr, items, scale, Y, out):
+    for s in prange(Y.shape[0]):
+        offsets_into(indptr, items, scale, Y[s], out[s])

@@ -118,7 +118,7 @@ def cold_start_links(state, post, dim, codes):
     codes = codes[codes < 0]
     matrix = np.asarray(state[dim]["matrix"], dtype=np.float64)
     X = np.where((codes <= -2)[:, None], matrix[np.maximum(-2 - codes, 0)], 0.0)
-    factors = np.einsum("nf,sfk->snk", X, post[f"B_{side}"])
+    factors = np.matmul(X, post[f"B_{side}"])  # (samples, n_unseen, D)
     bias_link = post.get(f"{dim}_bias_link")
     biases = None if bias_link is None else bias_link @ X.T
     return factors, biases

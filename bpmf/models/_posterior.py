@@ -28,12 +28,12 @@ import xarray as xr
 from scipy import special
 
 from bpmf._estimator import RatingEstimator
+from bpmf._exceptions import DataError
 from bpmf._validation import check_prob, check_threshold, default_threshold, describe
 from bpmf.datasets import Ratings, as_pairs, as_ratings
 from bpmf.inference.features import LINK_DIMS
 from bpmf.kernels.predict import expected_means, expected_ratings
 from bpmf.models import ordinal_predictive as ordinal
-from bpmf._exceptions import DataError
 from bpmf.models._features import FEATURE_KEYS, cold_codes, cold_start_links
 from bpmf.models._io import ModelIO
 from bpmf.models._io import coord_values as _coord_values
@@ -817,8 +817,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
         if "offset_U" in post and (item_codes < 0).any():
             raise ValueError(
                 "fold_in adds new users only to a model with implicit feedback (a new item "
-                f"such as {items[item_codes < 0].tolist()[0]!r} changes the implicit offsets of the "
-                "users who rate it); refit with the new ratings instead."
+                f"such as {items[item_codes < 0].tolist()[0]!r} changes the implicit offsets "
+                "of the users who rate it); refit with the new ratings instead."
             )
         both_new = (user_codes < 0) & (item_codes < 0)
         if both_new.any():

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from fold_in_check import assert_standard_normal, block_precision, standardised_rows
 
 from bpmf import DataError
 from bpmf.datasets import FeatureEncoder, Ratings
 from bpmf.models import BPMF
-from fold_in_check import assert_standard_normal, block_precision, standardised_rows
 
 GIBBS = {"draws": 60, "tune": 40, "chains": 2}
 
