@@ -948,16 +948,27 @@ def side_rows(post, side, codes, rng, links=(None, None)):
 
 def _rows(post, name, mean_name, cov_name, codes, rng, link=None):
     """Factor rows per draw ``(samples, pairs, factors)``; unseen codes from the population
-    (plus ``link``, the side features' link means of the unseen codes, when given)."""
+    (plus ``link``, the side features' link means of the unseen codes, when given).
+
+    With implicit feedback on that side (``offset_<name>`` in ``post``) an unseen row's
+    implicit set is unknown, not empty: its offset is that of a fitted row taken at random,
+    per draw and pair with ``rng``, and the fitted rows' mean offset without it."""
     factors = post[name]
     rows = factors[:, np.maximum(codes, 0), :]
     unseen = codes < 0
     if unseen.any():
         n_samples, n_factors = factors.shape[0], factors.shape[2]
+        n_unseen = int(unseen.sum())
         mean = post.get(mean_name, np.zeros((n_samples, n_factors)))
-        fill = np.broadcast_to(mean[:, None, :], (n_samples, int(unseen.sum()), n_factors))
+        fill = np.broadcast_to(mean[:, None, :], (n_samples, n_unseen, n_factors))
         if link is not None:
             fill = fill + link
+        offsets = post.get(f"offset_{name}")
+        if offsets is not None and rng is None:
+            fill = fill + offsets.mean(axis=1)[:, None, :]
+        elif offsets is not None:
+            picks = rng.integers(offsets.shape[1], size=(n_samples, n_unseen))
+            fill = fill + np.take_along_axis(offsets, picks[:, :, None], axis=1)
         if rng is not None and cov_name in post:
             chol = np.linalg.cholesky(post[cov_name] + 1e-12 * np.eye(n_factors))
             noise = rng.standard_normal((n_samples, int(unseen.sum()), n_factors))

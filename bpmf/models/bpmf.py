@@ -270,7 +270,10 @@ class BPMF(PosteriorModel):
     ``"both"``) is the same with the roles swapped: each user has a factor :math:`Z_i`
     (scales ``Z_sd``), an item's ratings see :math:`V_j + |N(j)|^{-1/2} \sum_{i \in N(j)}
     Z_i` over the users :math:`N(j)` who rated it in training (``offset_V``), as the
-    items' implicit block of myFM's ML-100K example.
+    items' implicit block of myFM's ML-100K example. A user (item) unseen in training has an
+    unknown implicit set: its population-level prediction takes the fitted rows' mean offset
+    in each draw (a fitted row's offset at random for predictive draws and intervals), and
+    :meth:`fold_in` gives it the set of its new ratings.
 
     ``fit`` finds the MAP of the matching :class:`PMF` by alternating least squares and
     starts every chain from it. The Gibbs sampler draws every row of factors with its bias

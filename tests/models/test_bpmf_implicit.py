@@ -272,3 +272,18 @@ def test_both_sides_save_load_and_refuse_fold_in(tmp_path):
     new = pd.DataFrame({"user": ["new"], "item": [0], "rating": [3.0]})
     with pytest.raises(ValueError, match="fold_in does not support implicit feedback"):
         loaded.fold_in(new)
+
+
+def test_an_unseen_user_is_predicted_with_the_fitted_users_mean_offset(with_implicit):
+    """A user without ratings has an unknown implicit set: its population-level prediction
+    uses the fitted users' mean offset in each draw, not an empty set's zero offset."""
+    _, _, model = with_implicit
+    post = model.idata_["posterior"]
+    flat = {n: post[n].values.reshape(-1, *post[n].shape[2:])
+            for n in ("mu", "offset_U", "V", "item_bias")}
+    expected = (flat["mu"] + flat["item_bias"][:, 1]
+                + np.einsum("sk,sk->s", flat["offset_U"].mean(1), flat["V"][:, 1]))
+    with pytest.warns(UserWarning, match="unseen"):
+        predicted = model.predict(pd.DataFrame({"user": [10**6], "item": [1]}))
+    np.testing.assert_allclose(predicted, expected.mean(), rtol=1e-10)
+    assert abs(np.einsum("sk,sk->s", flat["offset_U"].mean(1), flat["V"][:, 1]).mean()) > 1e-3

@@ -33,3 +33,23 @@ def test_unseen_rows_are_drawn_from_the_joint_prior(correlated):
     means, bias_means = side_rows(post, "U", codes[:5], None)
     np.testing.assert_array_equal(means[0], np.tile([0.4, -0.2], (5, 1)))
     np.testing.assert_array_equal(bias_means[0], np.zeros(5))
+
+
+def test_unseen_rows_of_an_implicit_side_take_a_fitted_rows_offset():
+    """With implicit feedback an unseen user's implicit set is unknown: its offset is a fitted
+    user's, drawn at random (with a generator), or the fitted users' mean offset."""
+    D, n_fitted, n = 2, 4, 4_000
+    offsets = np.array([[[1.0, 0.0], [0.0, 2.0], [-1.0, -1.0], [3.0, 1.0]]])
+    post = {
+        "U": np.zeros((1, n_fitted, D)) + offsets,  # the effective rows U + offset_U
+        "offset_U": offsets,
+        "Sigma_U": np.full((1, D, D), 1e-30) + 1e-30 * np.eye(D),
+    }
+    codes = np.full(n, -1)
+    factors, _ = side_rows(post, "U", codes, np.random.default_rng(0))
+    matches = (np.abs(factors[0][:, None, :] - offsets[0][None]) < 1e-4).all(-1)
+    assert matches.sum(1).tolist() == [1] * n  # every unseen row took one fitted offset
+    shares = matches.mean(0)
+    np.testing.assert_allclose(shares, 0.25, atol=4 * np.sqrt(0.25 * 0.75 / n))
+    means, _ = side_rows(post, "U", codes[:3], None)
+    np.testing.assert_allclose(means[0], np.tile(offsets[0].mean(0), (3, 1)))
