@@ -62,7 +62,13 @@ from bpmf.inference.hyperpriors import (
     WishartHyperpriors,
     settle_scipy_imports,
 )
-from bpmf.inference.implicit import IMPLICIT_KEYS, IMPLICIT_METHODS, ImplicitSets, ImplicitStep
+from bpmf.inference.implicit import (
+    IMPLICIT_KEYS,
+    IMPLICIT_METHODS,
+    OFFSET_MEANS,
+    ImplicitSets,
+    ImplicitStep,
+)
 from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
 from bpmf.inference.rows import available_cores, released, sample_side, workspace
 from bpmf.kernels.dense import gaussian_from_precision
@@ -344,7 +350,8 @@ def _rescale_terms(implicit, state):
 #: the per-row variables: with ``keep="moments"`` their running moments replace their draws
 ROW_VARIABLES = ("U", "V", "user_bias", "item_bias")
 #: the variables of implicit feedback, kept with ``keep="all"``
-IMPLICIT_VARIABLES = ("Y", "Y_sd", "offset_U", "Z", "Z_sd", "offset_V")
+IMPLICIT_VARIABLES = ("Y", "Y_sd", "offset_U", "offset_mean_U", "Z", "Z_sd", "offset_V",
+                      "offset_mean_V")
 _KEEP = ("all", "moments")
 
 
@@ -739,6 +746,8 @@ def sample_gibbs(
         out[factors] = prefaulted_empty((chains, draws, sets.n_items, D))
         out[scales] = np.empty((chains, draws, D))
         out[offset] = prefaulted_empty((chains, draws, sets.n_users, D))
+        if config.get("implicit_centered", False):
+            out[OFFSET_MEANS[side]] = np.empty((chains, draws, D))
     bar = tqdm(
         total=chains * (tune + draws * thin),
         desc="Gibbs",
@@ -774,7 +783,7 @@ def sample_gibbs(
             steps.start(state)
         work["implicit"] = {
             side: ImplicitStep(sets, D, config.get("implicit_scale_sd", 1.0), biases, side,
-                               implicit_step)
+                               implicit_step, config.get("implicit_centered", False))
             for side, sets in implicit.items()
         }
         for step in work["implicit"].values():

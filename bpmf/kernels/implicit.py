@@ -184,7 +184,7 @@ def sweep_implicit(indptr, users, scale, P, G, Y, prior_precision, z):
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def sweep_implicit_given_rows(indptr, users, scale, residuals, bias_residuals, prior_prec, Y,
-                              prior_precision, z):
+                              prior_precision, z, weights):
     """Draw every ``Y_j`` in turn given the effective rows ``W_u = U_u + o_u`` (held fixed):
     with ``r_u = W_u - o_u - m_u`` (``residuals``, the rows about their prior means) and the
     rows' prior ``r_u ~ N(0, P0^{-1})``, ``Y_j``'s conditional has precision
@@ -198,13 +198,23 @@ def sweep_implicit_given_rows(indptr, users, scale, residuals, bias_residuals, p
     ``M ((M^T h_j) / (1 + c_j l) + z / sqrt(1 + c_j l))``: two mat-vecs per item instead
     of a factorisation.
 
+    With centred offsets (``weights`` of length ``n_items``), ``o_u = s_u sum_{j in N(u)} Y_j -
+    sum_j w_j Y_j`` with ``w_j = sum_{u: j in N(u)} s_u / n_users``, so that the offsets
+    average zero over the users: ``Y_j`` enters every user's offset with the coefficient
+    ``a_uj = s_u [j in N(u)] - w_j``. Then ``c_j = sum_u a_uj^2 = sum_{u in N(j)} s_u^2 -
+    n_users w_j^2`` and the linear term is ``[P0 (sum_{u in N(j)} s_u q_u - w_j T)]_D`` with
+    ``q_u = (r_u + a_uj Y_j, e_u)`` and ``T = sum_u (r_u, e_u)``, which no draw of ``Y`` changes
+    (``sum_u a_uj = 0``). The change ``w_j (Y_j^new - Y_j^old)`` that a draw makes to every
+    ``r_u`` is summed in one vector and added to all rows at the end.
+
     Parameters
     ----------
     indptr, users, scale : as :func:`sweep_implicit`.
-    residuals : (n_users, D) ``r_u``, updated in place (``r_u -= s_u (Y_j^new - Y_j^old)``).
+    residuals : (n_users, D) ``r_u``, updated in place (``r_u -= a_uj (Y_j^new - Y_j^old)``).
     bias_residuals : (n_users,) ``e_u`` (length 0 without biases).
     prior_prec : (dim, dim) ``P0``, ``dim = D`` or ``D + 1``.
     Y : (n_items, D) updated in place; prior_precision : (D,); z : (n_items, D) normals.
+    weights : (n_items,) ``w_j`` for centred offsets, or length 0 for the plain sums.
     """
     n_items = indptr.shape[0] - 1
     D = Y.shape[1]
@@ -224,7 +234,18 @@ def sweep_implicit_given_rows(indptr, users, scale, residuals, bias_residuals, p
     acc = np.empty(dim)
     h = np.empty(D)
     w = np.empty(D)
+    n_users = residuals.shape[0]
+    centred = weights.shape[0] > 0
+    total = np.zeros(dim)  # T: fixed through the sweep
+    common = np.zeros(D)  # the change shared by every r_u, added at the end
+    if centred:
+        for u in range(n_users):
+            for a in range(D):
+                total[a] += residuals[u, a]
+            if dim > D:
+                total[D] += bias_residuals[u]
     for j in range(n_items):
+        wj = weights[j] if centred else 0.0
         for a in range(dim):
             acc[a] = 0.0
         c = 0.0
@@ -233,9 +254,13 @@ def sweep_implicit_given_rows(indptr, users, scale, residuals, bias_residuals, p
             s = scale[u]
             c += s * s
             for a in range(D):
-                acc[a] += s * (residuals[u, a] + s * Y[j, a])
+                acc[a] += s * (residuals[u, a] + common[a] + (s - wj) * Y[j, a])
             if dim > D:
                 acc[D] += s * bias_residuals[u]
+        if centred:
+            c -= n_users * wj * wj
+            for a in range(dim):
+                acc[a] -= wj * total[a]
         for a in range(D):
             t = 0.0
             for b in range(dim):
@@ -258,6 +283,13 @@ def sweep_implicit_given_rows(indptr, users, scale, residuals, bias_residuals, p
             s = scale[u]
             for a in range(D):
                 residuals[u, a] -= s * h[a]
+        if centred:
+            for a in range(D):
+                common[a] += wj * h[a]
+    if centred:
+        for u in range(n_users):
+            for a in range(D):
+                residuals[u, a] += common[a]
 
 
 @njit(cache=True, nogil=True)

@@ -62,10 +62,12 @@ POSTERIOR_DIMS = {
     "Y": ("item", "factor"),
     "Y_sd": ("factor",),
     "offset_U": ("user", "factor"),
+    "offset_mean_U": ("factor",),
     # and the items' (implicit="item" or "both"): V + offset_V
     "Z": ("user", "factor"),
     "Z_sd": ("factor",),
     "offset_V": ("item", "factor"),
+    "offset_mean_V": ("factor",),
 }
 
 # Pairs per block when averaging over draws: bounds memory at about draws x block floats.
@@ -845,6 +847,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
             if f"offset_{side}" in post:  # implicit feedback on the users' side
                 offsets = new_implicit_offsets(post, new_codes, partner_codes[rows],
                                                len(new_ids))
+                if f"offset_mean_{side}" in post:  # centred offsets (zero mean otherwise)
+                    offsets -= post[f"offset_mean_{side}"][:, None, :]
                 appended[f"offset_{side}"] = offsets
             factors, biases = fold_in_rows(
                 post, side, new_codes, partner_codes[rows], values[rows], len(new_ids), rng,

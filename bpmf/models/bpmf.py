@@ -44,6 +44,8 @@ _COMMON = {
     "implicit": False,
     "implicit_scale_sd": 1.0,
     "implicit_pairs": None,
+    # centred offsets: o_u less the users' mean of the plain sums (averages zero over users)
+    "implicit_centered": False,
 }
 _PRIOR_KEYS = {
     "lkj": {
@@ -113,6 +115,11 @@ class BPMF(PosteriorModel):
           predicted (as in Koren's SVD++). **Predictions then use test-time information**:
           that the user rated those items. Pairs of users or items absent from the training
           data are left out.
+        - ``implicit_centered`` (False): centre the implicit offsets, ``o_u - mean_v o_v``
+          over the training users (items for ``"item"``), so that they average zero and
+          the effective rows' mean is the rows' own, pinned by their prior (see Notes); the
+          subtracted mean is kept per draw as ``offset_mean_U`` (``offset_mean_V``). Needs
+          ``sampler_config["implicit_step"]="rows"``.
 
         With ``covariance_prior="lkj"``: ``factor_mean_sd`` (1.0), ``lkj_eta`` (2.0),
         ``factor_scale_sd`` (1.0), ``bias_scale_sd`` (1.0), ``sigma_sd`` (1.0),
@@ -270,7 +277,20 @@ class BPMF(PosteriorModel):
     ``"both"``) is the same with the roles swapped: each user has a factor :math:`Z_i`
     (scales ``Z_sd``), an item's ratings see :math:`V_j + |N(j)|^{-1/2} \sum_{i \in N(j)}
     Z_i` over the users :math:`N(j)` who rated it in training (``offset_V``), as the
-    items' implicit block of myFM's ML-100K example. A user (item) unseen in training has an
+    items' implicit block of myFM's ML-100K example.
+
+    The plain offsets do not average zero: their mean over the users, ``sum_j w_j Y_j`` with
+    ``w_j = sum_{i in N(j)} |N(i)|^{-1/2} / n_users``, is a free mean of the effective user
+    rows, and its product with ``V_j`` a second item effect that trades with the item biases
+    (slow mixing of ``item_bias_sd``; with both sides the product of the two means trades
+    with ``mu``). ``implicit_centered=True`` subtracts that mean from every offset, so the
+    effective rows' mean is the rows' own, near zero under their prior. On MovieLens 100K u1
+    (bpmf 0.1.0) that brought every R-hat of ``mu``, ``sigma`` and the bias scales to
+    1.013 or below for ``implicit=True`` (1.003 with side features) but raised the test RMSE
+    by 0.003 (0.0017 with side features); with ``"both"``, R-hat of ``sigma`` fell from
+    1.108 to 1.034 and the RMSE was 0.8890 against 0.8899.
+
+    A user (item) unseen in training has an
     unknown implicit set: its population-level prediction takes the fitted rows' mean offset
     in each draw (a fitted row's offset at random for predictive draws and intervals), and
     :meth:`fold_in` gives it the set of its new ratings.
@@ -500,6 +520,12 @@ class BPMF(PosteriorModel):
             raise ValueError(
                 "implicit feedback keeps every draw: use sampler_config['keep']='all'."
             )
+        if (model_config["implicit"] and model_config["implicit_centered"]
+                and sampler_config["implicit_step"] != "rows"):
+            raise ValueError(
+                "model_config['implicit_centered']=True is sampled by "
+                "sampler_config['implicit_step']='rows' only."
+            )
         train = self._start_fit(train)
         self._designs, features = encode_features(train, model_config)
         self.__dict__.pop("features_", None)
@@ -717,6 +743,9 @@ def _check_implicit(config):
         raise ValueError("model_config['implicit'] must be False, True (= 'user'), 'user', "
                          f"'item' or 'both', got {config['implicit']!r}.")
     check_positive("model_config['implicit_scale_sd']", config["implicit_scale_sd"])
+    if not isinstance(config["implicit_centered"], bool | np.bool_):
+        raise ValueError("model_config['implicit_centered'] must be True or False, got "
+                         f"{config['implicit_centered']!r}.")
     if config["implicit_pairs"] is not None and not config["implicit"]:
         raise ValueError("model_config['implicit_pairs'] needs model_config['implicit']=True.")
 

@@ -287,3 +287,29 @@ def test_an_unseen_user_is_predicted_with_the_fitted_users_mean_offset(with_impl
         predicted = model.predict(pd.DataFrame({"user": [10**6], "item": [1]}))
     np.testing.assert_allclose(predicted, expected.mean(), rtol=1e-10)
     assert abs(np.einsum("sk,sk->s", flat["offset_U"].mean(1), flat["V"][:, 1]).mean()) > 1e-3
+
+
+def test_centered_offsets_average_zero_and_fold_in_subtracts_their_mean():
+    frame, _ = simulate(0.8, n_users=80, n_items=50, density=0.2, seed=3)
+    model = BPMF(2, model_config={"implicit": True, "implicit_centered": True},
+                 sampler_config={"draws": 20, "tune": 10, "chains": 1}, random_state=0,
+                 progressbar=False).fit(frame)
+    post = model.idata_["posterior"]
+    offsets, Y = post["offset_U"].values[0], post["Y"].values[0]
+    mean = post["offset_mean_U"].values[0]
+    np.testing.assert_allclose(offsets.mean(axis=1), 0.0, atol=1e-10)
+    sets = implicit_sets(model.user_index_.get_indexer(frame["user"]),
+                         model.item_index_.get_indexer(frame["item"]),
+                         len(model.user_index_), len(model.item_index_))
+    for d in (0, 7, 19):
+        np.testing.assert_allclose(offsets[d] + mean[d], implicit_offsets(sets, Y[d]),
+                                   atol=1e-10)
+    items = np.array([1, 4, 9])
+    folded = model.fold_in(pd.DataFrame({"user": 999, "item": items, "rating": [2.0, 4.0, 3.0]}))
+    new = folded.idata_["posterior"]["offset_U"].values[0, :, folded.user_index_.get_loc(999)]
+    np.testing.assert_allclose(new, Y[:, items].sum(1) / np.sqrt(3) - mean, atol=1e-10)
+    with pytest.raises(ValueError, match="implicit_step'\\]='rows' only"):
+        BPMF(2, model_config={"implicit": True, "implicit_centered": True},
+             sampler_config={"implicit_step": "collapsed"}).fit(frame)
+    with pytest.raises(ValueError, match="must be True or False"):
+        BPMF(2, model_config={"implicit": True, "implicit_centered": "yes"}).fit(frame)
