@@ -187,6 +187,10 @@ def test_save_load_round_trip_keeps_the_tables_and_the_cold_start(fitted, data, 
     assert list(loaded.idata_["posterior"]["user_feature"].values) == ["x", "group=a", "group=b"]
     # the loaded model refits with the restored tables
     assert loaded._model_config()["user_features"] is not None
+    # and folds in a new user with a feature row as the fitted one does
+    new = pd.DataFrame({"user": "newbie", "item": [0, 1, 2], "rating": [3.0, 4.0, 2.5]})
+    np.testing.assert_array_equal(loaded.fold_in(new).predict(pairs),
+                                  fitted.fold_in(new).predict(pairs))
 
 
 @pytest.mark.slow
