@@ -21,6 +21,7 @@ __all__ = [
     "cold_codes",
     "cold_start_links",
     "encode_features",
+    "extend_features",
     "resolve_table",
     "restore_tables",
     "saved_config",
@@ -122,6 +123,41 @@ def cold_start_links(state, post, dim, codes):
     bias_link = post.get(f"{dim}_bias_link")
     biases = None if bias_link is None else bias_link @ X.T
     return factors, biases
+
+
+def extend_features(state, dim, table, what):
+    """A copy of the features state ``state`` with the rows of ``table`` (new ids of ``dim``)
+    appended, encoded as the fitted table was (the encoder is fitted again on that table,
+    which gives the same standardisation and levels). Ids the fitted table already has are
+    refused, as are levels it did not have."""
+    if not isinstance(table, pd.DataFrame):
+        raise DataError(f"{what} must be a DataFrame indexed by {dim} id, got "
+                        f"{type(table).__name__}.")
+    if not state or dim not in state:
+        raise DataError(f"{what} was given, but the model was fitted without {dim} features.")
+    fitted = frame_from_state(state[dim]["table"])
+    if table.index.has_duplicates:
+        raise DataError(f"{what} has duplicated ids (e.g. "
+                        f"{table.index[table.index.duplicated()][0]!r}); give one row per id.")
+    try:
+        known = match_ids(state[dim]["ids"], np.asarray(table.index, dtype=object), what) >= 0
+    except DataError:  # ids of another kind than the fitted table's: none of them is known
+        known = np.zeros(len(table), dtype=bool)
+    if known.any():
+        raise DataError(
+            f"{what} has rows for {int(known.sum())} id(s) the fitted feature table already "
+            f"has (e.g. {table.index[known][0]!r}); give rows for new {dim} ids only."
+        )
+    matrix = FeatureEncoder(what).fit(fitted).transform(table)
+    combined = pd.concat([fitted, table[list(fitted.columns)]])
+    extended = dict(state)
+    extended[dim] = {
+        "ids": pd.Index(state[dim]["ids"]).append(pd.Index(table.index)),
+        "matrix": np.vstack([state[dim]["matrix"], matrix]),
+        "names": state[dim]["names"],
+        "table": frame_to_state(combined),
+    }
+    return extended
 
 
 def saved_config(config):

@@ -31,10 +31,11 @@ from bpmf._estimator import RatingEstimator
 from bpmf._exceptions import DataError
 from bpmf._validation import check_prob, check_threshold, default_threshold, describe
 from bpmf.datasets import Ratings, as_pairs, as_ratings
+from bpmf.datasets._features import frame_from_state
 from bpmf.inference.features import LINK_DIMS
 from bpmf.kernels.predict import expected_means, expected_ratings
 from bpmf.models import ordinal_predictive as ordinal
-from bpmf.models._features import FEATURE_KEYS, cold_codes, cold_start_links
+from bpmf.models._features import FEATURE_KEYS, cold_codes, cold_start_links, extend_features
 from bpmf.models._io import ModelIO
 from bpmf.models._io import coord_values as _coord_values
 from bpmf.models._io import ids_like as _ids_like
@@ -734,7 +735,7 @@ class PosteriorModel(ModelIO, RatingEstimator):
         return frame
 
     # ------------------------------------------------------------------ new users and items
-    def fold_in(self, new_ratings, *, random_state=0):
+    def fold_in(self, new_ratings, *, user_features=None, item_features=None, random_state=0):
         """A fitted copy of the model that also covers the users and items of ``new_ratings``.
 
         For every posterior draw, each new user's factor vector and bias are drawn from their
@@ -761,6 +762,10 @@ class PosteriorModel(ModelIO, RatingEstimator):
             is known given a draw) raise ``ValueError``, as does a new id without a row in
             the fitted feature table of a model with side features (unless it was fitted with
             ``missing_features="zero"``).
+        user_features, item_features : DataFrame or None
+            With side features, the feature rows of new ids that the fitted feature table
+            lacks (indexed by id, the fitted table's columns and levels); they are encoded as
+            the fitted table was and appended to the model's tables.
         random_state : int or numpy Generator, default 0
             Seeds the draws of the new rows.
 
@@ -829,6 +834,10 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 f"user {users[both_new][0]!r}, item {items[both_new][0]!r}); fold-in draws a new "
                 "row given the fitted other side, so drop them or refit."
             )
+        features = getattr(self, "features_", None)
+        for dim, table in (("user", user_features), ("item", item_features)):
+            if table is not None:
+                features = extend_features(features, dim, table, f"fold_in {dim}_features")
         rng = np.random.default_rng(random_state)
         n_chains, n_draws = self._sample_shape()
         posterior = self.idata_["posterior"].ds
@@ -852,7 +861,7 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 appended[f"offset_{side}"] = offsets
             factors, biases = fold_in_rows(
                 post, side, new_codes, partner_codes[rows], values[rows], len(new_ids), rng,
-                links=self._fold_in_links(post, dim, new_ids), offsets=offsets,
+                links=self._fold_in_links(post, features, dim, new_ids), offsets=offsets,
             )
             indexes[dim] = (
                 self.user_index_.append(pd.Index(new_ids))
@@ -904,15 +913,22 @@ class PosteriorModel(ModelIO, RatingEstimator):
         tree.attrs = dict(self.idata_.attrs)
         folded = copy.copy(self)
         folded.__dict__.pop("_draws_cache", None)
+        if features is not getattr(self, "features_", None):  # new feature rows appended
+            folded.features_ = features
+            folded.model_config = {
+                **(self.model_config or {}),
+                **{FEATURE_KEYS[dim]: frame_from_state(features[dim]["table"])
+                   for dim, table in (("user", user_features), ("item", item_features))
+                   if table is not None},
+            }
         folded.idata_ = tree
         folded.user_index_, folded.item_index_ = indexes["user"], indexes["item"]
         return folded
 
-    def _fold_in_links(self, post, dim, new_ids):
+    def _fold_in_links(self, post, features, dim, new_ids):
         """The side features' link means of new rows per draw (``(None, None)`` without
-        features on ``dim``); a new id needs a row in the fitted feature table, unless the
-        model was fitted with ``missing_features="zero"``."""
-        features = getattr(self, "features_", None)
+        features on ``dim``); a new id needs a row in the feature tables ``features``, unless
+        the model was fitted with ``missing_features="zero"``."""
         if not features or dim not in features:
             return None, None
         codes = cold_codes(features, dim, np.asarray(new_ids, dtype=object),
@@ -923,9 +939,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
             examples = ", ".join(repr(v) for v in np.asarray(new_ids, dtype=object)[absent][:3])
             raise DataError(
                 f"fold_in: the {dim} feature table has no row for {int(absent.sum())} new "
-                f"{dim} id(s) (e.g. {examples}); refit with their rows in "
-                f"model_config[{FEATURE_KEYS[dim]!r}], or fit with "
-                "model_config['missing_features']='zero'."
+                f"{dim} id(s) (e.g. {examples}); pass their rows as {dim}_features=, or fit "
+                "with model_config['missing_features']='zero'."
             )
         return cold_start_links(features, post, dim, codes)
 

@@ -245,3 +245,33 @@ def test_registered_model_uses_the_movielens_tables(movielens_home, monkeypatch)
     designs, state = encode_features(train, config)
     assert designs["U"].shape[0] == train.n_users and designs["V"].shape[0] == train.n_items
     assert len(state["user"]["ids"]) == 943 and len(state["item"]["ids"]) == 1682
+
+
+def test_fold_in_takes_feature_rows_of_new_ids(fitted, data, tmp_path):
+    """A new id whose feature row comes with the fold-in gets the same draws as an id whose
+    identical row was in the fitted table; its row joins the model's tables (and is saved),
+    so an id given with a row but no ratings is predicted from its features."""
+    _, user_table, _ = data
+    ratings = {"item": [0, 1, 2, 5], "rating": [3.0, 4.5, 2.0, 4.0]}
+    from_table = fitted.fold_in(pd.DataFrame({"user": "newbie", **ratings}), random_state=3)
+    row = user_table.loc[["newbie"]].rename(index={"newbie": "late"})
+    given = fitted.fold_in(pd.DataFrame({"user": "late", **ratings}), user_features=row,
+                           random_state=3)
+    pairs = pd.DataFrame({"user": ["newbie"] * 3, "item": [3, 7, 11]})
+    np.testing.assert_array_equal(
+        given.predict(pairs.assign(user="late")), from_table.predict(pairs))
+    assert "late" in given.model_config["user_features"].index
+    rows = pd.concat([row, row.rename(index={"late": "solo"})])
+    with_solo = fitted.fold_in(pd.DataFrame({"user": "late", **ratings}), user_features=rows,
+                               random_state=3)
+    cold = with_solo.predict(pairs.assign(user="solo"))  # no ratings: its link mean
+    np.testing.assert_array_equal(cold, fitted.predict(pairs))  # newbie has the same row
+    loaded = BPMF.load(with_solo.save(tmp_path / "folded.bpmf"))
+    np.testing.assert_array_equal(loaded.predict(pairs.assign(user="solo")), cold)
+    assert "late" not in fitted.model_config["user_features"].index  # the fit is untouched
+    with pytest.raises(DataError, match="already has"):
+        fitted.fold_in(pd.DataFrame({"user": "newbie", **ratings}),
+                       user_features=user_table.loc[["newbie"]])
+    bad = row.assign(group="c")
+    with pytest.raises(DataError, match="not seen"):
+        fitted.fold_in(pd.DataFrame({"user": "late", **ratings}), user_features=bad)
