@@ -33,7 +33,7 @@ from bpmf._validation import check_prob, check_threshold, default_threshold, des
 from bpmf.datasets import Ratings, as_pairs, as_ratings
 from bpmf.datasets._features import frame_from_state
 from bpmf.inference.features import LINK_DIMS
-from bpmf.kernels.predict import expected_means, expected_ratings
+from bpmf.kernels.predict import column_quantiles, expected_means, expected_ratings
 from bpmf.models import ordinal_predictive as ordinal
 from bpmf.models._features import FEATURE_KEYS, cold_codes, cold_start_links, extend_features
 from bpmf.models._io import ModelIO
@@ -73,6 +73,10 @@ POSTERIOR_DIMS = {
 
 # Pairs per block when averaging over draws: bounds memory at about draws x block floats.
 _BLOCK = 20_000
+#: Predictive draws per block of pairs in ``predict_quantiles`` (draws x pairs): 16 MB
+#: arrays stay in the allocator's reused memory and near the caches; larger blocks were
+#: slower (fresh pages for every block's draws, noise, sums and their transposed copy).
+_PREDICTIVE_BLOCK = 2_000_000
 #: Predictive intervals use at least this many draws per pair: with few posterior draws (PMF's
 #: single MAP "draw"), each draw's noise is replicated so the quantiles describe the
 #: predictive distribution rather than a handful of noisy values.
@@ -613,6 +617,9 @@ class PosteriorModel(ModelIO, RatingEstimator):
         sigma = self._draws()["sigma"][:, None]
         replicates = -(-_MIN_PREDICTIVE_SAMPLES // len(sigma))
         block_size = max(1, _BLOCK // replicates)
+        # the noisy draws in narrower runs of pairs (16 MB arrays, reused by the allocator)
+        run = max(1, _PREDICTIVE_BLOCK // (len(sigma) * replicates))
+        scale = np.tile(sigma, (replicates, 1)) if replicates > 1 else sigma
         mean = np.empty(len(user_codes))
         values = np.empty((len(quantiles), len(user_codes)))
         for start in range(0, len(user_codes), block_size):
@@ -622,15 +629,20 @@ class PosteriorModel(ModelIO, RatingEstimator):
             if seen:  # the draws of seen pairs do not depend on rng: one gather serves both
                 expected = self._expected_draws(users, items)
                 mean[block] = expected.mean(0)
-                expected = np.tile(expected, (replicates, 1)) if replicates > 1 else expected
             else:  # unseen ids: fresh population draws of their factors for every replicate
                 mean[block] = self._expected_draws(users, items).mean(0)
                 expected = np.concatenate(
                     [self._expected_draws(users, items, rng) for _ in range(replicates)]
                 )
-            noise = rng.standard_normal(expected.shape)
-            noise *= np.tile(sigma, (replicates, 1)) if replicates > 1 else sigma
-            values[:, block] = np.quantile(expected + noise, quantiles, axis=0)
+            for first in range(0, len(users), run):
+                columns = slice(first, first + run)
+                noisy = rng.standard_normal((len(scale), len(users[columns])))
+                noisy *= scale
+                part = expected[:, columns]
+                noisy += np.tile(part, (replicates, 1)) if seen and replicates > 1 else part
+                values[:, start + first:start + first + noisy.shape[1]] = column_quantiles(
+                    noisy, quantiles
+                )
         frame = pd.DataFrame({"mean": self._clip(mean, clip)})
         for q, column in zip(quantiles, values, strict=True):
             frame[q] = self._clip(column, clip)

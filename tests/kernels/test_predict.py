@@ -52,3 +52,15 @@ def test_mean_normal_cdf_matches_scipy_on_any_number_of_threads(monkeypatch, thr
                     axis=1)
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
     np.testing.assert_array_equal(got, predict.mean_normal_cdf(expected, cutpoints, threads=1))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_column_quantiles_are_numpys_bit_for_bit(monkeypatch, threads):
+    monkeypatch.setattr(predict, "THREADED_MIN_WORK", 100)
+    rng = np.random.default_rng(2)
+    for n, pairs in ((1, 4), (2, 7), (1000, 50), (333, 17)):
+        values = rng.standard_normal((n, pairs)) * 3 + 1
+        values[:, 0] = 2.0  # ties
+        qs = [0.005, 0.05, 0.25, 0.5, 0.75, 0.95, 0.995, *rng.random(4)]
+        np.testing.assert_array_equal(predict.column_quantiles(values, qs, threads=threads),
+                                      np.quantile(values, qs, axis=0))
