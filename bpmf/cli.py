@@ -255,6 +255,15 @@ def _build_parser():
         "of users or items new to the model: they are folded in (no refit) before predicting, "
         "so their pairs are predicted as known users' and items'",
     )
+    for dim in ("user", "item"):
+        sub.add_argument(
+            f"--given-{dim}-features",
+            default=None,
+            metavar="FILE",
+            help=f"with --given and a model with side features: feature rows of new {dim}s "
+            f"that the model's table lacks (the id in the {dim} column, as named by "
+            f"--{dim}-col, and the table's feature columns)",
+        )
     sub.add_argument(
         "--prob", type=float, default=0.9, help="probability of the predictive interval"
     )
@@ -755,7 +764,10 @@ def _cmd_predict(args):
     model = _load_model(args.model)
     user_col, item_col = args.user_col or "user", args.item_col or "item"
     if args.given is not None:
-        model = _fold_in_given(model, args.given, user_col, item_col, args.sep)
+        tables = {"user": args.given_user_features, "item": args.given_item_features}
+        model = _fold_in_given(model, args.given, user_col, item_col, args.sep, tables)
+    elif args.given_user_features is not None or args.given_item_features is not None:
+        raise _Failure("--given-user-features and --given-item-features need --given.")
     pairs = read_table(args.pairs, columns=(user_col, item_col), sep=args.sep, what="pairs")
     missing = [c for c in (user_col, item_col) if c not in pairs.columns]
     if missing:
@@ -795,8 +807,9 @@ def _cmd_predict(args):
     return 0
 
 
-def _fold_in_given(model, path, user_col, item_col, sep):
-    """The model with the users and items of the ratings file ``path`` folded in."""
+def _fold_in_given(model, path, user_col, item_col, sep, tables=None):
+    """The model with the users and items of the ratings file ``path`` folded in; ``tables``
+    names files of feature rows of new users and items (``{"user": path or None, ...}``)."""
     from bpmf.datasets._readers import read_table
 
     if not hasattr(model, "fold_in"):
@@ -815,8 +828,22 @@ def _fold_in_given(model, path, user_col, item_col, sep):
             "rating": given["rating"].to_numpy(),
         }
     )
+    features = {}
+    for dim, column in (("user", user_col), ("item", item_col)):
+        table_path = (tables or {}).get(dim)
+        if table_path is None:
+            continue
+        what = f"--given-{dim}-features"
+        table = read_table(table_path, columns=(column,), sep=sep, what=f"{dim} features")
+        if column not in table.columns:
+            raise DataError(f"{str(table_path)!r} lacks the id column {column!r} ({what}); it "
+                            f"has {list(table.columns)}.")
+        index = model.user_index_ if dim == "user" else model.item_index_
+        ids = _match_ids(table[column].to_numpy(), index, dim)
+        features[f"{dim}_features"] = table.drop(columns=column).set_axis(
+            pd.Index(ids, name=None), axis=0)
     try:
-        return model.fold_in(frame)
+        return model.fold_in(frame, **features)
     except ValueError as err:
         raise _Failure(f"--given: {err}") from err
 

@@ -951,8 +951,9 @@ class PosteriorModel(ModelIO, RatingEstimator):
             examples = ", ".join(repr(v) for v in np.asarray(new_ids, dtype=object)[absent][:3])
             raise DataError(
                 f"fold_in: the {dim} feature table has no row for {int(absent.sum())} new "
-                f"{dim} id(s) (e.g. {examples}); pass their rows as {dim}_features=, or fit "
-                "with model_config['missing_features']='zero'."
+                f"{dim} id(s) (e.g. {examples}); give their rows ({dim}_features=, or "
+                f"--given-{dim}-features on the command line), or fit with "
+                "model_config['missing_features']='zero'."
             )
         return cold_start_links(features, post, dim, codes)
 

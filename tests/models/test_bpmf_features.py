@@ -275,3 +275,29 @@ def test_fold_in_takes_feature_rows_of_new_ids(fitted, data, tmp_path):
     bad = row.assign(group="c")
     with pytest.raises(DataError, match="not seen"):
         fitted.fold_in(pd.DataFrame({"user": "late", **ratings}), user_features=bad)
+
+
+def test_command_line_folds_in_new_users_with_their_feature_rows(fitted, data, tmp_path,
+                                                                 capsys):
+    from bpmf.cli import main
+
+    _, user_table, _ = data
+    fitted.save(tmp_path / "model.bpmf")
+    ratings = pd.DataFrame({"user": "late", "item": [0, 1, 2, 5], "rating": [3.0, 4.5, 2.0, 4.0]})
+    ratings.to_csv(tmp_path / "given.csv", index=False)
+    row = user_table.loc[["newbie"]].rename(index={"newbie": "late"})
+    row.rename_axis("user").reset_index().to_csv(tmp_path / "rows.csv", index=False)
+    pairs = pd.DataFrame({"user": ["late", "u3"], "item": [7, 7]})
+    pairs.to_csv(tmp_path / "pairs.csv", index=False)
+    argv = ["predict", "--model", str(tmp_path / "model.bpmf"), "--pairs",
+            str(tmp_path / "pairs.csv"), "--given", str(tmp_path / "given.csv"),
+            "--given-user-features", str(tmp_path / "rows.csv"), "--out",
+            str(tmp_path / "out.csv"), "--quiet"]
+    assert main(argv) == 0
+    expected = fitted.fold_in(ratings, user_features=row).predict(pairs)
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "out.csv")["mean"], expected,
+                               rtol=1e-10)
+    without = [a for a in argv if a not in ("--given-user-features", str(tmp_path / "rows.csv"))]
+    assert main(without) == 1
+    err = capsys.readouterr().err
+    assert "--given-user-features" in err and len(err.strip().splitlines()) == 1
