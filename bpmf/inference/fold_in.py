@@ -207,11 +207,15 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng, li
 def new_implicit_offsets(draws, row_codes, item_codes, n_rows):
     """The implicit offsets ``o_u = |N(u)|^-1/2 sum_{j in N(u)} Y_j`` of ``n_rows`` new users
     per draw, ``(samples, n_rows, n_factors)``: ``N(u)`` holds the fitted items of the new
-    user's ratings (``row_codes``, ``item_codes``), ``Y`` the draws' implicit factors."""
+    user's ratings (``row_codes``, ``item_codes``), ``Y`` the draws' implicit factors. A model
+    with centred offsets (``offset_mean_U`` in ``draws``) has that mean taken off, as its
+    fitted users' offsets have."""
     Y = np.asarray(draws["Y"], dtype=np.float64)
     sets = implicit_sets(row_codes, item_codes, int(n_rows), Y.shape[1])
     out = np.empty((Y.shape[0], int(n_rows), Y.shape[2]))
     _offsets_per_draw(sets.user_indptr, sets.user_items, sets.scale, Y, out)
+    if "offset_mean_U" in draws:
+        out -= np.asarray(draws["offset_mean_U"])[:, None, :]
     return out
 
 

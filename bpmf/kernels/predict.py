@@ -144,17 +144,7 @@ def column_quantiles(values, quantiles, threads=None):
     rows = np.ascontiguousarray(np.asarray(values, dtype=np.float64).T)  # (pairs, draws)
     q = np.asarray(quantiles, dtype=np.float64).ravel()
     pairs, n = rows.shape
-    if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-    threads = max(1, min(int(threads), pairs, n * pairs // THREADED_MIN_WORK + 1))
-    bounds = np.linspace(0, pairs, threads + 1).astype(int)
-    if threads == 1:
-        rows.sort(axis=1)
-    else:  # numpy's sort releases the GIL
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for future in [pool.submit(rows[a:b].sort, axis=1)
-                           for a, b in zip(bounds[:-1], bounds[1:], strict=True)]:
-                future.result()
+    _split_over_threads(_sort_rows, (rows,), pairs, n * pairs, threads, None)
     # numpy's linear method: index (n - 1) q, its floor and the next, the fraction between,
     # and its interpolation (from the upper end past the midpoint)
     virtual = (n - 1) * q
@@ -167,3 +157,8 @@ def column_quantiles(values, quantiles, threads=None):
     out = below + diff * t
     np.subtract(above, diff * (1 - t), out=out, where=t >= 0.5)
     return out
+
+
+def _sort_rows(rows, start, stop, out):
+    """Sort ``rows[start:stop]`` in place along its rows (numpy's sort releases the GIL)."""
+    rows[start:stop].sort(axis=1)

@@ -868,8 +868,6 @@ class PosteriorModel(ModelIO, RatingEstimator):
             if f"offset_{side}" in post:  # implicit feedback on the users' side
                 offsets = new_implicit_offsets(post, new_codes, partner_codes[rows],
                                                len(new_ids))
-                if f"offset_mean_{side}" in post:  # centred offsets (zero mean otherwise)
-                    offsets -= post[f"offset_mean_{side}"][:, None, :]
                 appended[f"offset_{side}"] = offsets
             factors, biases = fold_in_rows(
                 post, side, new_codes, partner_codes[rows], values[rows], len(new_ids), rng,
@@ -1003,7 +1001,7 @@ def _rows(post, name, mean_name, cov_name, codes, rng, link=None):
             fill = fill + np.take_along_axis(offsets, picks[:, :, None], axis=1)
         if rng is not None and cov_name in post:
             chol = np.linalg.cholesky(post[cov_name] + 1e-12 * np.eye(n_factors))
-            noise = rng.standard_normal((n_samples, int(unseen.sum()), n_factors))
+            noise = rng.standard_normal((n_samples, n_unseen, n_factors))
             fill = fill + np.einsum("skl,snl->snk", chol, noise)
         rows[:, unseen, :] = fill
     return rows
