@@ -13,7 +13,7 @@ from bpmf.datasets._movielens import (
     load_movielens_folds,
     movielens_path,
 )
-from bpmf.datasets._ratings import Ratings, as_pairs, as_ratings
+from bpmf.datasets._ratings import Ratings, as_pairs, as_ratings, pair_times
 from bpmf.datasets._readers import read_ratings
 from bpmf.datasets._registry import list_datasets, load_dataset
 from bpmf.datasets._splits import Split, kfold, per_user_split, train_test_split
@@ -40,6 +40,7 @@ __all__ = [
     "load_movielens_folds",
     "make_synthetic_ratings",
     "movielens_path",
+    "pair_times",
     "per_user_split",
     "read_ratings",
     "train_test_split",

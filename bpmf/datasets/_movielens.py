@@ -215,7 +215,8 @@ def _read_ratings_file(path, spec, verify):
         raise DataError(f"{path} is not a valid MovieLens ratings file: {exc}") from exc
     if frame.empty:
         raise DataError(f"{path} holds no ratings; replace it with the official file.")
-    return Ratings.from_frame(frame, scale=spec.scale, name=f"{spec.name}/{path.name}")
+    return Ratings.from_frame(frame, scale=spec.scale, name=f"{spec.name}/{path.name}",
+                              time_col="timestamp" if "timestamp" in frame.columns else None)
 
 
 def load_movielens(name="ml-100k", data_home=None, download=True, verify=True):

@@ -36,6 +36,11 @@ class Ratings:
         What to do when a (user, item) pair occurs more than once.
     name : str, optional
         A label used in reprs and reports.
+    time : array-like, optional
+        When each rating was given: Unix time in seconds (ints or floats, as MovieLens
+        stores it) or datetimes (``numpy.datetime64``, pandas timestamps; naive ones are taken
+        as UTC). Models with time effects (``model_config["user_day_bias"]``) need it; other
+        models ignore it.
 
     Attributes
     ----------
@@ -45,9 +50,12 @@ class Ratings:
         Code of the user and item of each rating.
     values : ndarray of float64
         The ratings.
+    times : ndarray of float64 or None
+        Unix time in seconds of each rating (None when no ``time`` was given).
     """
 
-    def __init__(self, user, item, rating, *, scale="infer", duplicates="raise", name=None):
+    def __init__(self, user, item, rating, *, scale="infer", duplicates="raise", name=None,
+                 time=None):
         user = _as_id_array(user, "user")
         item = _as_id_array(item, "item")
         rating = _as_rating_array(rating)
@@ -56,6 +64,13 @@ class Ratings:
                 f"user, item and rating must have the same length, got "
                 f"{len(user)}, {len(item)} and {len(rating)}."
             )
+        if time is not None:
+            time = as_unix_seconds(time)
+            if len(time) != len(rating):
+                raise DataError(
+                    f"time must have one value per rating, got {len(time)} for "
+                    f"{len(rating)} ratings."
+                )
         if len(rating) == 0:
             raise DataError(
                 "The ratings are empty: at least one (user, item, rating) row is needed."
@@ -64,7 +79,8 @@ class Ratings:
             raise ValueError(
                 f"duplicates must be one of {_DUPLICATE_POLICIES}, got {duplicates!r}."
             )
-        user, item, rating = _handle_duplicates(user, item, rating, duplicates)
+        user, item, rating, time = _handle_duplicates(user, item, rating, duplicates, time)
+        self.times = time
         self.scale = _resolve_scale(scale, rating)
         _check_on_scale(rating, self.scale)
         self.user_codes, self.user_ids = _factorize(user)
@@ -84,14 +100,17 @@ class Ratings:
         scale="infer",
         duplicates="raise",
         name=None,
+        time_col=None,
     ):
-        """Build from a DataFrame; ``*_col`` name the columns holding users, items and ratings."""
+        """Build from a DataFrame; ``*_col`` name the columns holding users, items and ratings
+        (and, with ``time_col``, the time of each rating: see ``time``)."""
         if not isinstance(frame, pd.DataFrame):
             raise DataError(
                 f"Expected a pandas DataFrame with columns {user_col!r}, {item_col!r}, "
                 f"{rating_col!r}; got {type(frame).__name__}."
             )
-        _require_columns(frame, [user_col, item_col, rating_col])
+        _require_columns(frame, [user_col, item_col, rating_col]
+                         + ([time_col] if time_col is not None else []))
         return cls(
             frame[user_col].to_numpy(),
             frame[item_col].to_numpy(),
@@ -99,6 +118,7 @@ class Ratings:
             scale=scale,
             duplicates=duplicates,
             name=name,
+            time=None if time_col is None else frame[time_col],
         )
 
     @classmethod
@@ -172,6 +192,7 @@ class Ratings:
             self.values[rows],
             scale=self.scale,
             name=name or self.name,
+            time=None if self.times is None else self.times[rows],
         )
 
     def with_scale(self, scale):
@@ -185,8 +206,12 @@ class Ratings:
 
     # ------------------------------------------------------------------ views
     def to_frame(self):
-        """A DataFrame with columns ``user``, ``item``, ``rating`` (original ids)."""
-        return pd.DataFrame({"user": self.users, "item": self.items, "rating": self.values})
+        """A DataFrame with columns ``user``, ``item``, ``rating`` (original ids), and ``time``
+        (Unix seconds) when the ratings carry times."""
+        frame = pd.DataFrame({"user": self.users, "item": self.items, "rating": self.values})
+        if self.times is not None:
+            frame["time"] = self.times
+        return frame
 
     @property
     def users(self):
@@ -241,10 +266,13 @@ class Ratings:
 
 # ---------------------------------------------------------------------- coercion helpers
 def as_ratings(data, **kwargs):
-    """Return ``data`` as a :class:`Ratings` (a DataFrame is converted with ``from_frame``)."""
+    """Return ``data`` as a :class:`Ratings` (a DataFrame is converted with ``from_frame``; its
+    column ``time``, if any, gives the times of the ratings)."""
     if isinstance(data, Ratings):
         return data
     if isinstance(data, pd.DataFrame):
+        if "time" in data.columns:
+            kwargs.setdefault("time_col", "time")
         return Ratings.from_frame(data, **kwargs)
     raise DataError(
         "Expected a bpmf Ratings container or a DataFrame with columns 'user', 'item', "
@@ -266,6 +294,40 @@ def as_pairs(pairs):
         "Expected pairs as a DataFrame with columns 'user' and 'item' (or a Ratings); "
         f"got {type(pairs).__name__}."
     )
+
+
+def pair_times(pairs):
+    """The time (Unix seconds) of each pair of ``pairs``: a Ratings' ``times``, a DataFrame's
+    ``time`` column; None when they carry no times."""
+    if isinstance(pairs, Ratings):
+        return pairs.times
+    if isinstance(pairs, pd.DataFrame) and "time" in pairs.columns:
+        return as_unix_seconds(pairs["time"])
+    return None
+
+
+def as_unix_seconds(time):
+    """Times as float Unix seconds: numbers are taken as seconds, datetimes are converted
+    (naive ones as UTC). Missing or non-finite times raise :class:`DataError`."""
+    series = time if isinstance(time, pd.Series) else pd.Series(np.asarray(time))
+    if pd.api.types.is_datetime64_any_dtype(series):
+        if series.isna().any():
+            raise DataError(f"{int(series.isna().sum())} time(s) are missing; every rating "
+                            "needs its time (or leave time out).")
+        if getattr(series.dt, "tz", None) is not None:
+            series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+        return (series - pd.Timestamp(0)).dt.total_seconds().to_numpy(np.float64)
+    if pd.api.types.is_bool_dtype(series):
+        raise DataError(f"Times must be Unix seconds or datetimes, got dtype {series.dtype}.")
+    numeric = pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(numeric)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"{int(bad.sum())} time(s) are missing or not numbers (e.g. {series.iloc[row]!r} at "
+            f"row {row}); give Unix seconds or datetimes."
+        )
+    return numeric
 
 
 def _axis_ids(ids, n, what):
@@ -412,11 +474,13 @@ def _as_rating_array(rating):
     return values
 
 
-def _handle_duplicates(user, item, rating, policy):
+def _handle_duplicates(user, item, rating, policy, time=None):
     frame = pd.DataFrame({"user": user, "item": item, "rating": rating})
+    if time is not None:
+        frame["time"] = time
     dup = frame.duplicated(["user", "item"], keep=False)
     if not dup.any():
-        return user, item, rating
+        return user, item, rating, time
     if policy == "raise":
         example = frame[dup].iloc[0]
         raise DataError(
@@ -424,11 +488,13 @@ def _handle_duplicates(user, item, rating, policy):
             f"e.g. user={example['user']!r}, item={example['item']!r}. Remove them, or pass "
             "duplicates='mean' (or 'first'/'last') to aggregate."
         )
-    if policy == "mean":
-        frame = frame.groupby(["user", "item"], sort=False, as_index=False)["rating"].mean()
+    if policy == "mean":  # the mean rating, at the time of the latest
+        aggregate = {"rating": "mean", **({"time": "max"} if time is not None else {})}
+        frame = frame.groupby(["user", "item"], sort=False, as_index=False).agg(aggregate)
     else:
         frame = frame.drop_duplicates(["user", "item"], keep=policy)
-    return frame["user"].to_numpy(), frame["item"].to_numpy(), frame["rating"].to_numpy(float)
+    return (frame["user"].to_numpy(), frame["item"].to_numpy(), frame["rating"].to_numpy(float),
+            None if time is None else frame["time"].to_numpy(float))
 
 
 #: Rating scales in common use; inferred scales inside one of these draw a warning.

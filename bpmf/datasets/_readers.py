@@ -74,6 +74,7 @@ def read_ratings(
     scale="infer",
     duplicates="raise",
     ids="str",
+    time_col=None,
     **read_kwargs,
 ):
     """Read ratings from a CSV, TSV or parquet file.
@@ -94,6 +95,9 @@ def read_ratings(
         ``"str"`` reads the user and item columns of text files as text, so ids are kept
         exactly as written (``007`` is not ``7``); ``"infer"`` lets pandas parse them
         (numbers become integers). Parquet files keep their stored types.
+    time_col : str, optional
+        The column holding each rating's time (Unix seconds or datetimes), for models with
+        time effects; None reads no times.
     **read_kwargs
         Passed to :func:`pandas.read_csv` / :func:`pandas.read_parquet`.
     """
@@ -109,4 +113,5 @@ def read_ratings(
         scale=scale,
         duplicates=duplicates,
         name=path.stem,
+        time_col=time_col,
     )

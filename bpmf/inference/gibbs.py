@@ -69,6 +69,7 @@ from bpmf.inference.implicit import (
     ImplicitSets,
     ImplicitStep,
 )
+from bpmf.inference.day_bias import DayBiasGibbs
 from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
 from bpmf.inference.rows import available_cores, released, sample_side, workspace
 from bpmf.kernels.dense import gaussian_from_precision
@@ -246,12 +247,15 @@ def _positive_normal(mean, sd, rng):
     return float(stats.truncnorm.rvs(-mean / sd, np.inf, loc=mean, scale=sd, random_state=rng))
 
 
-def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None, ordinal=None):
+def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
+           data_step=None):
     phase_lock = work.get("phase_lock")
-    if ordinal is not None:  # latent scores of the ordinal likelihood become the ratings
+    # a step that rewrites the targets of the regression: the ordinal likelihood's latent
+    # scores, or the ratings less their day biases
+    if data_step is not None:
         with released(phase_lock):  # long compiled kernels
-            ordinal.step(state, biases, rng)
-        csrs = ordinal.csrs
+            data_step.step(state, biases, rng)
+        csrs = data_step.csrs
     user_csr, item_csr = csrs
     hyper.factor_step("U", state, rng)
     hyper.factor_step("V", state, rng)
@@ -320,8 +324,8 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
         # intercept's draw keep the fitted values
         item_sums = work["V"]["row_sums"] - work["V"]["counts"] * (mu_drawn - mu_old)
         _scale_biases(state, hyper, "item_bias", work["V"]["counts"], item_sums, rng)
-    if ordinal is not None:
-        ordinal.shift(state, config, rng)
+    if data_step is not None:
+        data_step.shift(state, config, rng, hyper)
 
 
 def _row_overrelax(implicit, side, alpha):
@@ -442,6 +446,9 @@ def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=No
     out["sigma"][chain, draw] = 1.0 / np.sqrt(state["tau"])
     if "cutpoints" in out:
         out["cutpoints"][chain, draw] = state["cutpoints"]
+    if "day_bias" in out:
+        out["day_bias"][chain, draw] = state["day_bias"]
+        out["day_bias_sd"][chain, draw] = 1.0 / np.sqrt(state["day_bias_precision"])
     if biases:
         for name in ("user_bias", "item_bias"):
             out[f"{name}_sd"][chain, draw] = 1.0 / np.sqrt(state[f"{name}_precision"])
@@ -591,6 +598,7 @@ def sample_gibbs(
     ordinal=None,
     implicit=None,
     implicit_step="rows",
+    day_groups=None,
 ):
     r"""Draw from the BPMF posterior with the blocked Gibbs sampler.
 
@@ -669,6 +677,11 @@ def sample_gibbs(
         scale of ``s_Y`` (and ``s_Z``). Needs ``keep="all"``.
     implicit_step : {"rows", "collapsed"}, default "rows"
         How the implicit factors are drawn (:class:`bpmf.inference.implicit.ImplicitStep`).
+    day_groups : (groups, group_users) or None
+        Day-specific user biases (:mod:`bpmf.inference.day_bias`): the (user, day) group of
+        each rating and the user of each group; ``model_config["day_bias_scale_sd"]`` is the
+        half-normal prior scale of their sd. The draws then hold ``day_bias`` (group) and
+        ``day_bias_sd``. Not with ``ordinal``.
 
     Returns
     -------
@@ -741,6 +754,11 @@ def sample_gibbs(
         links.allocate(out, chains, draws)
     if ordinal is not None:
         out["cutpoints"] = np.empty((chains, draws, int(round(high - low))))
+    if day_groups is not None:
+        if ordinal is not None:
+            raise ValueError("day biases are not available with the ordinal likelihood")
+        out["day_bias"] = np.empty((chains, draws, len(day_groups[1])))
+        out["day_bias_sd"] = np.empty((chains, draws))
     for side, sets in implicit.items():
         factors, scales, offset = IMPLICIT_KEYS[side][:3]
         out[factors] = prefaulted_empty((chains, draws, sets.n_items, D))
@@ -780,6 +798,10 @@ def sample_gibbs(
                 user_codes, item_codes, categories, int(round(high - low)) + 1, csrs,
                 cutpoint_prior_means(low, high), config.get("cutpoint_sd", 1.0), tune,
             )
+            steps.start(state)
+        if day_groups is not None:
+            steps = DayBiasGibbs(user_codes, item_codes, ratings, *day_groups, csrs,
+                                 config.get("day_bias_scale_sd", 0.5))
             steps.start(state)
         work["implicit"] = {
             side: ImplicitStep(sets, D, config.get("implicit_scale_sd", 1.0), biases, side,

@@ -55,11 +55,11 @@ intercept and hyperparameter steps apply unchanged. :class:`OrdinalGibbs` adds, 
 import numpy as np
 from scipy.linalg import solve_triangular
 
+from bpmf.inference.rows import linear_predictors
 from bpmf.kernels.ordinal import (
     cutpoint_loglik,
     cutpoint_loglik_curvature,
     draw_latents,
-    linear_predictor,
 )
 from bpmf.kernels.rows import csr_pair
 
@@ -212,19 +212,6 @@ class OrdinalGibbs:
                 theta, current, extended = proposal, value, proposal_extended
         return extended
 
-    def _linear_predictor(self, state, biases):
-        U, V = state["U"], state["V"]
-        if state.get("offset_U") is not None:
-            U = U + state["offset_U"]
-        if state.get("offset_V") is not None:
-            V = V + state["offset_V"]
-        empty = np.zeros(0)
-        linear_predictor(
-            float(state["mu"]), np.ascontiguousarray(U), np.ascontiguousarray(V),
-            state["user_bias"] if biases else empty, state["item_bias"] if biases else empty,
-            self.user_codes, self.item_codes, self.eta,
-        )
-
     # ------------------------------------------------------------------ the steps
     def _adaptive_steps(self, theta, rng):
         """The warm-up's Metropolis-Hastings steps with the local, point-dependent proposal
@@ -256,7 +243,7 @@ class OrdinalGibbs:
     def step(self, state, biases, rng):
         """Draw ``(c, z)`` given the rest (step 1) and write ``z`` into the chain's layouts
         (step 2); adapt the proposal during the first ``tune`` calls."""
-        self._linear_predictor(state, biases)
+        linear_predictors(state, biases, self.user_codes, self.item_codes, self.eta)
         theta = _to_theta(state["cutpoints"])
         warmup = self.calls < self.tune
         if not self.n_cuts or (warmup and self.calls % WARMUP_CUTPOINT_EVERY == 0):
@@ -271,8 +258,9 @@ class OrdinalGibbs:
         self.csrs[0][2][:] = self.latent[self.user_order]
         self.csrs[1][2][:] = self.latent[self.item_order]
 
-    def shift(self, state, config, rng):
-        """The level shift ``(mu + d, c + d)`` of step 3, ``d`` from its Gaussian conditional."""
+    def shift(self, state, config, rng, hyper=None):
+        """The level shift ``(mu + d, c + d)`` of step 3, ``d`` from its Gaussian conditional
+        (``hyper`` is not needed)."""
         mu_prec = 1.0 / config["mu_sd"] ** 2
         cut_prec = 1.0 / self.prior_sd**2
         precision = mu_prec + self.n_cuts * cut_prec

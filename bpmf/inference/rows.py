@@ -15,6 +15,7 @@ import os
 import numba
 import numpy as np
 
+from bpmf.kernels.ordinal import linear_predictor
 from bpmf.kernels.rows import aligned_zeros, row_blocks, sample_rows, sample_rows_parallel
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "SINGLE_PRECISION_MIN_BYTES",
     "partner_dtype",
     "available_cores",
+    "linear_predictors",
     "numba_threads",
     "row_prior",
     "sample_side",
@@ -49,6 +51,22 @@ def partner_dtype(n_other, dim):
     :func:`sample_side` hands the row kernel: float32 from
     :data:`SINGLE_PRECISION_MIN_BYTES`, else float64."""
     return np.float32 if n_other * (dim + 1) * 8 >= SINGLE_PRECISION_MIN_BYTES else np.float64
+
+
+def linear_predictors(state, biases, user_codes, item_codes, out):
+    """Into ``out``: each rating's ``mu + b_u + c_i + (U_u + o_u) . (V_i + o_i)`` at ``state``
+    (``o`` the implicit offsets ``state["offset_U"]``, ``state["offset_V"]`` where present)."""
+    U, V = state["U"], state["V"]
+    if state.get("offset_U") is not None:
+        U = U + state["offset_U"]
+    if state.get("offset_V") is not None:
+        V = V + state["offset_V"]
+    empty = np.zeros(0)
+    linear_predictor(
+        float(state["mu"]), np.ascontiguousarray(U), np.ascontiguousarray(V),
+        state["user_bias"] if biases else empty, state["item_bias"] if biases else empty,
+        user_codes, item_codes, out,
+    )
 
 
 def available_cores():

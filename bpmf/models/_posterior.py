@@ -30,8 +30,9 @@ from scipy import special
 from bpmf._estimator import RatingEstimator
 from bpmf._exceptions import DataError
 from bpmf._validation import check_prob, check_threshold, default_threshold, describe
-from bpmf.datasets import Ratings, as_pairs, as_ratings
+from bpmf.datasets import Ratings, as_pairs, as_ratings, pair_times
 from bpmf.datasets._features import frame_from_state
+from bpmf.inference.day_bias import days_of
 from bpmf.inference.features import LINK_DIMS
 from bpmf.kernels.predict import column_quantiles, expected_means, expected_ratings
 from bpmf.models import ordinal_predictive as ordinal
@@ -69,6 +70,9 @@ POSTERIOR_DIMS = {
     "Z_sd": ("factor",),
     "offset_V": ("item", "factor"),
     "offset_mean_V": ("factor",),
+    # day-specific user biases: one per (user, day) group
+    "day_bias": ("user_day",),
+    "day_bias_sd": (),
 }
 
 # Pairs per block when averaging over draws: bounds memory at about draws x block floats.
@@ -132,7 +136,8 @@ def make_datatree(posterior, train, *, n_factors, sample_stats=None, extra=None,
             **{k: v for k, v in coords.items() if k in used},
         },
     )
-    groups = {"posterior": posterior_ds, "observed_data": observed_dataset(train)}
+    groups = {"posterior": posterior_ds,
+              "observed_data": observed_dataset(train, times="user_day" in used)}
     if sample_stats is not None:
         if isinstance(sample_stats, dict):
             sample_stats = xr.Dataset(
@@ -206,16 +211,17 @@ def split_moments(draws, train, *, n_factors, pairs=None):
     return posterior, sample_stats, extra
 
 
-def observed_dataset(train):
-    """The training ratings as the ``observed_data`` group (dim ``obs``, ids as coords)."""
-    return xr.Dataset(
-        {"rating": (("obs",), train.values)},
-        coords={
-            "obs": np.arange(train.n_ratings),
-            "obs_user": (("obs",), _coord_values(train.user_ids)[train.user_codes]),
-            "obs_item": (("obs",), _coord_values(train.item_ids)[train.item_codes]),
-        },
-    )
+def observed_dataset(train, times=False):
+    """The training ratings as the ``observed_data`` group (dim ``obs``, ids as coords; with
+    ``times``, their Unix times as ``obs_time``)."""
+    coords = {
+        "obs": np.arange(train.n_ratings),
+        "obs_user": (("obs",), _coord_values(train.user_ids)[train.user_codes]),
+        "obs_item": (("obs",), _coord_values(train.item_ids)[train.item_codes]),
+    }
+    if times:
+        coords["obs_time"] = (("obs",), train.times)
+    return xr.Dataset({"rating": (("obs",), train.values)}, coords=coords)
 
 
 # ---------------------------------------------------------------------- the model base class
@@ -286,8 +292,10 @@ class PosteriorModel(ModelIO, RatingEstimator):
             return None
         return ordinal.categories_from_cutpoints(posterior["cutpoint"].values)
 
-    def _expected_draws(self, user_codes, item_codes, rng=None):
-        """Expected rating ``mu + b_u + c_i + U_u . V_i`` per draw, shape ``(samples, pairs)``.
+    def _expected_draws(self, user_codes, item_codes, rng=None, days=None):
+        """Expected rating ``mu + b_u + c_i + U_u . V_i`` per draw, shape ``(samples, pairs)``,
+        plus the pair's day bias for a model with day biases (``days``: the pairs' (user, day)
+        groups from :meth:`_pair_days`, see :meth:`_day_effects`).
 
         Unseen users/items (code -1) get their factor and bias from the population: the
         population means when ``rng`` is None (exact for the posterior mean, the model being
@@ -319,7 +327,52 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 if biases is not None:
                     fill += biases
             expected[:, unseen] = fill
+        day_effects = self._day_effects(days, len(user_codes), rng)
+        if day_effects is not None:
+            expected += day_effects
         return expected
+
+    # ------------------------------------------------------------------ day biases
+    def _pair_days(self, pairs, user_codes):
+        """The (user, day) group of each pair for a model with day biases (-1: a user's day
+        unseen in training, or no times given), None for a model without them."""
+        posterior = self.idata_["posterior"].ds
+        if "day_bias" not in posterior:
+            return None
+        times = pair_times(pairs)
+        if times is None:
+            return np.full(len(user_codes), -1, dtype=np.int64)
+        users = pd.Index(posterior["user"].values).get_indexer(posterior["user_day_user"].values)
+        groups = pd.MultiIndex.from_arrays([users, posterior["user_day_day"].values.astype(np.int64)])
+        return groups.get_indexer(
+            pd.MultiIndex.from_arrays([np.asarray(user_codes, dtype=np.int64), days_of(times)])
+        ).astype(np.int64)
+
+    def _day_effects(self, days, n_pairs, rng=None):
+        """Each pair's day bias per draw, ``(samples, pairs)`` (None for a model without day
+        biases): the draws of its (user, day) group; for a pair of an unseen day (or
+        ``days`` None) the prior mean 0 when ``rng`` is None, else fresh draws from
+        ``N(0, s_d^2)`` per posterior draw (for predictive draws and intervals)."""
+        post = self._draws()
+        if "day_bias" not in post:
+            return None
+        days = np.full(n_pairs, -1, dtype=np.int64) if days is None else np.asarray(days)
+        effects = np.zeros((len(post["mu"]), n_pairs))
+        known = days >= 0
+        effects[:, known] = post["day_bias"][:, days[known]]
+        if rng is not None and not known.all():
+            noise = rng.standard_normal((len(post["mu"]), int((~known).sum())))
+            effects[:, ~known] = noise * post["day_bias_sd"][:, None]
+        return effects
+
+    def _day_means(self, days):
+        """The posterior mean day bias of each pair (0 for unseen days); 0 without them."""
+        if days is None:
+            return 0.0
+        known = days >= 0
+        means = np.zeros(len(days))
+        means[known] = self._draws()["day_bias"].mean(0)[days[known]]
+        return means
 
     def _streamed_means(self, user_codes, item_codes):
         """Posterior means of the expected ratings streamed during the fit (``pair_moments``),
@@ -363,7 +416,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
         if not (log_likelihood or posterior_predictive):
             return
         n_chains, n_draws = self._sample_shape()
-        expected = self._expected_draws(train.user_codes, train.item_codes)
+        expected = self._expected_draws(train.user_codes, train.item_codes,
+                                        days=self._pair_days(train, train.user_codes))
         sigma = self._draws()["sigma"][:, None]
         coords = self.idata_["observed_data"].ds.coords
         groups = {}
@@ -417,7 +471,11 @@ class PosteriorModel(ModelIO, RatingEstimator):
         users = pd.Index(posterior["user"].values).get_indexer(observed["obs_user"].values[rows])
         items = pd.Index(posterior["item"].values).get_indexer(observed["obs_item"].values[rows])
         n_chains, n_draws = self._sample_shape()
-        predicted = self._expected_draws(users, items).reshape(n_chains, n_draws, -1)
+        times = (pd.DataFrame({"time": observed["obs_time"].values[rows]})
+                 if "obs_time" in observed.coords else None)
+        predicted = self._expected_draws(
+            users, items, days=self._pair_days(times, users)
+        ).reshape(n_chains, n_draws, -1)
         names = [n for n in ("sigma", "mu", "user_bias_sd", "item_bias_sd") if n in posterior]
         ds = posterior[names].drop_vars(
             [c for c in posterior.coords if c not in ("chain", "draw")], errors="ignore"
@@ -451,12 +509,14 @@ class PosteriorModel(ModelIO, RatingEstimator):
         expected rating under the predictive distribution (:meth:`predict_proba`).
         """
         user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
+        days = self._pair_days(pairs, user_codes)
         categories = self._ordinal_categories()
         if "U" not in self._draws():
             if categories is not None:
                 raise ValueError("An ordinal fit needs retained factor draws to predict; "
                                  "refit with factor_draws >= 1.")
-            return self._clip(self._streamed_means(user_codes, item_codes), clip)
+            streamed = self._streamed_means(user_codes, item_codes) + self._day_means(days)
+            return self._clip(streamed, clip)
         means = np.empty(len(user_codes))
         rest = np.arange(len(user_codes))
         if categories is None:  # the mean of a linear function: accumulated draw by draw
@@ -467,10 +527,13 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 *_linear_terms(_effective_draws(self._draws())), user_codes[seen],
                 item_codes[seen],
             )
+            if days is not None:  # the mean of a sum: the day biases' posterior means
+                means[seen] += self._day_means(days[seen])
             rest = np.flatnonzero(~seen)
         for start in range(0, len(rest), _BLOCK):
             block = rest[start:start + _BLOCK]
-            expected = self._expected_draws(user_codes[block], item_codes[block])
+            expected = self._expected_draws(user_codes[block], item_codes[block],
+                                            days=None if days is None else days[block])
             if categories is None:
                 means[block] = expected.mean(0)
             else:
@@ -537,7 +600,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
             raise ValueError(f"kind must be 'predictive' or 'expected', got {kind!r}.")
         user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
         rng = np.random.default_rng(random_state)
-        draws = self._expected_draws(user_codes, item_codes, rng)
+        draws = self._expected_draws(user_codes, item_codes, rng,
+                                     self._pair_days(pairs, user_codes))
         categories = self._ordinal_categories()
         if kind == "predictive" and categories is not None:  # whole ratings
             draws = ordinal.predictive_draws(
@@ -611,6 +675,7 @@ class PosteriorModel(ModelIO, RatingEstimator):
         """
         quantiles = [check_prob(q, "quantile") for q in np.atleast_1d(quantiles).tolist()]
         user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
+        days = self._pair_days(pairs, user_codes)
         rng = np.random.default_rng(random_state)
         if self._ordinal_categories() is not None:
             return self._ordinal_quantiles(pairs, user_codes, item_codes, quantiles, clip, rng)
@@ -625,14 +690,18 @@ class PosteriorModel(ModelIO, RatingEstimator):
         for start in range(0, len(user_codes), block_size):
             block = slice(start, start + block_size)
             users, items = user_codes[block], item_codes[block]
-            seen = ((users >= 0) & (items >= 0)).all()
+            block_days = None if days is None else days[block]
+            seen = ((users >= 0) & (items >= 0)).all() and (
+                block_days is None or (block_days >= 0).all()
+            )
             if seen:  # the draws of seen pairs do not depend on rng: one gather serves both
-                expected = self._expected_draws(users, items)
+                expected = self._expected_draws(users, items, days=block_days)
                 mean[block] = expected.mean(0)
-            else:  # unseen ids: fresh population draws of their factors for every replicate
-                mean[block] = self._expected_draws(users, items).mean(0)
+            else:  # unseen ids (or days): fresh population draws for every replicate
+                mean[block] = self._expected_draws(users, items, days=block_days).mean(0)
                 expected = np.concatenate(
-                    [self._expected_draws(users, items, rng) for _ in range(replicates)]
+                    [self._expected_draws(users, items, rng, block_days)
+                     for _ in range(replicates)]
                 )
             for first in range(0, len(users), run):
                 columns = slice(first, first + run)
@@ -795,6 +864,9 @@ class PosteriorModel(ModelIO, RatingEstimator):
             raise ValueError("fold_in draws Gaussian conditionals and does not support an "
                              "ordinal model (likelihood='ordinal'); refit with the new ratings.")
         post = self._draws()
+        if "day_bias" in post:
+            raise ValueError("fold_in does not support day-specific user biases "
+                             "(user_day_bias=True); refit with the new ratings.")
         # the draws say which bias prior a fit had (every fit with correlated biases records
         # user_bias_factor_cov); only a model that asked for them by name and lacks them
         # (fitted by an earlier development version) is refused. A file from before the

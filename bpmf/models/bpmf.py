@@ -8,13 +8,16 @@ import pandas as pd
 import xarray as xr
 
 from bpmf._config import resolve_progressbar
+from bpmf._exceptions import DataError
 from bpmf._validation import check_n_factors, check_positive
 from bpmf.datasets import Ratings, as_pairs, as_ratings
+from bpmf.inference.day_bias import day_groups, days_of
 from bpmf.inference.diagnostics import diagnose
 from bpmf.inference.hyperpriors import WISHART_DEFAULTS
 from bpmf.inference.ordinal import cutpoint_prior_means, rating_categories
 from bpmf.models._features import encode_features, restore_tables, saved_config
 from bpmf.models._graph import build_graph, factor_means, initial_point
+from bpmf.models._io import coord_values
 from bpmf.models._posterior import POSTERIOR_DIMS, PosteriorModel, make_datatree, split_moments
 from bpmf.models.pmf import merge_config
 
@@ -46,6 +49,10 @@ _COMMON = {
     "implicit_pairs": None,
     # centred offsets: o_u less the users' mean of the plain sums (averages zero over users)
     "implicit_centered": False,
+    # day-specific user biases d_(u, day) ~ N(0, s_d^2), s_d ~ HalfNormal(day_bias_scale_sd)
+    # (Gibbs only; the ratings need times)
+    "user_day_bias": False,
+    "day_bias_scale_sd": 1.0,
 }
 _PRIOR_KEYS = {
     "lkj": {
@@ -411,6 +418,13 @@ class BPMF(PosteriorModel):
             config["cutpoint_sd"] = check_positive("model_config['cutpoint_sd']",
                                                    config["cutpoint_sd"])
         _check_implicit(config)
+        if config["user_day_bias"] not in (True, False):
+            raise ValueError("model_config['user_day_bias'] must be True or False, got "
+                             f"{config['user_day_bias']!r}.")
+        config["day_bias_scale_sd"] = check_positive("model_config['day_bias_scale_sd']",
+                                                     config["day_bias_scale_sd"])
+        if config["user_day_bias"] and config["likelihood"] != "gaussian":
+            raise ValueError("model_config['user_day_bias'] needs likelihood='gaussian'.")
         if prior == "lkj":
             if config["factor_means"] not in (True, False, "auto", "U", "V"):
                 raise ValueError("model_config['factor_means'] must be True, False, 'auto', 'U' "
@@ -516,6 +530,9 @@ class BPMF(PosteriorModel):
             )
         if model_config["implicit"] and self.method != "gibbs":
             raise ValueError("implicit feedback (model_config['implicit']) needs method='gibbs'.")
+        if model_config["user_day_bias"] and self.method != "gibbs":
+            raise ValueError("day-specific user biases (model_config['user_day_bias']) need "
+                             "method='gibbs'.")
         if model_config["implicit"] and sampler_config["keep"] != "all":
             raise ValueError(
                 "implicit feedback keeps every draw: use sampler_config['keep']='all'."
@@ -527,6 +544,7 @@ class BPMF(PosteriorModel):
                 "sampler_config['implicit_step']='rows' only."
             )
         train = self._start_fit(train)
+        self._day_groups = _day_groups(train, model_config)
         self._designs, features = encode_features(train, model_config)
         self.__dict__.pop("features_", None)
         if features is not None:
@@ -552,9 +570,17 @@ class BPMF(PosteriorModel):
         coords = {f"{dim}_feature": value["names"] for dim, value in (features or {}).items()}
         if self._scale_levels is not None:
             coords["cutpoint"] = cutpoint_prior_means(*self._scale_levels)
+        if self._day_groups is not None:
+            coords["user_day"] = np.arange(len(self._day_groups[1]))
         self.idata_ = make_datatree(
             posterior, train, n_factors=n_factors, sample_stats=stats, extra=extra, coords=coords
         )
+        if self._day_groups is not None:  # each group's user id and UTC day number
+            group_users, group_days = self._day_groups[1:]
+            self.idata_["posterior"] = self.idata_["posterior"].ds.assign_coords(
+                user_day_user=("user_day", coord_values(train.user_ids)[group_users]),
+                user_day_day=("user_day", group_days),
+            )
         self._add_requested_groups(
             train, sampler_config["log_likelihood"], sampler_config["posterior_predictive"],
             np.random.default_rng(seeds[1]),
@@ -636,6 +662,7 @@ class BPMF(PosteriorModel):
             features=getattr(self, "_designs", None),
             ordinal=self._scale_levels,
             implicit=_implicit_sets(train, model_config),
+            day_groups=None if self._day_groups is None else self._day_groups[:2],
         )
 
     def _sample_gibbs(self, train, model_config, sampler_config, seed, progressbar):
@@ -715,7 +742,9 @@ class BPMF(PosteriorModel):
         n_chains, n_draws = self._sample_shape()
         rng = np.random.default_rng(0)
         rows = rng.choice(train.n_ratings, min(n_pairs, train.n_ratings), replace=False)
-        predictions = self._expected_draws(train.user_codes[rows], train.item_codes[rows])
+        days = self._pair_days(train, train.user_codes)
+        predictions = self._expected_draws(train.user_codes[rows], train.item_codes[rows],
+                                           days=None if days is None else days[rows])
         # every kept draw: a keep="moments" fit has them in "trace" and "trace_stats"
         children = self.idata_.children
         stats_group = "trace_stats" if "trace_stats" in children else "sample_stats"
@@ -775,6 +804,19 @@ def _implicit_sets(train, model_config):
         sets["V"] = implicit_sets(train.item_codes, train.user_codes, train.n_items,
                                   train.n_users, None if extra is None else extra[::-1])
     return sets
+
+
+def _day_groups(train, model_config):
+    """``(groups, group_users, group_days)`` of the day-specific user biases (None without
+    them): each rating's (user, UTC day) group, and each group's user code and day."""
+    if not model_config["user_day_bias"]:
+        return None
+    if train.times is None:
+        raise DataError(
+            "model_config['user_day_bias'] needs the time of each rating: build the Ratings "
+            "with time= (or from_frame(..., time_col=...))."
+        )
+    return day_groups(train.user_codes, days_of(train.times))
 
 
 def _cpu_count():

@@ -1,0 +1,95 @@
+"""The day-bias steps of the Gibbs sampler against their closed-form conditionals."""
+
+import numpy as np
+
+from bpmf.inference.day_bias import DayBiasGibbs, day_groups, days_of
+from bpmf.inference.hyperpriors import WISHART_DEFAULTS, WishartHyperpriors
+from bpmf.kernels.rows import csr_pair
+
+
+def _problem(seed=0, n_users=4, n_items=6, n_factors=2):
+    """A small state and ratings on a few days per user."""
+    rng = np.random.default_rng(seed)
+    pairs = [(u, i) for u in range(n_users) for i in range(n_items) if rng.random() < 0.8]
+    users = np.array([p[0] for p in pairs], dtype=np.int64)
+    items = np.array([p[1] for p in pairs], dtype=np.int64)
+    times = 86_400.0 * rng.integers(10_000, 10_003, size=len(pairs)) + rng.uniform(0, 86_399,
+                                                                                   len(pairs))
+    ratings = rng.normal(3.0, 1.0, len(pairs))
+    state = {
+        "U": rng.normal(size=(n_users, n_factors)), "V": rng.normal(size=(n_items, n_factors)),
+        "mu": 3.1, "user_bias": rng.normal(0, 0.3, n_users),
+        "item_bias": rng.normal(0, 0.3, n_items), "tau": 2.5,
+    }
+    return users, items, ratings, times, state
+
+
+def test_days_are_utc_days_and_groups_are_user_day_pairs():
+    assert days_of([0, 86_399.9, 86_400, -1]).tolist() == [0, 0, 1, -1]
+    codes, group_users, group_days = day_groups([1, 0, 1, 1], [5, 5, 5, 7])
+    assert group_users.tolist() == [0, 1, 1] and group_days.tolist() == [5, 5, 7]
+    assert codes.tolist() == [1, 0, 1, 2]
+
+
+def test_day_biases_are_drawn_from_their_gaussian_conditional():
+    users, items, ratings, times, state = _problem()
+    groups, group_users, _ = day_groups(users, days_of(times))
+    csrs = csr_pair(users, items, ratings, 4, 6)
+    step = DayBiasGibbs(users, items, ratings, groups, group_users, csrs, 1.0)
+    step.start(state)
+    lam = 4.0
+    # the conditional by hand: residuals of the rest of the linear predictor
+    eta = (state["mu"] + state["user_bias"][users] + state["item_bias"][items]
+           + np.einsum("nk,nk->n", state["U"][users], state["V"][items]))
+    n_groups = len(group_users)
+    counts = np.array([np.sum(groups == g) for g in range(n_groups)])
+    sums = np.array([np.sum((ratings - eta)[groups == g]) for g in range(n_groups)])
+    precision = lam + state["tau"] * counts
+    mean, var = state["tau"] * sums / precision, 1.0 / precision
+    rng = np.random.default_rng(1)
+    n = 4000
+    draws = np.empty((n, n_groups))
+    for k in range(n):
+        state["day_bias_precision"] = lam
+        step.step(state, True, rng)
+        draws[k] = state["day_bias"]
+    z = (draws.mean(0) - mean) / np.sqrt(var / n)
+    assert np.all(np.abs(z) < 4), z
+    # the variance within 4 standard errors (sd of a sample variance ~ var sqrt(2 / n))
+    assert np.all(np.abs(draws.var(0) / var - 1) < 4 * np.sqrt(2 / n))
+    # the layouts hold the ratings less the last draw's day biases
+    expected = csr_pair(users, items, ratings - state["day_bias"][groups], 4, 6)
+    for side in (0, 1):
+        np.testing.assert_allclose(step.csrs[side][2], expected[side][2], rtol=0, atol=1e-12)
+    # the shared layouts are untouched
+    np.testing.assert_array_equal(csrs[0][2], csr_pair(users, items, ratings, 4, 6)[0][2])
+
+
+def test_shift_of_user_and_day_biases_draws_the_user_bias_given_the_sums():
+    """With every sum b_u + d_g fixed, b_u has precision lam_b + n_u lam_d and mean
+    lam_d sum_g (b_u + d_g) / that (independent priors N(0, 1/lam_b), N(0, 1/lam_d))."""
+    users, items, ratings, times, state = _problem(seed=3)
+    groups, group_users, _ = day_groups(users, days_of(times))
+    csrs = csr_pair(users, items, ratings, 4, 6)
+    step = DayBiasGibbs(users, items, ratings, groups, group_users, csrs, 1.0)
+    rng = np.random.default_rng(2)
+    lam_b, lam_d = 9.0, 4.0
+    start_bias = state["user_bias"].copy()
+    start_days = rng.normal(0, 0.5, len(group_users))
+    sums = start_bias[group_users] + start_days
+    hyper = WishartHyperpriors(WISHART_DEFAULTS, 2)
+    n = 4000
+    kept = np.empty((n, 4))
+    for k in range(n):
+        state.update(user_bias=start_bias.copy(), day_bias=start_days.copy(),
+                     user_bias_precision=lam_b, day_bias_precision=lam_d)
+        step.shift(state, {}, rng, hyper)
+        np.testing.assert_allclose(state["user_bias"][group_users] + state["day_bias"], sums,
+                                   atol=1e-12)
+        kept[k] = state["user_bias"]
+    per_user = np.bincount(group_users, minlength=4)
+    precision = lam_b + per_user * lam_d
+    mean = lam_d * np.bincount(group_users, weights=sums, minlength=4) / precision
+    z = (kept.mean(0) - mean) / np.sqrt(1.0 / precision / n)
+    assert np.all(np.abs(z) < 4), z
+    assert np.all(np.abs(kept.var(0) * precision - 1) < 4 * np.sqrt(2 / n))

@@ -1,0 +1,133 @@
+"""BPMF with day-specific user biases: recovery on data simulated from the model, predictions
+with and without times, persistence and the errors of unsupported combinations."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bpmf import DataError
+from bpmf.models import BPMF
+
+SAMPLER = {"draws": 200, "tune": 100, "chains": 2}
+DAY = 86_400.0
+
+
+def simulate(day_sd=0.5, n_users=200, n_items=120, n_factors=2, density=0.2, seed=0):
+    """Ratings ``mu + b_u + c_i + U_u . V_i + d_(u, day) + N(0, 0.4^2)``, each user rating on
+    one to four days; the ratings with their times and the true day bias of each (``truth``)."""
+    rng = np.random.default_rng(seed)
+    users, items = np.nonzero(rng.random((n_users, n_items)) < density)
+    n_days = rng.integers(1, 5, n_users)
+    day = rng.integers(0, n_days[users])  # the user's k-th day
+    first = rng.integers(10_000, 10_200, n_users)
+    times = DAY * (first[users] + 3 * day) + rng.uniform(0, DAY - 1, len(users))
+    day_bias = day_sd * rng.standard_normal((n_users, 4))
+    U = 0.7 * rng.standard_normal((n_users, n_factors))
+    V = 0.7 * rng.standard_normal((n_items, n_factors))
+    truth = day_bias[users, day]
+    values = (3.0 + 0.3 * rng.standard_normal(n_users)[users]
+              + 0.3 * rng.standard_normal(n_items)[items]
+              + np.einsum("nk,nk->n", U[users], V[items]) + truth
+              + 0.4 * rng.standard_normal(len(users)))
+    return pd.DataFrame({"user": users, "item": items, "rating": values, "time": times,
+                         "truth": truth})
+
+
+def fit(frame, seed=1, sampler=None, **config):
+    return BPMF(2, model_config={"user_day_bias": True, **config},
+                sampler_config={**SAMPLER, **(sampler or {})}, random_state=seed,
+                progressbar=False).fit(frame)
+
+
+@pytest.fixture(scope="module")
+def data():
+    frame = simulate()
+    test = np.random.default_rng(5).random(len(frame)) < 0.2
+    return frame[~test].reset_index(drop=True), frame[test].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return fit(data[0])
+
+
+def test_recovers_the_day_scale_and_the_day_biases(model, data):
+    train = data[0]
+    post = model.idata_["posterior"].ds
+    sd = post["day_bias_sd"].values.ravel()
+    assert abs(sd.mean() - 0.5) < 4 * sd.std(), (sd.mean(), sd.std())
+    # each training rating's day bias: the posterior mean tracks the truth
+    days = model._pair_days(train, model.user_index_.get_indexer(train["user"]))
+    assert (days >= 0).all()
+    estimate = post["day_bias"].values.reshape(-1, post.sizes["user_day"]).mean(0)[days]
+    assert np.corrcoef(estimate, train["truth"])[0, 1] > 0.8
+
+
+def test_day_biases_improve_held_out_predictions_on_known_days(model, data):
+    train, test = data
+    plain = BPMF(2, sampler_config=SAMPLER, random_state=1, progressbar=False).fit(
+        train.drop(columns="time"))
+    rmse = lambda pred: float(np.sqrt(np.mean((test["rating"] - pred) ** 2)))  # noqa: E731
+    assert rmse(model.predict(test, clip=False)) < rmse(plain.predict(test, clip=False)) - 0.05
+
+
+def test_pairs_without_times_are_predicted_at_an_unseen_day(model, data):
+    test = data[1]
+    with_days = model.predict(test, clip=False)
+    without = model.predict(test.drop(columns="time"), clip=False)
+    later = model.predict(test.assign(time=test["time"] + 1000 * DAY), clip=False)
+    np.testing.assert_allclose(without, later)  # an unseen day: the day bias's prior mean
+    post = model.idata_["posterior"].ds
+    days = model._pair_days(test, model.user_index_.get_indexer(test["user"]))
+    means = post["day_bias"].values.reshape(-1, post.sizes["user_day"]).mean(0)
+    np.testing.assert_allclose(with_days - without, np.where(days >= 0, means[days], 0.0),
+                               atol=1e-10)
+    # the interval of an unseen day carries the day bias's prior variance
+    known = model.predict_interval(test, random_state=0)
+    unknown = model.predict_interval(test.drop(columns="time"), random_state=0)
+    assert ((unknown["upper"] - unknown["lower"]).mean()
+            > (known["upper"] - known["lower"]).mean() + 0.1)
+    # two independent prior draws of an unseen day's bias differ by sd * sqrt(2)
+    unseen = test.drop(columns="time")
+    first, second = (model.predict_posterior(unseen, kind="expected", random_state=seed)
+                     for seed in (0, 1))
+    sd = post["day_bias_sd"].values.reshape(-1, 1, 1)
+    assert abs((first - second).values.var() / (2 * np.mean(sd**2)) - 1) < 0.05
+
+
+def test_save_and_load_keep_the_day_biases(model, data, tmp_path):
+    test = data[1]
+    path = tmp_path / "model.nc"
+    model.save(path)
+    loaded = BPMF.load(path)
+    np.testing.assert_array_equal(loaded.predict(test), model.predict(test))
+    np.testing.assert_array_equal(loaded.predict_interval(test), model.predict_interval(test))
+    assert loaded.idata_["posterior"]["user_day_day"].dtype.kind == "i"
+
+
+def test_moments_fit_runs_the_same_chain(data):
+    train = data[0]
+    every = fit(train, seed=3, sampler={"draws": 30, "tune": 20})
+    moments = fit(train, seed=3, sampler={"draws": 30, "tune": 20, "keep": "moments",
+                                          "factor_draws": 5})
+    np.testing.assert_array_equal(moments.idata_["trace"]["day_bias_sd"].values,
+                                  every.idata_["posterior"]["day_bias_sd"].values)
+
+
+def test_unsupported_combinations_fail_with_one_line(data):
+    train = data[0]
+    with pytest.raises(DataError, match="needs the time of each rating"):
+        fit(train.drop(columns="time"))
+    with pytest.raises(ValueError, match="method='gibbs'"):
+        BPMF(2, model_config={"user_day_bias": True}, method="nuts").fit(train)
+    with pytest.raises(ValueError, match="likelihood='gaussian'"):
+        BPMF(2, model_config={"user_day_bias": True, "likelihood": "ordinal"}).fit(train)
+    with pytest.raises(ValueError, match="True or False"):
+        BPMF(2, model_config={"user_day_bias": "yes"}).fit(train)
+
+
+def test_fold_in_refuses_a_day_bias_model(model, data):
+    test = data[1]
+    new = test.head(5).assign(user=10_000)
+    with pytest.raises(ValueError, match="day-specific user biases"):
+        model.fold_in(new)
