@@ -73,33 +73,61 @@ def myfm_design(train):
     return design
 
 
-def run_myfm(train, test, seed, features=False):
+def user_day_columns(train, test):
+    """One-hot columns of the (user, UTC day) groups of the training ratings, for the training
+    and the test ratings (a test rating on a day its user did not rate in training gets an
+    empty row): myFM's counterpart of bpmf's day-specific user biases."""
+    import scipy.sparse as sp
+
+    days = pd.MultiIndex.from_arrays([train.users, np.floor(train.times / 86_400)])
+    groups = pd.Index(days.unique())
+
+    def one_hot(users, times):
+        codes = groups.get_indexer(pd.MultiIndex.from_arrays([users, np.floor(times / 86_400)]))
+        rows = np.flatnonzero(codes >= 0)
+        return sp.csr_matrix((np.ones(len(rows)), (rows, codes[rows])),
+                             shape=(len(users), len(groups)))
+
+    return one_hot(train.users, train.times), one_hot(test.users, test.times), len(groups)
+
+
+def run_myfm(train, test, seed, features=False, day=False):
     import myfm
+    import scipy.sparse as sp
 
     if features:
         return run_myfm_features(train, test, seed)
     design = myfm_design(train)
+    X_train = design(train.user_codes, train.item_codes)
+    X_test = design(train.encode_users(test.users), train.encode_items(test.items))
+    groups = [train.n_users, train.n_items]
+    if day:  # the (user, day) groups as a third block
+        day_train, day_test, n_groups = user_day_columns(train, test)
+        X_train = sp.hstack([X_train, day_train], format="csr")
+        X_test = sp.hstack([X_test, day_test], format="csr")
+        groups.append(n_groups)
     start = time.perf_counter()
     fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
     fm.fit(
-        design(train.user_codes, train.item_codes),
+        X_train,
         train.values,
         n_iter=ITERATIONS,
         n_kept_samples=ITERATIONS - GIBBS_BURN_IN,
-        group_shapes=[train.n_users, train.n_items],
+        group_shapes=groups,
     )
     sampling = time.perf_counter() - start
-    pred = fm.predict(design(train.encode_users(test.users), train.encode_items(test.items)))
+    pred = fm.predict(X_test)
     return pred, time.perf_counter() - start, ITERATIONS / sampling
 
 
-def run_myfm_features(train, test, seed, implicit=False, item_implicit=False):
+def run_myfm_features(train, test, seed, implicit=False, item_implicit=False, day=False):
     """myFM with the side features, as its documentation does it for ML-100K: one relation
     block per side whose rows are ``[one-hot id | features]`` (the one-hot empty for an id
     without training ratings), indexed by each rating's user and item. ``implicit``: the
     user block also holds the user's normalised training items (as ``myfm-implicit``);
     ``item_implicit``: the item block the item's normalised training users (as myFM's
-    extended ML-100K example)."""
+    extended ML-100K example); ``day``: the (user, day) groups' one-hot columns as well
+    (:func:`user_day_columns`)."""
     import myfm
     import scipy.sparse as sp
 
@@ -126,10 +154,15 @@ def run_myfm_features(train, test, seed, implicit=False, item_implicit=False):
 
     groups = [train.n_users, tables["user"].shape[1], *([train.n_items] if implicit else []),
               train.n_items, tables["item"].shape[1], *([train.n_users] if item_implicit else [])]
+    X_train = sp.csr_matrix((train.n_ratings, 0))
+    X_test = sp.csr_matrix((len(test.values), 0))
+    if day:  # the plain columns come first in myFM's feature order
+        X_train, X_test, n_groups = user_day_columns(train, test)
+        groups = [n_groups, *groups]
     start = time.perf_counter()
     fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
     fm.fit(
-        sp.csr_matrix((train.n_ratings, 0)),
+        X_train,
         train.values,
         X_rel=relations(train.users, train.items),
         n_iter=ITERATIONS,
@@ -137,8 +170,7 @@ def run_myfm_features(train, test, seed, implicit=False, item_implicit=False):
         group_shapes=groups,
     )
     sampling = time.perf_counter() - start
-    pred = fm.predict(sp.csr_matrix((len(test.values), 0)),
-                      X_rel=relations(test.users, test.items))
+    pred = fm.predict(X_test, X_rel=relations(test.users, test.items))
     return pred, time.perf_counter() - start, ITERATIONS / sampling
 
 
@@ -348,6 +380,12 @@ def bpmf_entries():
             "bpmf-features-svdpp-both": {"model_config": {"user_features": "ml-100k",
                                                           "item_features": "ml-100k",
                                                           "implicit": "both"}},
+            # day-specific user biases (the ratings' times), alone and with the best variant
+            "bpmf-day": {"model_config": {"user_day_bias": True}},
+            "bpmf-features-svdpp-both-day": {"model_config": {"user_features": "ml-100k",
+                                                              "item_features": "ml-100k",
+                                                              "implicit": "both",
+                                                              "user_day_bias": True}},
             # the whole fit (MAP, sampling, diagnostics) with myFM's number of sweeps: one
             # chain of 50 warm-up and 150 kept sweeps
             "bpmf-200-sweeps": {"sampler_config": {"chains": 1, "tune": GIBBS_BURN_IN,
@@ -415,6 +453,9 @@ def main(argv=None):
         ("myfm-features-implicit-both",
          lambda tr, te, s: run_myfm_features(tr, te, s, True, item_implicit=True)),
         ("myfm-implicit+test-pairs", lambda tr, te, s: run_myfm_implicit(tr, te, s, True)),
+        ("myfm-day", lambda tr, te, s: run_myfm(tr, te, s, day=True)),
+        ("myfm-features-implicit-both-day",
+         lambda tr, te, s: run_myfm_features(tr, te, s, True, item_implicit=True, day=True)),
         ("surprise-SVD", lambda tr, te, s: run_surprise(tr, te, surprise.SVD, s)),
         ("surprise-BaselineOnly", lambda tr, te, s: run_surprise(tr, te, surprise.BaselineOnly, s)),
         ("bpmf-gibbs-kernel", run_gibbs_kernel),
