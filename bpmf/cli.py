@@ -118,6 +118,11 @@ def _input_options(parser, *, ratings):
     )
     parser.add_argument("--user-col", default=None, help="column of user ids (default 'user')")
     parser.add_argument("--item-col", default=None, help="column of item ids (default 'item')")
+    parser.add_argument(
+        "--time-col", default=None,
+        help=f"column of the {what}' times, Unix seconds or dates (for models with day "
+        "biases; default: none read)",
+    )
     if ratings:
         parser.add_argument(
             "--rating-col", default=None, help="column of ratings (default 'rating')"
@@ -421,6 +426,8 @@ _HINTS = (
         r"\(e\.g\. user_col=\.\.\., item_col=\.\.\., rating_col=\.\.\.\)",
         "(--user-col, --item-col, --rating-col)",
     ),
+    (r"build the Ratings with time= \(or from_frame\(\.\.\., time_col=\.\.\.\)\)",
+     "name the time column of the ratings file with --time-col"),
     (r"\buser_col=", "--user-col "),
     (r"\bitem_col=", "--item-col "),
     (r"\brating_col=", "--rating-col "),
@@ -462,6 +469,7 @@ def _read_options(args):
         "rating_col": getattr(args, "rating_col", None),
         "sep": args.sep,
         "duplicates": getattr(args, "duplicates", None),
+        "time_col": getattr(args, "time_col", None),
     }
     return {key: value for key, value in options.items() if value is not None}
 
@@ -755,6 +763,7 @@ _PREDICTION_COLUMNS = ("mean", "lower", "upper", "unseen")
 
 def _cmd_predict(args):
     from bpmf.datasets import as_pairs
+    from bpmf.datasets._ratings import as_unix_seconds
     from bpmf.datasets._readers import read_table
 
     if args.out is not None:
@@ -769,11 +778,12 @@ def _cmd_predict(args):
     elif args.given_user_features is not None or args.given_item_features is not None:
         raise _Failure("--given-user-features and --given-item-features need --given.")
     pairs = read_table(args.pairs, columns=(user_col, item_col), sep=args.sep, what="pairs")
-    missing = [c for c in (user_col, item_col) if c not in pairs.columns]
+    wanted = (user_col, item_col, *([args.time_col] if args.time_col else []))
+    missing = [c for c in wanted if c not in pairs.columns]
     if missing:
         raise DataError(
             f"{str(args.pairs)!r} lacks column(s) {missing}; it has {list(pairs.columns)}. "
-            "Name the columns with --user-col/--item-col."
+            "Name the columns with --user-col/--item-col/--time-col."
         )
     clash = [c for c in _PREDICTION_COLUMNS if c in pairs.columns]
     if clash:
@@ -788,6 +798,8 @@ def _cmd_predict(args):
             "item": _match_ids(pairs[item_col].to_numpy(), model.item_index_, "item"),
         }
     )
+    if args.time_col:  # the pairs' times: a model with day biases adds the day's bias
+        frame["time"] = as_unix_seconds(pairs[args.time_col])
     if hasattr(model, "predict_interval"):
         interval = model.predict_interval(frame, prob=args.prob)
         predictions = interval[["mean", "lower", "upper"]].reset_index(drop=True)

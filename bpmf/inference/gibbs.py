@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from bpmf._config import resolve_progressbar
 from bpmf.inference import rows as rows_module
+from bpmf.inference.day_bias import DayBiasGibbs
 from bpmf.inference.features import FeatureLinks, bias_prior_values
 from bpmf.inference.hyperpriors import (
     WISHART_DEFAULTS,
@@ -69,7 +70,6 @@ from bpmf.inference.implicit import (
     ImplicitSets,
     ImplicitStep,
 )
-from bpmf.inference.day_bias import DayBiasGibbs
 from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
 from bpmf.inference.rows import available_cores, released, sample_side, workspace
 from bpmf.kernels.dense import gaussian_from_precision

@@ -343,7 +343,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
         if times is None:
             return np.full(len(user_codes), -1, dtype=np.int64)
         users = pd.Index(posterior["user"].values).get_indexer(posterior["user_day_user"].values)
-        groups = pd.MultiIndex.from_arrays([users, posterior["user_day_day"].values.astype(np.int64)])
+        days = posterior["user_day_day"].values.astype(np.int64)
+        groups = pd.MultiIndex.from_arrays([users, days])
         return groups.get_indexer(
             pd.MultiIndex.from_arrays([np.asarray(user_codes, dtype=np.int64), days_of(times)])
         ).astype(np.int64)

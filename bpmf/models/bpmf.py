@@ -127,6 +127,12 @@ class BPMF(PosteriorModel):
           the effective rows' mean is the rows' own, pinned by their prior (see Notes); the
           subtracted mean is kept per draw as ``offset_mean_U`` (``offset_mean_V``). Needs
           ``sampler_config["implicit_step"]="rows"``.
+        - ``user_day_bias`` (False): day-specific user biases (see Notes): each rating also
+          sees ``d_(u, t)``, one bias per user and UTC day ``t`` on which the user rated in
+          training; the training ratings need times (``Ratings(..., time=)``, a ``time``
+          column, MovieLens's timestamps); ``method="gibbs"`` and the Gaussian likelihood
+          only; :meth:`fold_in` refuses such a model;
+        - ``day_bias_scale_sd`` (1.0): half-normal prior scale of their sd ``s_d``.
 
         With ``covariance_prior="lkj"``: ``factor_mean_sd`` (1.0), ``lkj_eta`` (2.0),
         ``factor_scale_sd`` (1.0), ``bias_scale_sd`` (1.0), ``sigma_sd`` (1.0),
@@ -301,6 +307,19 @@ class BPMF(PosteriorModel):
     unknown implicit set: its population-level prediction takes the fitted rows' mean offset
     in each draw (a fitted row's offset at random for predictive draws and intervals), and
     :meth:`fold_in` gives it the set of its new ratings.
+
+    **Day-specific user biases** (``user_day_bias=True``; Koren's :math:`b_{u,t}` of
+    timeSVD++): a user's ratings on one day share a bias on top of the user's own,
+    :math:`r \sim N(\mu + b_u + c_j + U_u \cdot V_j + d_{u,t}, \sigma^2)` with
+    :math:`d_{u,t} \sim N(0, s_d^2)`, :math:`s_d \sim \mathrm{HalfNormal}` (posterior
+    ``day_bias`` along dim ``user_day``, whose coordinates ``user_day_user`` and
+    ``user_day_day`` give each group's user id and UTC day number, and ``day_bias_sd``). The
+    Gibbs sampler draws the day biases from their Gaussian conditionals, regresses the rest
+    on the ratings less them, and shifts each user's bias against their day biases
+    (:mod:`bpmf.inference.day_bias`). Pairs to predict carry their times (a ``time`` column,
+    a Ratings with times): a pair on a day its user rated in training adds that day's bias;
+    on another day, or without a time, the day bias is a new draw from its prior (mean 0;
+    its variance widens the predictive intervals). :meth:`recommend` ranks without it.
 
     ``fit`` finds the MAP of the matching :class:`PMF` by alternating least squares and
     starts every chain from it. The Gibbs sampler draws every row of factors with its bias
