@@ -43,7 +43,8 @@ def _fit(frame, model_config):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = BPMF(model_config=model_config, random_state=0, progressbar=False).fit(
-            Ratings.from_frame(frame, scale=(1, 5))
+            Ratings.from_frame(frame, scale=(1, 5),
+                               time_col="time" if "time" in frame.columns else None)
         )
     return model, time.perf_counter() - start
 
@@ -63,7 +64,9 @@ def run(seed, base, test, model_config=None):
     given = given[foldable]
     scored = test[test["user"].isin(held) & test["item"].isin(known_items)]
     n_skipped = int(test["user"].isin(held).sum() - len(scored))
-    pairs, truth = scored[["user", "item"]], scored["rating"].to_numpy()
+    # the pairs keep their times (used by a model with day biases only)
+    pairs = scored.drop(columns="rating")
+    truth = scored["rating"].to_numpy()
 
     model, fit_s = _fit(rest, model_config)
     with warnings.catch_warnings():

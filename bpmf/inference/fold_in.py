@@ -34,10 +34,12 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from bpmf.inference.implicit import implicit_sets
+from bpmf.kernels.dense import gaussian_from_precision
 from bpmf.kernels.implicit import offsets_into
+from bpmf.kernels.normals import row_normals
 from bpmf.kernels.rows import csr_pair, sample_rows
 
-__all__ = ["fold_in_rows", "new_implicit_offsets"]
+__all__ = ["fold_in_rows", "fold_in_rows_with_days", "new_implicit_offsets"]
 
 _SIDES = {
     "U": ("V", "user_bias", "item_bias"),
@@ -132,13 +134,11 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng, li
     factors : ndarray, shape (samples, n_rows, n_factors)
     biases : ndarray, shape (samples, n_rows), or None for a model without biases
     """
-    if side not in _SIDES:
-        raise ValueError(f"side must be 'U' or 'V', got {side!r}")
-    other, bias, other_bias = _SIDES[side]
-    partners = np.asarray(draws[other], dtype=np.float64)
-    n_samples, n_partners, n_factors = partners.shape
-    has_biases = bias in draws and other_bias in draws
-    dim = n_factors + 1 if has_biases else n_factors
+    partners, partner_offsets, has_biases, precision, linear = _row_priors(
+        draws, side, n_rows, links, offsets
+    )
+    n_samples, _, n_factors = partners.shape
+    dim = precision.shape[1]
     # only the partners that the new ratings touch are copied per draw, in compact order
     used, compact = np.unique(np.asarray(partner_codes, dtype=np.int64), return_inverse=True)
     (indptr, partner_sorted, ratings_sorted), _ = csr_pair(
@@ -148,6 +148,174 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng, li
         int(n_rows),
         len(used),
     )
+    keys = rng.integers(2**63, size=n_samples)
+    rows = np.empty((n_samples, int(n_rows), dim))
+    _draw_per_sample(
+        indptr,
+        partner_sorted,
+        ratings_sorted,
+        partners,
+        used,
+        partner_offsets,
+        has_biases,
+        np.asarray(draws["mu"], dtype=np.float64),
+        1.0 / np.asarray(draws["sigma"], dtype=np.float64) ** 2,
+        precision,
+        linear,
+        keys,
+        rows,
+        min(n_samples, 4 * get_num_threads()),
+    )
+    factors = np.ascontiguousarray(rows[:, :, :n_factors])
+    if offsets is not None:
+        factors -= offsets
+    return factors, (np.ascontiguousarray(rows[:, :, n_factors]) if has_biases else None)
+
+
+def fold_in_rows_with_days(draws, row_codes, item_codes, ratings, group_codes, n_rows, n_groups,
+                           rng, links=(None, None), offsets=None):
+    r"""Draw the rows of ``n_rows`` new users of a model with day-specific user biases, and the
+    biases of their ``n_groups`` (user, day) groups, per draw.
+
+    Every group of a new user is new, with a bias :math:`d_g \sim \mathcal N(0, s_d^2)`
+    shared by its ratings. Integrated out, it makes a group's residuals correlated, with
+    precision :math:`\tau (I - \kappa_g 1 1^\top)`,
+    :math:`\kappa_g = s_d^2 / (\sigma^2 + n_g s_d^2)` (Sherman-Morrison), so the row
+    :math:`x` has the Gaussian conditional
+
+    .. math::
+
+        P = \Lambda + \tau \sum_g \Big(\sum_{n \in g} y_n y_n^\top
+        - \kappa_g s_g s_g^\top\Big), \qquad
+        h = \Lambda m + \tau \sum_g \Big(\sum_{n \in g} y_n t_n - \kappa_g s_g T_g\Big),
+
+    with :math:`s_g = \sum_{n \in g} y_n`, :math:`T_g = \sum_{n \in g} t_n`; then each
+    :math:`d_g` given the row, with precision :math:`s_d^{-2} + \tau n_g` and mean
+    :math:`\tau \sum_{n \in g} (t_n - y_n \cdot x)` over that precision. The pair of draws is
+    an exact draw of the rows and day biases given the fitted draw.
+
+    Parameters are those of :func:`fold_in_rows` for ``side="U"`` (``item_codes`` the fitted
+    items), with ``group_codes`` (n_ratings,) the group of each rating in ``[0, n_groups)``,
+    each group within one row; ``draws`` also holds ``day_bias_sd``.
+
+    Returns
+    -------
+    factors : ndarray, shape (samples, n_rows, n_factors)
+    biases : ndarray, shape (samples, n_rows), or None for a model without biases
+    day_biases : ndarray, shape (samples, n_groups)
+    """
+    partners, partner_offsets, has_biases, precision, linear = _row_priors(
+        draws, "U", n_rows, links, offsets
+    )
+    n_samples, _, n_factors = partners.shape
+    dim = precision.shape[1]
+    row_codes = np.asarray(row_codes, dtype=np.int64)
+    group_codes = np.asarray(group_codes, dtype=np.int64)
+    order = np.lexsort((group_codes, row_codes))  # each row's ratings, group by group
+    indptr = np.zeros(int(n_rows) + 1, dtype=np.int64)
+    np.add.at(indptr, row_codes + 1, 1)
+    keys = rng.integers(2**63, size=n_samples)
+    rows = np.empty((n_samples, int(n_rows), dim))
+    day_biases = np.empty((n_samples, int(n_groups)))
+    _draw_with_days(
+        np.cumsum(indptr),
+        np.asarray(item_codes, dtype=np.int64)[order],
+        np.asarray(ratings, dtype=np.float64)[order],
+        group_codes[order],
+        partners,
+        partner_offsets,
+        has_biases,
+        np.asarray(draws["mu"], dtype=np.float64),
+        1.0 / np.asarray(draws["sigma"], dtype=np.float64) ** 2,
+        np.asarray(draws["day_bias_sd"], dtype=np.float64) ** 2,
+        precision,
+        linear,
+        keys,
+        rows,
+        day_biases,
+    )
+    factors = np.ascontiguousarray(rows[:, :, :n_factors])
+    if offsets is not None:
+        factors -= offsets
+    biases = np.ascontiguousarray(rows[:, :, n_factors]) if has_biases else None
+    return factors, biases, day_biases
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _draw_with_days(indptr, items, ratings, groups, partners, partner_offsets, has_biases, mu,
+                    tau, day_var, precision, linear, keys, rows, day_biases):
+    """The draws of :func:`fold_in_rows_with_days`; each draw's normals come from its key
+    ``keys[s]`` (the row's from its row index, a group's from ``n_rows`` + its index), so the
+    result does not depend on the number of threads."""
+    n_rows = indptr.shape[0] - 1
+    n_factors = partners.shape[2]
+    dim = rows.shape[2]
+    shared = linear.shape[1] == 1
+    for s in prange(partners.shape[0]):
+        y = np.empty(dim)
+        total = np.empty(dim)
+        z = np.empty(dim)
+        z_day = np.empty(1)
+        for r in range(n_rows):
+            P = precision[s].copy()
+            h = linear[s, 0].copy() if shared else linear[s, r].copy()
+            start = indptr[r]
+            while start < indptr[r + 1]:  # one group of the row's ratings
+                stop = start
+                total[:] = 0.0
+                target_sum = 0.0
+                while stop < indptr[r + 1] and groups[stop] == groups[start]:
+                    item = items[stop]
+                    for k in range(n_factors):
+                        y[k] = partners[s, item, k]
+                    if has_biases:
+                        y[n_factors] = 1.0
+                    t = ratings[stop] - mu[s] - partner_offsets[s, item]
+                    for a in range(dim):
+                        h[a] += tau[s] * y[a] * t
+                        total[a] += y[a]
+                        for b in range(dim):
+                            P[a, b] += tau[s] * y[a] * y[b]
+                    target_sum += t
+                    stop += 1
+                kappa = day_var[s] / (1.0 / tau[s] + (stop - start) * day_var[s])
+                for a in range(dim):
+                    h[a] -= tau[s] * kappa * total[a] * target_sum
+                    for b in range(dim):
+                        P[a, b] -= tau[s] * kappa * total[a] * total[b]
+                start = stop
+            row_normals(keys[s], r, z)
+            x = gaussian_from_precision(P, h, z)
+            rows[s, r, :] = x
+            start = indptr[r]
+            while start < indptr[r + 1]:  # the row's day biases given the row
+                stop = start
+                residual = 0.0
+                while stop < indptr[r + 1] and groups[stop] == groups[start]:
+                    item = items[stop]
+                    fitted = partner_offsets[s, item] + (x[n_factors] if has_biases else 0.0)
+                    for k in range(n_factors):
+                        fitted += partners[s, item, k] * x[k]
+                    residual += ratings[stop] - mu[s] - fitted
+                    stop += 1
+                day_precision = 1.0 / day_var[s] + tau[s] * (stop - start)
+                row_normals(keys[s], n_rows + groups[start], z_day)
+                day_biases[s, groups[start]] = (tau[s] * residual / day_precision
+                                                + z_day[0] / np.sqrt(day_precision))
+                start = stop
+
+
+def _row_priors(draws, side, n_rows, links, offsets):
+    """Per draw: the partners' factors and offsets (their biases), whether the model has
+    biases, and the new rows' prior precision ``(samples, dim, dim)`` and ``precision @ mean``
+    (``(samples, 1, dim)``, or ``(samples, n_rows, dim)`` with per-row means)."""
+    if side not in _SIDES:
+        raise ValueError(f"side must be 'U' or 'V', got {side!r}")
+    other, bias, other_bias = _SIDES[side]
+    partners = np.asarray(draws[other], dtype=np.float64)
+    n_samples, n_partners, n_factors = partners.shape
+    has_biases = bias in draws and other_bias in draws
+    dim = n_factors + 1 if has_biases else n_factors
     factor_cov = np.asarray(draws[f"Sigma_{side}"], dtype=np.float64)
     means = draws.get(f"mu_{side}")
     means = np.zeros((n_samples, n_factors)) if means is None else np.asarray(means)
@@ -180,28 +348,7 @@ def fold_in_rows(draws, side, row_codes, partner_codes, ratings, n_rows, rng, li
         if link_biases is not None and has_biases:
             row_means[:, :, n_factors] = link_biases
         linear = np.matmul(row_means, np.transpose(precision, (0, 2, 1)))
-    keys = rng.integers(2**63, size=n_samples)
-    rows = np.empty((n_samples, int(n_rows), dim))
-    _draw_per_sample(
-        indptr,
-        partner_sorted,
-        ratings_sorted,
-        partners,
-        used,
-        partner_offsets,
-        has_biases,
-        np.asarray(draws["mu"], dtype=np.float64),
-        1.0 / np.asarray(draws["sigma"], dtype=np.float64) ** 2,
-        precision,
-        linear,
-        keys,
-        rows,
-        min(n_samples, 4 * get_num_threads()),
-    )
-    factors = np.ascontiguousarray(rows[:, :, :n_factors])
-    if offsets is not None:
-        factors -= offsets
-    return factors, (np.ascontiguousarray(rows[:, :, n_factors]) if has_biases else None)
+    return partners, partner_offsets, has_biases, precision, linear
 
 
 def new_implicit_offsets(draws, row_codes, item_codes, n_rows):

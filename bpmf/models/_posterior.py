@@ -32,7 +32,7 @@ from bpmf._exceptions import DataError
 from bpmf._validation import check_prob, check_threshold, default_threshold, describe
 from bpmf.datasets import Ratings, as_pairs, as_ratings, pair_times
 from bpmf.datasets._features import frame_from_state
-from bpmf.inference.day_bias import days_of
+from bpmf.inference.day_bias import day_groups, days_of
 from bpmf.inference.features import LINK_DIMS
 from bpmf.kernels.predict import column_quantiles, expected_means, expected_ratings
 from bpmf.models import ordinal_predictive as ordinal
@@ -834,6 +834,11 @@ class PosteriorModel(ModelIO, RatingEstimator):
         set is the fitted items of its new ratings; the offset ``|N(u)|^-1/2 sum Y_j`` of
         each draw is appended to ``offset_U`` and the effective row ``U_u + o_u`` is drawn.
         Models with implicit feedback take new users only, and none on the items' side.
+        With day-specific user biases (``user_day_bias=True``), a new user's days are new
+        groups: the row is drawn with their biases integrated out, then each day's bias given
+        the row (:func:`bpmf.inference.fold_in.fold_in_rows_with_days`), and the groups are
+        appended along ``user_day``; such a model takes new users only, and the new ratings
+        need their times.
 
         Parameters
         ----------
@@ -858,16 +863,17 @@ class PosteriorModel(ModelIO, RatingEstimator):
         the pointwise ``log_likelihood`` and ``posterior_predictive`` groups of the training
         pairs, if any, are left out.
         """
-        from bpmf.inference.fold_in import fold_in_rows, new_implicit_offsets
+        from bpmf.inference.fold_in import (
+            fold_in_rows,
+            fold_in_rows_with_days,
+            new_implicit_offsets,
+        )
 
         self._check_is_fitted()
         if self._ordinal_categories() is not None:
             raise ValueError("fold_in draws Gaussian conditionals and does not support an "
                              "ordinal model (likelihood='ordinal'); refit with the new ratings.")
         post = self._draws()
-        if "day_bias" in post:
-            raise ValueError("fold_in does not support day-specific user biases "
-                             "(user_day_bias=True); refit with the new ratings.")
         # the draws say which bias prior a fit had (every fit with correlated biases records
         # user_bias_factor_cov); only a model that asked for them by name and lacks them
         # (fitted by an earlier development version) is refused. A file from before the
@@ -912,6 +918,18 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 f"such as {items[item_codes < 0].tolist()[0]!r} changes the implicit offsets "
                 "of the users who rate it); refit with the new ratings instead."
             )
+        days = "day_bias" in post
+        if days and (item_codes < 0).any():
+            raise ValueError(
+                "fold_in adds new users only to a model with day-specific user biases (a new "
+                f"item such as {items[item_codes < 0].tolist()[0]!r} would share the day biases "
+                "of fitted users' new days); refit with the new ratings instead."
+            )
+        if days and new.times is None:
+            raise DataError(
+                "fold_in of a model with day-specific user biases needs the time of each new "
+                "rating: give the ratings with times (a 'time' column or Ratings(time=))."
+            )
         both_new = (user_codes < 0) & (item_codes < 0)
         if both_new.any():
             raise ValueError(
@@ -942,10 +960,21 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 offsets = new_implicit_offsets(post, new_codes, partner_codes[rows],
                                                len(new_ids))
                 appended[f"offset_{side}"] = offsets
-            factors, biases = fold_in_rows(
-                post, side, new_codes, partner_codes[rows], values[rows], len(new_ids), rng,
-                links=self._fold_in_links(post, features, dim, new_ids), offsets=offsets,
-            )
+            links = self._fold_in_links(post, features, dim, new_ids)
+            if days:  # new users with their new (user, day) groups
+                groups, group_users, group_days = day_groups(new_codes,
+                                                             days_of(new.times[rows]))
+                factors, biases, day_biases = fold_in_rows_with_days(
+                    post, new_codes, partner_codes[rows], values[rows], groups, len(new_ids),
+                    len(group_users), rng, links=links, offsets=offsets,
+                )
+                appended["day_bias"] = day_biases
+                new_groups = (np.asarray(new_ids)[group_users], group_days)
+            else:
+                factors, biases = fold_in_rows(
+                    post, side, new_codes, partner_codes[rows], values[rows], len(new_ids), rng,
+                    links=links, offsets=offsets,
+                )
             indexes[dim] = (
                 self.user_index_.append(pd.Index(new_ids))
                 if dim == "user"
@@ -973,6 +1002,16 @@ class PosteriorModel(ModelIO, RatingEstimator):
         }
         coords["user"] = _coord_values(indexes["user"])
         coords["item"] = _coord_values(indexes["item"])
+        if "user_day" in posterior.coords:  # the groups, with the new users' appended
+            group_users = posterior["user_day_user"].values
+            group_days = posterior["user_day_day"].values
+            if "day_bias" in appended:
+                group_users = _coord_values(pd.Index(np.concatenate([group_users,
+                                                                     new_groups[0]])))
+                group_days = np.concatenate([group_days, new_groups[1]])
+            coords["user_day"] = np.arange(len(group_days))
+            coords["user_day_user"] = ("user_day", group_users)
+            coords["user_day_day"] = ("user_day", group_days)
         groups = {"posterior": xr.Dataset(variables, coords=coords).assign_attrs(posterior.attrs)}
         observed = self.idata_["observed_data"].ds
         groups["observed_data"] = xr.Dataset(
@@ -989,6 +1028,10 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 ),
             },
         )
+        if "obs_time" in observed.coords:  # a model with day biases: the ratings' times
+            groups["observed_data"] = groups["observed_data"].assign_coords(
+                obs_time=("obs", np.concatenate([observed["obs_time"].values, new.times]))
+            )
         for name, child in self.idata_.children.items():
             if name not in groups and name not in ("log_likelihood", "posterior_predictive"):
                 groups[name] = child.to_dataset()

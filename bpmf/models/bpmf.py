@@ -131,7 +131,7 @@ class BPMF(PosteriorModel):
           sees ``d_(u, t)``, one bias per user and UTC day ``t`` on which the user rated in
           training; the training ratings need times (``Ratings(..., time=)``, a ``time``
           column, MovieLens's timestamps); ``method="gibbs"`` and the Gaussian likelihood
-          only; :meth:`fold_in` refuses such a model;
+          only; :meth:`fold_in` takes new users only (with their days' biases);
         - ``day_bias_scale_sd`` (1.0): half-normal prior scale of their sd ``s_d``.
 
         With ``covariance_prior="lkj"``: ``factor_mean_sd`` (1.0), ``lkj_eta`` (2.0),

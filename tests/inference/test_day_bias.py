@@ -93,3 +93,51 @@ def test_shift_of_user_and_day_biases_draws_the_user_bias_given_the_sums():
     z = (kept.mean(0) - mean) / np.sqrt(1.0 / precision / n)
     assert np.all(np.abs(z) < 4), z
     assert np.all(np.abs(kept.var(0) * precision - 1) < 4 * np.sqrt(2 / n))
+
+
+def test_fold_in_draws_rows_and_day_biases_from_their_joint_conditional():
+    """Rows and new day biases of two new users against the dense joint Gaussian of
+    (row, day biases) given one fitted draw, repeated over many draws."""
+    from fold_in_check import assert_standard_normal
+
+    from bpmf.inference.fold_in import fold_in_rows_with_days
+
+    rng = np.random.default_rng(4)
+    n_items, D, S = 7, 2, 3000
+    V = rng.normal(size=(n_items, D))
+    item_bias = rng.normal(0, 0.3, n_items)
+    Sigma = np.array([[0.5, 0.1], [0.1, 0.3]])
+    draws = {
+        "V": np.repeat(V[None], S, 0), "item_bias": np.repeat(item_bias[None], S, 0),
+        "U": np.zeros((S, 3, D)), "user_bias": np.zeros((S, 3)),
+        "Sigma_U": np.repeat(Sigma[None], S, 0), "mu_U": np.tile([0.2, -0.1], (S, 1)),
+        "user_bias_sd": np.full(S, 0.4), "mu": np.full(S, 3.0), "sigma": np.full(S, 0.8),
+        "day_bias_sd": np.full(S, 0.5),
+    }
+    # user 0: groups 0 (3 ratings) and 1 (2); user 1: group 2 (4 ratings)
+    rows = np.array([0, 0, 1, 0, 0, 1, 1, 1, 0])
+    groups = np.array([0, 1, 2, 0, 1, 2, 2, 2, 0])
+    items = np.array([0, 1, 2, 3, 4, 5, 6, 0, 2])
+    ratings = rng.normal(3.5, 1.0, len(rows))
+    factors, biases, day_biases = fold_in_rows_with_days(
+        draws, rows, items, ratings, groups, 2, 3, np.random.default_rng(0)
+    )
+    tau, day_var = 1 / 0.8**2, 0.25
+    for user, user_groups in ((0, [0, 1]), (1, [2])):
+        dim = D + 1 + len(user_groups)
+        Q = np.zeros((dim, dim))
+        Q[:D, :D] = np.linalg.inv(Sigma)
+        Q[D, D] = 1 / 0.4**2
+        Q[D + 1:, D + 1:] = np.eye(len(user_groups)) / day_var
+        linear = np.zeros(dim)
+        linear[:D] = np.linalg.inv(Sigma) @ [0.2, -0.1]
+        for n in np.flatnonzero(rows == user):
+            z = np.zeros(dim)
+            z[:D], z[D] = V[items[n]], 1.0
+            z[D + 1 + user_groups.index(groups[n])] = 1.0
+            Q += tau * np.outer(z, z)
+            linear += tau * z * (ratings[n] - 3.0 - item_bias[items[n]])
+        mean = np.linalg.solve(Q, linear)
+        drawn = np.column_stack([factors[:, user], biases[:, user], day_biases[:, user_groups]])
+        standardised = (drawn - mean) @ np.linalg.cholesky(Q)
+        assert_standard_normal(standardised, cov_atol=0.1)

@@ -126,8 +126,27 @@ def test_unsupported_combinations_fail_with_one_line(data):
         BPMF(2, model_config={"user_day_bias": "yes"}).fit(train)
 
 
-def test_fold_in_refuses_a_day_bias_model(model, data):
-    test = data[1]
-    new = test.head(5).assign(user=10_000)
-    with pytest.raises(ValueError, match="day-specific user biases"):
-        model.fold_in(new)
+def test_fold_in_adds_new_users_with_their_days(data):
+    train, test = data
+    held = np.arange(20)  # users left out of the fit, then folded in with their ratings
+    model = fit(train[~train["user"].isin(held)], seed=2)
+    given = train[train["user"].isin(held)]
+    pairs = test[test["user"].isin(held)]
+    folded = model.fold_in(given)
+    post = folded.idata_["posterior"]
+    n_new_groups = len(given.groupby(["user", given["time"] // DAY]))
+    old_groups = model.idata_["posterior"].sizes["user_day"]
+    assert post.sizes["user_day"] == old_groups + n_new_groups
+    assert set(post["user_day_user"].values[old_groups:]) == set(held)
+    rmse = lambda pred: float(np.sqrt(np.mean((pairs["rating"] - pred) ** 2)))  # noqa: E731
+    population = model.predict(pairs, clip=False, on_unseen="ignore")
+    assert rmse(folded.predict(pairs, clip=False)) < rmse(population) - 0.2
+    # the held-out ratings on the users' given days see those days' biases
+    days = folded._pair_days(pairs, folded.user_index_.get_indexer(pairs["user"]))
+    assert (days >= old_groups).mean() > 0.9
+    without = folded.predict(pairs.drop(columns="time"), clip=False)
+    assert np.max(np.abs(folded.predict(pairs, clip=False) - without)) > 0.1
+    with pytest.raises(ValueError, match="new users only"):
+        model.fold_in(given.assign(item=given["item"] + 10_000))
+    with pytest.raises(DataError, match="time of each new rating"):
+        model.fold_in(given.drop(columns="time"))
