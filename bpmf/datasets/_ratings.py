@@ -38,8 +38,8 @@ class Ratings:
         A label used in reprs and reports.
     time : array-like, optional
         When each rating was given: Unix time in seconds (ints or floats, as MovieLens
-        stores it) or datetimes (``numpy.datetime64``, pandas timestamps; naive ones are taken
-        as UTC). Models with time effects (``model_config["user_day_bias"]``) need it; other
+        stores it), datetimes (``numpy.datetime64``, pandas timestamps) or ISO 8601 date
+        strings; naive ones are taken as UTC. Models with time effects (``model_config["user_day_bias"]``) need it; other
         models ignore it.
 
     Attributes
@@ -307,9 +307,17 @@ def pair_times(pairs):
 
 
 def as_unix_seconds(time):
-    """Times as float Unix seconds: numbers are taken as seconds, datetimes are converted
-    (naive ones as UTC). Missing or non-finite times raise :class:`DataError`."""
+    """Times as float Unix seconds: numbers are taken as seconds, datetimes and date strings
+    (``"1998-04-22 23:10:40"``) are converted (naive ones as UTC). Missing or non-finite
+    times raise :class:`DataError`."""
     series = time if isinstance(time, pd.Series) else pd.Series(np.asarray(time))
+    if series.dtype == object or pd.api.types.is_string_dtype(series):
+        numeric = pd.to_numeric(series, errors="coerce")
+        if numeric.isna().any() and series.notna().all():  # date strings
+            try:
+                series = pd.to_datetime(series, utc=True, format="ISO8601")
+            except (ValueError, TypeError):
+                pass  # reported below as not numbers
     if pd.api.types.is_datetime64_any_dtype(series):
         if series.isna().any():
             raise DataError(f"{int(series.isna().sum())} time(s) are missing; every rating "

@@ -77,3 +77,11 @@ def test_read_ratings_reads_the_time_column(tmp_path):
     assert read_ratings(path).times is None
     with pytest.raises(DataError, match="when"):
         read_ratings(path, time_col="when")
+
+
+def test_iso_date_strings_are_read_as_utc_times():
+    ratings = Ratings(["a", "b"], [1, 2], [3.0, 4.0], scale=(1, 5),
+                      time=["1970-01-02", "1970-01-01T01:00:00+01:00"])
+    assert ratings.times.tolist() == [86400.0, 0.0]
+    with pytest.raises(DataError, match="not numbers"):
+        Ratings(["a", "b"], [1, 2], [3.0, 4.0], scale=(1, 5), time=["1970-01-02", "later"])
