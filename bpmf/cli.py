@@ -427,7 +427,7 @@ _HINTS = (
         "(--user-col, --item-col, --rating-col)",
     ),
     (r"build the Ratings with time= \(or from_frame\(\.\.\., time_col=\.\.\.\)\)",
-     "name the time column of the ratings file with --time-col"),
+     "read them from a ratings file with a time column, named by --time-col"),
     (r"\buser_col=", "--user-col "),
     (r"\bitem_col=", "--item-col "),
     (r"\brating_col=", "--rating-col "),
@@ -1005,7 +1005,7 @@ def _cmd_compare(args):
         first = failed.iloc[0]
         raise _Failure(
             f"{len(failed)} of {len(results)} (model, fold) fits failed, e.g. {first['model']} "
-            f"on {first['fold']}: {first['error']}"
+            f"on {first['fold']}: {first['error'].rstrip('.')}"
             + ("; fix it and rerun with --resume to fill them in." if out is not None else ".")
         )
     return 0

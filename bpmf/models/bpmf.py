@@ -832,8 +832,8 @@ def _day_groups(train, model_config):
         return None
     if train.times is None:
         raise DataError(
-            "model_config['user_day_bias'] needs the time of each rating: build the Ratings "
-            "with time= (or from_frame(..., time_col=...))."
+            "model_config['user_day_bias'] needs the time of each rating, and these ratings "
+            "have none: build the Ratings with time= (or from_frame(..., time_col=...))."
         )
     return day_groups(train.user_codes, days_of(train.times))
 
