@@ -39,8 +39,8 @@ class Ratings:
     time : array-like, optional
         When each rating was given: Unix time in seconds (ints or floats, as MovieLens
         stores it), datetimes (``numpy.datetime64``, pandas timestamps) or ISO 8601 date
-        strings; naive ones are taken as UTC. Models with time effects (``model_config["user_day_bias"]``) need it; other
-        models ignore it.
+        strings; naive ones are taken as UTC. Models with time effects
+        (``model_config["user_day_bias"]``) need it; other models ignore it.
 
     Attributes
     ----------

@@ -16,7 +16,9 @@ per sweep:
 1. every :math:`d_g` from its Gaussian conditional given the rest, with precision
    :math:`s_d^{-2} + \tau n_g` and mean :math:`\tau \sum_{n \in g} e_n` over that precision,
    :math:`e_n` the rating less the rest of its linear predictor; then :math:`s_d` from its
-   conditional given the :math:`d_g` (:func:`~bpmf.inference.hyperpriors.draw_halfnormal_scale`);
+   conditional given the :math:`d_g` (:func:`~bpmf.inference.hyperpriors.draw_halfnormal_scale`),
+   then both scaled together, :math:`(g d, g s_d)` with :math:`g` from its conditional (a
+   truncated normal: a generalised Gibbs step on the multiplicative group);
 2. the adjusted ratings :math:`r_n - d_{g_n}` into the value arrays of both CSR layouts,
    which the row kernel regresses on;
 3. a shift of each user's bias against the day biases of that user,
@@ -30,7 +32,7 @@ per sweep:
 
 import numpy as np
 
-from bpmf.inference.hyperpriors import draw_halfnormal_scale
+from bpmf.inference.hyperpriors import draw_halfnormal_scale, positive_normal
 from bpmf.inference.rows import linear_predictors
 from bpmf.kernels.day_bias import adjusted_ratings, group_residual_sums
 from bpmf.kernels.rows import csr_pair
@@ -108,18 +110,43 @@ class DayBiasGibbs:
     def step(self, state, biases, rng):
         """Draw the day biases and their scale given the rest (step 1) and write the adjusted
         ratings into the chain's layouts (step 2)."""
+        sums = self.residual_sums(state, biases)
+        day_bias = self.draw_biases(state, sums, rng)
+        self.draw_scale(state, day_bias, sums, rng)
+        for (ratings, groups), (_, _, values) in zip(self.layouts, self.csrs, strict=True):
+            adjusted_ratings(ratings, groups, state["day_bias"], values)
+
+    def residual_sums(self, state, biases):
+        """Each group's sum of its ratings less the rest of their linear predictors."""
         linear_predictors(state, biases, self.user_codes, self.item_codes, self.eta)
+        group_residual_sums(self.ratings, self.eta, self.groups, self.sums)
+        return self.sums
+
+    def draw_biases(self, state, sums, rng):
+        """The day biases from their Gaussian conditional given the scale and ``sums``."""
+        precision = state["day_bias_precision"] + state["tau"] * self.counts
+        return (state["tau"] * sums / precision
+                + rng.standard_normal(self.n_groups) / np.sqrt(precision))
+
+    def draw_scale(self, state, day_bias, sums, rng):
+        """The scale given ``day_bias``, then both scaled together, into ``state``.
+
+        The scaling move ``(g d, g s_d)``: the biases' prior and the Jacobian cancel against
+        the Haar measure ``dg / g``, leaving the likelihood (Gaussian in ``g``) and the
+        half-normal prior of ``g s_d``, so ``g`` is a normal truncated to ``g > 0`` (as the
+        bias scales' move of the sampler). It moves the scale along the direction that the
+        two conditional draws explore only by small steps when the biases are well
+        determined.
+        """
         tau = float(state["tau"])
-        sums = self.sums
-        group_residual_sums(self.ratings, self.eta, self.groups, sums)
-        precision = state["day_bias_precision"] + tau * self.counts
-        day_bias = tau * sums / precision + rng.standard_normal(self.n_groups) / np.sqrt(precision)
         scale = draw_halfnormal_scale(self.n_groups, float(day_bias @ day_bias), self.scale_sd,
                                       rng)
-        state["day_bias"] = day_bias
-        state["day_bias_precision"] = 1.0 / scale**2
-        for (ratings, groups), (_, _, values) in zip(self.layouts, self.csrs, strict=True):
-            adjusted_ratings(ratings, groups, day_bias, values)
+        quadratic = float(self.counts @ (day_bias * day_bias))
+        precision = tau * quadratic + (scale / self.scale_sd) ** 2
+        g = positive_normal(tau * float(day_bias @ sums) / precision, 1.0 / np.sqrt(precision),
+                            rng)
+        state["day_bias"] = g * day_bias
+        state["day_bias_precision"] = 1.0 / (g * scale) ** 2
 
     def shift(self, state, config, rng, hyper):
         """Step 3: ``(b_u + delta_u, d_g - delta_u)`` for every user's bias and day biases;

@@ -48,7 +48,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from scipy import stats
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
@@ -61,6 +60,7 @@ from bpmf.inference.hyperpriors import (
     CorrelatedLKJHyperpriors,
     LKJHyperpriors,
     WishartHyperpriors,
+    positive_normal,
     settle_scipy_imports,
 )
 from bpmf.inference.implicit import (
@@ -234,17 +234,7 @@ def _scale_biases(state, hyper, bias, counts, residual_sums, rng):
     cross = float(b @ residual_sums)
     precision = state["tau"] * quadratic + (s / prior_sd) ** 2
     mean = state["tau"] * (quadratic + cross) / precision
-    hyper.scale_biases(bias, state, _positive_normal(mean, 1.0 / np.sqrt(precision), rng))
-
-
-def _positive_normal(mean, sd, rng):
-    """A draw of N(mean, sd^2) truncated to (0, inf)."""
-    if mean > -sd:  # rejection accepts with probability > 0.15
-        while True:
-            g = mean + sd * rng.standard_normal()
-            if g > 0.0:
-                return g
-    return float(stats.truncnorm.rvs(-mean / sd, np.inf, loc=mean, scale=sd, random_state=rng))
+    hyper.scale_biases(bias, state, positive_normal(mean, 1.0 / np.sqrt(precision), rng))
 
 
 def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,

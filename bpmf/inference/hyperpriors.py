@@ -46,6 +46,7 @@ __all__ = [
     "WishartHyperpriors",
     "draw_halfnormal_scale",
     "draw_halfnormal_scales",
+    "positive_normal",
     "sample_normal_wishart",
     "settle_scipy_imports",
 ]
@@ -72,6 +73,16 @@ def settle_scipy_imports():
     two chains doing that at once could see it half-imported (an AttributeError that ended
     the fit). Done here, the import happens once, in one thread."""
     stats.geninvgauss.rvs(1.0, 1.0, random_state=np.random.default_rng(0))
+
+
+def positive_normal(mean, sd, rng):
+    """A draw of N(mean, sd^2) truncated to (0, inf)."""
+    if mean > -sd:  # rejection accepts with probability > 0.15
+        while True:
+            g = mean + sd * rng.standard_normal()
+            if g > 0.0:
+                return g
+    return float(stats.truncnorm.rvs(-mean / sd, np.inf, loc=mean, scale=sd, random_state=rng))
 
 
 def draw_halfnormal_scale(n, sum_squares, prior_sd, rng):

@@ -49,20 +49,54 @@ def test_day_biases_are_drawn_from_their_gaussian_conditional():
     rng = np.random.default_rng(1)
     n = 4000
     draws = np.empty((n, n_groups))
+    state["day_bias_precision"] = lam
     for k in range(n):
-        state["day_bias_precision"] = lam
-        step.step(state, True, rng)
-        draws[k] = state["day_bias"]
+        draws[k] = step.draw_biases(state, step.residual_sums(state, True), rng)
     z = (draws.mean(0) - mean) / np.sqrt(var / n)
     assert np.all(np.abs(z) < 4), z
     # the variance within 4 standard errors (sd of a sample variance ~ var sqrt(2 / n))
     assert np.all(np.abs(draws.var(0) / var - 1) < 4 * np.sqrt(2 / n))
-    # the layouts hold the ratings less the last draw's day biases
+    # after a whole step, the layouts hold the ratings less its day biases
+    step.step(state, True, rng)
     expected = csr_pair(users, items, ratings - state["day_bias"][groups], 4, 6)
     for side in (0, 1):
         np.testing.assert_allclose(step.csrs[side][2], expected[side][2], rtol=0, atol=1e-12)
     # the shared layouts are untouched
     np.testing.assert_array_equal(csrs[0][2], csr_pair(users, items, ratings, 4, 6)[0][2])
+
+
+def test_day_bias_steps_leave_the_scale_posterior_invariant():
+    """With the rest fixed, the scale's posterior is one-dimensional: each group's residual
+    sum S_g ~ N(0, n_g / tau + n_g^2 s^2) given s, times the half-normal prior of s. The
+    chain of whole steps (biases, scale, scaling move) against its mean and sd on a grid."""
+    import arviz as az
+
+    users, items, ratings, times, state = _problem(seed=7, n_users=12, n_items=8)
+    groups, group_users, _ = day_groups(users, days_of(times))
+    ratings = ratings + 0.6 * np.random.default_rng(8).standard_normal(len(group_users))[groups]
+    csrs = csr_pair(users, items, ratings, 12, 8)
+    step = DayBiasGibbs(users, items, ratings, groups, group_users, csrs, 1.0)
+    step.start(state)
+    sums = step.residual_sums(state, True).copy()
+    counts, tau = step.counts, state["tau"]
+    grid = np.linspace(1e-4, 3.0, 30_000)
+    variance = counts[None] / tau + counts[None] ** 2 * grid[:, None] ** 2
+    log_post = -0.5 * grid**2 - 0.5 * np.sum(np.log(variance) + sums**2 / variance, axis=1)
+    weights = np.exp(log_post - log_post.max())
+    weights /= weights.sum()
+    mean = weights @ grid
+    sd = np.sqrt(weights @ grid**2 - mean**2)
+    rng = np.random.default_rng(9)
+    kept = np.empty((2, 3000))
+    for chain in range(2):
+        step.start(state)
+        for k in range(3200):
+            step.step(state, True, rng)
+            if k >= 200:
+                kept[chain, k - 200] = 1.0 / np.sqrt(state["day_bias_precision"])
+    mcse = float(az.mcse(kept))
+    assert abs(kept.mean() - mean) < 4 * mcse, (kept.mean(), mean, mcse)
+    assert abs(kept.std() / sd - 1) < 0.1, (kept.std(), sd)
 
 
 def test_shift_of_user_and_day_biases_draws_the_user_bias_given_the_sums():
