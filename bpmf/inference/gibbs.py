@@ -436,8 +436,7 @@ def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=No
     out["sigma"][chain, draw] = 1.0 / np.sqrt(state["tau"])
     if "cutpoints" in out:
         out["cutpoints"][chain, draw] = state["cutpoints"]
-    if "day_bias" in out:
-        out["day_bias"][chain, draw] = state["day_bias"]
+    if "day_bias_sd" in out:
         out["day_bias_sd"][chain, draw] = 1.0 / np.sqrt(state["day_bias_precision"])
     if biases:
         for name in ("user_bias", "item_bias"):
@@ -445,10 +444,13 @@ def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=No
             if f"{name}_factor_cov" in out:
                 out[f"{name}_factor_cov"][chain, draw] = state[f"{name}_factor_cov"]
     rows = ROW_VARIABLES if biases else ROW_VARIABLES[:2]
+    if "day_bias_sd" in out:  # the day biases are kept as the rows are
+        rows = (*rows, "day_bias")
     slot = draw if keep == "all" else row_slot
     if slot is not None:
         for name in rows:
-            out[name][chain, slot] = state[name]
+            if name in out:
+                out[name][chain, slot] = state[name]
     if keep == "moments":
         for name in rows:
             # the variance slot holds the sum of squared deviations until the end
@@ -471,7 +473,7 @@ def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=No
 
 def _finish_moments(out, draws):
     """Turn the sums of squared deviations into variances (over the ``draws`` kept draws)."""
-    for name in [*ROW_VARIABLES, "pair"]:
+    for name in [*ROW_VARIABLES, "day_bias", "pair"]:
         if f"{name}_var" in out:
             out[f"{name}_var"] /= draws
 
@@ -671,7 +673,8 @@ def sample_gibbs(
         Day-specific user biases (:mod:`bpmf.inference.day_bias`): the (user, day) group of
         each rating and the user of each group; ``model_config["day_bias_scale_sd"]`` is the
         half-normal prior scale of their sd. The draws then hold ``day_bias`` (group) and
-        ``day_bias_sd``. Not with ``ordinal``.
+        ``day_bias_sd``; with ``keep="moments"`` the day biases are kept as the rows are
+        (``day_bias_mean``, ``day_bias_var`` and the retained draws). Not with ``ordinal``.
 
     Returns
     -------
@@ -747,8 +750,15 @@ def sample_gibbs(
     if day_groups is not None:
         if ordinal is not None:
             raise ValueError("day biases are not available with the ordinal likelihood")
-        out["day_bias"] = np.empty((chains, draws, len(day_groups[1])))
+        # kept as the rows are: every draw, or the retained draws and running moments
+        n_groups = len(day_groups[1])
+        kept = draws if keep == "all" else len(retained)
+        if kept:
+            out["day_bias"] = np.empty((chains, kept, n_groups))
         out["day_bias_sd"] = np.empty((chains, draws))
+        if keep == "moments":
+            out["day_bias_mean"] = np.zeros((chains, n_groups))
+            out["day_bias_var"] = np.zeros((chains, n_groups))
     for side, sets in implicit.items():
         factors, scales, offset = IMPLICIT_KEYS[side][:3]
         out[factors] = prefaulted_empty((chains, draws, sets.n_items, D))

@@ -169,7 +169,7 @@ def split_moments(draws, train, *, n_factors, pairs=None):
     extra : dict of str -> xarray.Dataset, the further groups
     """
     retained = np.asarray(draws["retained"])
-    row_names = ("U", "V", "user_bias", "item_bias")
+    row_names = ("U", "V", "user_bias", "item_bias", "day_bias")
     n_chains, n_kept = np.asarray(draws["mu"]).shape[:2]
     chain_draw = {"chain": np.arange(n_chains), "draw": np.arange(n_kept)}
     posterior, sample_stats, trace, trace_stats = {}, {}, {}, {}

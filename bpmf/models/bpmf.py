@@ -594,7 +594,7 @@ class BPMF(PosteriorModel):
         self.idata_ = make_datatree(
             posterior, train, n_factors=n_factors, sample_stats=stats, extra=extra, coords=coords
         )
-        if self._day_groups is not None:  # each group's user id and UTC day number
+        if "user_day" in self.idata_["posterior"].dims:  # each group's user id and UTC day
             group_users, group_days = self._day_groups[1:]
             self.idata_["posterior"] = self.idata_["posterior"].ds.assign_coords(
                 user_day_user=("user_day", coord_values(train.user_ids)[group_users]),

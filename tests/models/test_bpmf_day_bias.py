@@ -112,6 +112,16 @@ def test_moments_fit_runs_the_same_chain(data):
                                           "factor_draws": 5})
     np.testing.assert_array_equal(moments.idata_["trace"]["day_bias_sd"].values,
                                   every.idata_["posterior"]["day_bias_sd"].values)
+    # the day biases are kept as the rows are: running moments and the retained draws
+    all_draws = every.idata_["posterior"]["day_bias"].values
+    np.testing.assert_allclose(moments.idata_["posterior_moments"]["day_bias_mean"].values,
+                               all_draws.mean(1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(moments.idata_["posterior_moments"]["day_bias_var"].values,
+                               all_draws.var(1), rtol=0, atol=1e-12)
+    kept = moments.idata_["posterior"]["day_bias"].values
+    assert kept.shape[1] == 5
+    assert all(any(np.array_equal(kept[0, k], all_draws[0, d]) for d in range(30))
+               for k in range(5))
 
 
 def test_unsupported_combinations_fail_with_one_line(data):
