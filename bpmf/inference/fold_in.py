@@ -34,7 +34,7 @@ import numpy as np
 from numba import get_num_threads, njit, prange
 
 from bpmf.inference.implicit import implicit_sets
-from bpmf.kernels.dense import gaussian_from_precision
+from bpmf.kernels.dense import cholesky_into, solve_lower_into, solve_lower_transposed_into
 from bpmf.kernels.implicit import offsets_into
 from bpmf.kernels.normals import row_normals
 from bpmf.kernels.rows import csr_pair, sample_rows
@@ -241,51 +241,80 @@ def fold_in_rows_with_days(draws, row_codes, item_codes, ratings, group_codes, n
     return factors, biases, day_biases
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True, parallel=True, fastmath={"reassoc", "contract"})
 def _draw_with_days(indptr, items, ratings, groups, partners, partner_offsets, has_biases, mu,
                     tau, day_var, precision, linear, keys, rows, day_biases):
     """The draws of :func:`fold_in_rows_with_days`; each draw's normals come from its key
     ``keys[s]`` (the row's from its row index, a group's from ``n_rows`` + its index), so the
-    result does not depend on the number of threads."""
+    result does not depend on the number of threads. Each group's sums are taken without
+    ``tau`` and added to the lower triangle of the precision (which the Cholesky factor
+    reads) once per group; ``reassoc`` lets them vectorise (rounding-level changes only)."""
     n_rows = indptr.shape[0] - 1
     n_factors = partners.shape[2]
     dim = rows.shape[2]
     shared = linear.shape[1] == 1
     for s in prange(partners.shape[0]):
-        y = np.empty(dim)
         total = np.empty(dim)
+        linear_sum = np.empty(dim)
+        gram = np.empty((dim, dim))
+        Yt = np.empty((dim, 64))
+        targets = np.empty(64)
+        P = np.empty((dim, dim))
+        L = np.empty((dim, dim))
+        w = np.empty(dim)
+        x = np.empty(dim)
+        h = np.empty(dim)
         z = np.empty(dim)
         z_day = np.empty(1)
+        tau_s = tau[s]
         for r in range(n_rows):
-            P = precision[s].copy()
-            h = linear[s, 0].copy() if shared else linear[s, r].copy()
+            P[:, :] = precision[s]
+            h[:] = linear[s, 0] if shared else linear[s, r]
             start = indptr[r]
             while start < indptr[r + 1]:  # one group of the row's ratings
                 stop = start
-                total[:] = 0.0
                 target_sum = 0.0
                 while stop < indptr[r + 1] and groups[stop] == groups[start]:
-                    item = items[stop]
-                    for k in range(n_factors):
-                        y[k] = partners[s, item, k]
-                    if has_biases:
-                        y[n_factors] = 1.0
-                    t = ratings[stop] - mu[s] - partner_offsets[s, item]
-                    for a in range(dim):
-                        h[a] += tau[s] * y[a] * t
-                        total[a] += y[a]
-                        for b in range(dim):
-                            P[a, b] += tau[s] * y[a] * y[b]
-                    target_sum += t
                     stop += 1
-                kappa = day_var[s] / (1.0 / tau[s] + (stop - start) * day_var[s])
+                count = stop - start
+                if count > Yt.shape[1]:
+                    Yt = np.empty((dim, count))
+                    targets = np.empty(count)
+                for n in range(count):  # the group's partner rows, transposed
+                    item = items[start + n]
+                    for k in range(n_factors):
+                        Yt[k, n] = partners[s, item, k]
+                    if has_biases:
+                        Yt[n_factors, n] = 1.0
+                    targets[n] = ratings[start + n] - mu[s] - partner_offsets[s, item]
+                for n in range(count):
+                    target_sum += targets[n]
                 for a in range(dim):
-                    h[a] -= tau[s] * kappa * total[a] * target_sum
-                    for b in range(dim):
-                        P[a, b] -= tau[s] * kappa * total[a] * total[b]
+                    acc_t = 0.0
+                    acc_1 = 0.0
+                    for n in range(count):
+                        acc_t += Yt[a, n] * targets[n]
+                        acc_1 += Yt[a, n]
+                    linear_sum[a] = acc_t
+                    total[a] = acc_1
+                    for b in range(a + 1):
+                        acc = 0.0
+                        for n in range(count):
+                            acc += Yt[a, n] * Yt[b, n]
+                        gram[a, b] = acc
+                kappa = day_var[s] / (1.0 / tau_s + (stop - start) * day_var[s])
+                for a in range(dim):
+                    h[a] += tau_s * (linear_sum[a] - kappa * total[a] * target_sum)
+                    for b in range(a + 1):
+                        P[a, b] += tau_s * (gram[a, b] - kappa * total[a] * total[b])
                 start = stop
+            # x = L^-T (L^-1 h + z) with P = L L^T: a draw of N(P^-1 h, P^-1)
             row_normals(keys[s], r, z)
-            x = gaussian_from_precision(P, h, z)
+            cholesky_into(P, L)
+            solve_lower_into(L, h, w)
+            for a in range(dim):
+                w[a] += z[a]
+            solve_lower_transposed_into(L, w, x)
             rows[s, r, :] = x
             start = indptr[r]
             while start < indptr[r + 1]:  # the row's day biases given the row
@@ -298,9 +327,9 @@ def _draw_with_days(indptr, items, ratings, groups, partners, partner_offsets, h
                         fitted += partners[s, item, k] * x[k]
                     residual += ratings[stop] - mu[s] - fitted
                     stop += 1
-                day_precision = 1.0 / day_var[s] + tau[s] * (stop - start)
+                day_precision = 1.0 / day_var[s] + tau_s * (stop - start)
                 row_normals(keys[s], n_rows + groups[start], z_day)
-                day_biases[s, groups[start]] = (tau[s] * residual / day_precision
+                day_biases[s, groups[start]] = (tau_s * residual / day_precision
                                                 + z_day[0] / np.sqrt(day_precision))
                 start = stop
 
