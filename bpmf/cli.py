@@ -120,8 +120,9 @@ def _input_options(parser, *, ratings):
     parser.add_argument("--item-col", default=None, help="column of item ids (default 'item')")
     parser.add_argument(
         "--time-col", default=None,
-        help=f"column of the {what}' times, Unix seconds or dates (for models with day "
-        "biases; default: none read)",
+        help=f"column of the {what}' times"
+        + ("" if ratings else " (and of the --given ratings')")
+        + ", Unix seconds or dates (for models with day biases; default: none read)",
     )
     if ratings:
         parser.add_argument(
@@ -428,6 +429,8 @@ _HINTS = (
     ),
     (r"build the Ratings with time= \(or from_frame\(\.\.\., time_col=\.\.\.\)\)",
      "read them from a ratings file with a time column, named by --time-col"),
+    (r"give the ratings with times \(a 'time' column or Ratings\(time=\)\)",
+     "name the time column of the --given file with --time-col"),
     (r"\buser_col=", "--user-col "),
     (r"\bitem_col=", "--item-col "),
     (r"\brating_col=", "--rating-col "),
@@ -774,7 +777,8 @@ def _cmd_predict(args):
     user_col, item_col = args.user_col or "user", args.item_col or "item"
     if args.given is not None:
         tables = {"user": args.given_user_features, "item": args.given_item_features}
-        model = _fold_in_given(model, args.given, user_col, item_col, args.sep, tables)
+        model = _fold_in_given(model, args.given, user_col, item_col, args.sep, tables,
+                               args.time_col)
     elif args.given_user_features is not None or args.given_item_features is not None:
         raise _Failure("--given-user-features and --given-item-features need --given.")
     pairs = read_table(args.pairs, columns=(user_col, item_col), sep=args.sep, what="pairs")
@@ -819,19 +823,23 @@ def _cmd_predict(args):
     return 0
 
 
-def _fold_in_given(model, path, user_col, item_col, sep, tables=None):
+def _fold_in_given(model, path, user_col, item_col, sep, tables=None, time_col=None):
     """The model with the users and items of the ratings file ``path`` folded in; ``tables``
-    names files of feature rows of new users and items (``{"user": path or None, ...}``)."""
+    names files of feature rows of new users and items (``{"user": path or None, ...}``);
+    ``time_col`` the column of the ratings' times (a model with day biases needs them)."""
+    from bpmf.datasets._ratings import as_unix_seconds
     from bpmf.datasets._readers import read_table
 
     if not hasattr(model, "fold_in"):
         raise _Failure(f"--given: a {type(model).__name__} model cannot fold in new ratings.")
     given = read_table(path, columns=(user_col, item_col), sep=sep, what="ratings")
-    missing = [c for c in (user_col, item_col, "rating") if c not in given.columns]
+    wanted = (user_col, item_col, "rating", *([time_col] if time_col else []))
+    missing = [c for c in wanted if c not in given.columns]
     if missing:
         raise DataError(
             f"{str(path)!r} lacks column(s) {missing}; it has {list(given.columns)}. "
-            "The --given file needs user and item (as named by --user-col/--item-col) and rating."
+            "The --given file needs user and item (as named by --user-col/--item-col) and rating"
+            " (and the --time-col column when given)."
         )
     frame = pd.DataFrame(
         {
@@ -840,6 +848,8 @@ def _fold_in_given(model, path, user_col, item_col, sep, tables=None):
             "rating": given["rating"].to_numpy(),
         }
     )
+    if time_col:
+        frame["time"] = as_unix_seconds(given[time_col])
     features = {}
     for dim, column in (("user", user_col), ("item", item_col)):
         table_path = (tables or {}).get(dim)

@@ -43,3 +43,29 @@ def test_fit_and_predict_with_a_time_column(tmp_path, capsys):
     np.testing.assert_allclose(written["mean"], expected, rtol=1e-10)
     # the day biases matter: the same pairs without their times predict otherwise
     assert np.max(np.abs(expected - model.predict(pairs[["user", "item"]]))) > 0.05
+
+
+def test_predict_given_new_users_with_their_times(tmp_path, capsys):
+    frame = _ratings(tmp_path / "all.csv")
+    frame[frame["user"] < 25].to_csv(tmp_path / "fitted.csv", index=False)
+    frame[frame["user"] >= 25].to_csv(tmp_path / "given.csv", index=False)
+    model_path = tmp_path / "day.nc"
+    assert main(["fit", "--model", "bpmf-day", "--data", str(tmp_path / "fitted.csv"),
+                 "--time-col", "when", "--n-factors", "2", "--preset", "quick", "--quiet",
+                 "--out", str(model_path)]) == 0
+    pairs = frame[frame["user"] >= 25][["user", "item", "when"]].astype({"user": str,
+                                                                         "item": str})
+    pairs.to_csv(tmp_path / "pairs.csv", index=False)
+    out = tmp_path / "predictions.csv"
+    argv = ["predict", "--model", str(model_path), "--pairs", str(tmp_path / "pairs.csv"),
+            "--given", str(tmp_path / "given.csv"), "--out", str(out)]
+    capsys.readouterr()
+    assert main(argv) == 1  # the given ratings without their times
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--time-col" in err[0]
+    assert main([*argv, "--time-col", "when"]) == 0
+    given = frame[frame["user"] >= 25].astype({"user": str, "item": str}).rename(
+        columns={"when": "time"})
+    folded = model_class("bpmf-day").load(model_path).fold_in(given)
+    expected = folded.predict(pairs.rename(columns={"when": "time"}))
+    np.testing.assert_allclose(pd.read_csv(out)["mean"], expected, rtol=1e-10)
