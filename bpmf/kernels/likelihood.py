@@ -742,19 +742,21 @@ def _register_jax():
         return without_biases
 
 
-def rating_likelihood(train, mu, U, V, user_bias, item_bias, sigma, fused=True):
+def rating_likelihood(train, mu, U, V, user_bias, item_bias, sigma, fused=True, offset=None):
     """Add the Gaussian likelihood of ``train``'s ratings, named ``rating``, to the current model.
 
     ``fused=True`` adds one :class:`GaussianPairLogp` as a ``pm.Potential``, over the pairs in
     :func:`user_run_order`; ``fused=False`` adds the textbook
     ``pm.Normal("rating", ..., observed=...)`` over ``pm.Data`` codes (dims ``obs``), the same
     density built from plain nodes. ``user_bias`` and ``item_bias`` are both given or both None.
+    ``offset`` (a tensor, one term per rating in ``train``'s order, e.g. the day biases) is
+    added to every mean; the fused Op has no such input, so it takes the plain graph.
     """
     import pymc as pm
 
     from bpmf.kernels.pair_dot import pair_dot
 
-    if fused:
+    if fused and offset is None:
         order = user_run_order(
             train.user_codes, train.item_codes, train.n_users, train.n_items,
             n_factors=U.type.shape[1] or 10,
@@ -768,6 +770,8 @@ def rating_likelihood(train, mu, U, V, user_bias, item_bias, sigma, fused=True):
     expected = mu + pair_dot(U, V, user_codes, item_codes)
     if user_bias is not None:
         expected = expected + user_bias[user_codes] + item_bias[item_codes]
+    if offset is not None:
+        expected = expected + offset
     return pm.Normal("rating", expected, sigma, observed=train.values, dims="obs")
 
 

@@ -19,11 +19,13 @@ __all__ = [
 ]
 
 
-def build_graph(train, n_factors, config, features=None, ordinal=None):
+def build_graph(train, n_factors, config, features=None, ordinal=None, day_groups=None):
     """The ``pm.Model`` of :class:`bpmf.models.BPMF` with LKJ priors (dims user, item,
     factor, factor_, obs; with side features ``features = {"U": X_users, "V": X_items}``
     also user_feature, item_feature); with ``ordinal=(low, high)`` the ordered-probit
-    likelihood (:func:`ordinal_likelihood`, dim ``cutpoint``) instead of the Gaussian one."""
+    likelihood (:func:`ordinal_likelihood`, dim ``cutpoint``) instead of the Gaussian one;
+    with ``day_groups`` (the (user, day) group of each rating) day-specific user biases
+    ``day_bias ~ N(0, day_bias_sd^2)`` (dim ``user_day``) added to each rating's mean."""
     features = {side: X for side, X in (features or {}).items() if X is not None}
     noncentered = config["parameterization"] == "noncentered"
     coords = {
@@ -41,6 +43,9 @@ def build_graph(train, n_factors, config, features=None, ordinal=None):
             coords[dim] = np.arange(features[side].shape[1])
     if ordinal is not None:
         coords["cutpoint"] = cutpoint_prior_means(*ordinal)
+    if day_groups is not None:
+        day_counts = row_counts(day_groups, int(day_groups.max()) + 1)
+        coords["user_day"] = np.arange(len(day_counts))
     with pm.Model(coords=coords) as model:
         mu = pm.Normal("mu", float(train.values.mean()), config["mu_sd"])
         if correlated:
@@ -55,6 +60,12 @@ def build_graph(train, n_factors, config, features=None, ordinal=None):
             sigma = pm.HalfNormal("sigma", config["sigma_sd"])
         else:
             sigma = float(config["sigma"])
+        offset = None
+        if day_groups is not None:
+            scale = pm.HalfNormal("day_bias_sd", config["day_bias_scale_sd"])
+            day_bias = bias_block("day_bias", "user_day", scale,
+                                  centred_rows(day_counts, config))
+            offset = day_bias[pt.constant(np.asarray(day_groups, dtype=np.int64))]
         rating_likelihood(
             train,
             mu,
@@ -64,6 +75,7 @@ def build_graph(train, n_factors, config, features=None, ordinal=None):
             biases.get("item_bias"),
             sigma,
             fused=config["fused_likelihood"],
+            offset=offset,
         )
     return model
 
@@ -166,10 +178,11 @@ def _independent_rows(train, n_factors, config, noncentered, features=None):
     return factors, biases
 
 
-def initial_point(point, train, model_config, rng=None, jitter=0.0, features=None):
+def initial_point(point, train, model_config, rng=None, jitter=0.0, features=None,
+                  day_groups=None):
     """A state (e.g. the MAP) as an initial point of the graph (constrained values); with
     side features, the links in ``point`` (``B_U``, ``user_bias_link``, ``link_precision_U``,
-    ...) or zero links."""
+    ...) or zero links; with ``day_groups``, the day biases in ``point`` or zeros."""
     features = {side: X for side, X in (features or {}).items() if X is not None}
     point = {name: np.array(value, dtype=np.float64) for name, value in point.items()}
     if rng is not None and jitter > 0:
@@ -182,6 +195,8 @@ def initial_point(point, train, model_config, rng=None, jitter=0.0, features=Non
         init["cutpoints"] = np.sort(point["cutpoints"])
     if model_config["sigma"] is None:
         init["sigma"] = point["sigma"]
+    if day_groups is not None:
+        _day_bias_init(init, point, model_config, day_groups)
     n_factors = point["U"].shape[1]
     noncentered = model_config["parameterization"] == "noncentered"
     if model_config["biases"] and model_config.get("correlated_biases"):
@@ -247,6 +262,23 @@ def initial_point(point, train, model_config, rng=None, jitter=0.0, features=Non
                 init[f"{name}_c"] = bias[centred]
                 init[f"{name}_z"] = bias_z[~centred]
     return init
+
+
+def _day_bias_init(init, point, model_config, day_groups):
+    """The day biases' entries of an initial point: those of ``point`` (a Gibbs state), or
+    zeros with a scale of 0.1."""
+    counts = row_counts(day_groups, int(np.max(day_groups)) + 1)
+    day_bias = point.get("day_bias", np.zeros(len(counts)))
+    scale = max(float(point.get("day_bias_sd", 0.1)), 1e-2)
+    init["day_bias_sd"] = np.asarray(scale)
+    centred = centred_rows(counts, model_config)
+    if centred.all():
+        init["day_bias"] = day_bias
+    elif not centred.any():
+        init["day_bias_z"] = day_bias / scale
+    else:
+        init["day_bias_c"] = day_bias[centred]
+        init["day_bias_z"] = day_bias[~centred] / scale
 
 
 def factor_means(config):

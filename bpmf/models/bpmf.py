@@ -50,7 +50,7 @@ _COMMON = {
     # centred offsets: o_u less the users' mean of the plain sums (averages zero over users)
     "implicit_centered": False,
     # day-specific user biases d_(u, day) ~ N(0, s_d^2), s_d ~ HalfNormal(day_bias_scale_sd)
-    # (Gibbs only; the ratings need times)
+    # (the ratings need times)
     "user_day_bias": False,
     "day_bias_scale_sd": 1.0,
 }
@@ -130,8 +130,9 @@ class BPMF(PosteriorModel):
         - ``user_day_bias`` (False): day-specific user biases (see Notes): each rating also
           sees ``d_(u, t)``, one bias per user and UTC day ``t`` on which the user rated in
           training; the training ratings need times (``Ratings(..., time=)``, a ``time``
-          column, MovieLens's timestamps); ``method="gibbs"`` and the Gaussian likelihood
-          only; :meth:`fold_in` takes new users only (with their days' biases);
+          column, MovieLens's timestamps); the Gaussian likelihood only (joint NUTS takes
+          the plain likelihood graph: the fused Op has no per-rating offset);
+          :meth:`fold_in` takes new users only (with their days' biases);
         - ``day_bias_scale_sd`` (1.0): half-normal prior scale of their sd ``s_d``.
 
         With ``covariance_prior="lkj"``: ``factor_mean_sd`` (1.0), ``lkj_eta`` (2.0),
@@ -314,7 +315,8 @@ class BPMF(PosteriorModel):
     :math:`d_{u,t} \sim N(0, s_d^2)`, :math:`s_d \sim \mathrm{HalfNormal}` (posterior
     ``day_bias`` along dim ``user_day``, whose coordinates ``user_day_user`` and
     ``user_day_day`` give each group's user id and UTC day number, and ``day_bias_sd``). The
-    Gibbs sampler draws the day biases from their Gaussian conditionals, regresses the rest
+    Gibbs sampler draws the day biases from their Gaussian conditionals (then their scale,
+    and the two scaled together), regresses the rest
     on the ratings less them, and shifts each user's bias against their day biases
     (:mod:`bpmf.inference.day_bias`). Pairs to predict carry their times (a ``time`` column,
     a Ratings with times): a pair on a day its user rated in training adds that day's bias;
@@ -515,8 +517,10 @@ class BPMF(PosteriorModel):
             )
         train = as_ratings(train) if not isinstance(train, Ratings) else train
         designs, _ = encode_features(train, config)
+        groups = _day_groups(train, config)
         return build_graph(train, check_n_factors(self.n_factors), config, designs,
-                           self._ordinal_scale(train, config))
+                           self._ordinal_scale(train, config),
+                           None if groups is None else groups[0])
 
     def _ordinal_scale(self, train, model_config):
         """``(low, high)`` of an ordinal model's whole ratings (None for a Gaussian model):
@@ -549,9 +553,6 @@ class BPMF(PosteriorModel):
             )
         if model_config["implicit"] and self.method != "gibbs":
             raise ValueError("implicit feedback (model_config['implicit']) needs method='gibbs'.")
-        if model_config["user_day_bias"] and self.method != "gibbs":
-            raise ValueError("day-specific user biases (model_config['user_day_bias']) need "
-                             "method='gibbs'.")
         if model_config["implicit"] and sampler_config["keep"] != "all":
             raise ValueError(
                 "implicit feedback keeps every draw: use sampler_config['keep']='all'."
@@ -708,8 +709,9 @@ class BPMF(PosteriorModel):
     def _sample_nuts(self, train, model_config, sampler_config, seed, progressbar):
         from bpmf.inference.nuts import sample_nuts
 
+        groups = None if self._day_groups is None else self._day_groups[0]
         model = build_graph(train, int(self.n_factors), model_config, self._designs,
-                            self._scale_levels)
+                            self._scale_levels, groups)
         map_point = dict(self.map_)
         if self._scale_levels is not None:  # the MAP is Gaussian: cut-points at their means
             map_point["cutpoints"] = cutpoint_prior_means(*self._scale_levels)
@@ -719,7 +721,7 @@ class BPMF(PosteriorModel):
             if sampler_config["init"] == "map" or int(sampler_config["init_sweeps"]) == 0:
                 return initial_point(
                     map_point, train, model_config, rng, float(sampler_config["init_jitter"]),
-                    self._designs,
+                    self._designs, groups,
                 )
             state = self._gibbs(
                 train,
@@ -732,15 +734,18 @@ class BPMF(PosteriorModel):
                 tune=int(sampler_config["init_sweeps"]) - 1,
                 chains=1,
             )
-            names = [*self.map_, *(["cutpoints"] if "cutpoints" in state else [])]
+            names = [*self.map_, *[name for name in ("cutpoints", "day_bias", "day_bias_sd")
+                                   if name in state]]
             point = {name: np.asarray(state[name])[0, -1] for name in names}
             point.update({name: np.asarray(state[name])[0, -1] for name in state
                           if name.startswith(("B_", "link_precision_")) or
                           name.endswith("_bias_link")})
-            return initial_point(point, train, model_config, features=self._designs)
+            return initial_point(point, train, model_config, features=self._designs,
+                                 day_groups=groups)
 
         var_names = [n for n in POSTERIOR_DIMS if n in model.named_vars]
-        template = initial_point(map_point, train, model_config, features=self._designs)
+        template = initial_point(map_point, train, model_config, features=self._designs,
+                                 day_groups=groups)
         posterior, stats = sample_nuts(
             model, template, start, sampler_config, var_names, seed, progressbar
         )
