@@ -33,9 +33,8 @@ per sweep:
 import numpy as np
 
 from bpmf.inference.hyperpriors import draw_halfnormal_scale, positive_normal
-from bpmf.inference.rows import linear_predictors
+from bpmf.inference.rows import chain_layouts, linear_predictors
 from bpmf.kernels.day_bias import adjusted_ratings, group_residual_sums
-from bpmf.kernels.rows import csr_pair
 
 __all__ = ["DAY_SECONDS", "DayBiasGibbs", "day_groups", "days_of"]
 
@@ -88,18 +87,10 @@ class DayBiasGibbs:
         self.groups_per_user = np.bincount(
             self.group_users, minlength=csrs[0][0].shape[0] - 1
         ).astype(np.float64)
-        n = len(self.ratings)
-        user_perm, item_perm = csr_pair(
-            self.user_codes, self.item_codes, np.arange(n, dtype=float),
-            csrs[0][0].shape[0] - 1, csrs[1][0].shape[0] - 1,
-        )
+        orders, self.csrs = chain_layouts(self.user_codes, self.item_codes, csrs)
         # the ratings and their groups in the user-ordered and item-ordered layouts
-        self.layouts = []
-        for perm in (user_perm, item_perm):
-            order = perm[2].astype(np.int64)
-            self.layouts.append((self.ratings[order], self.groups[order]))
-        self.csrs = tuple((indptr, partners, values.copy()) for indptr, partners, values in csrs)
-        self.eta = np.empty(n)
+        self.layouts = [(self.ratings[order], self.groups[order]) for order in orders]
+        self.eta = np.empty(len(self.ratings))
         self.sums = np.empty(self.n_groups)
 
     def start(self, state):

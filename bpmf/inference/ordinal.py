@@ -55,13 +55,12 @@ intercept and hyperparameter steps apply unchanged. :class:`OrdinalGibbs` adds, 
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from bpmf.inference.rows import linear_predictors
+from bpmf.inference.rows import chain_layouts, linear_predictors
 from bpmf.kernels.ordinal import (
     cutpoint_loglik,
     cutpoint_loglik_curvature,
     draw_latents,
 )
-from bpmf.kernels.rows import csr_pair
 
 __all__ = ["OrdinalGibbs", "cutpoint_prior_means", "rating_categories"]
 
@@ -147,13 +146,8 @@ class OrdinalGibbs:
         self.tune = int(tune)
         n = len(categories)
         # positions of each rating in the user-ordered and item-ordered layouts
-        user_perm, item_perm = csr_pair(
-            user_codes, item_codes, np.arange(n, dtype=float),
-            csrs[0][0].shape[0] - 1, csrs[1][0].shape[0] - 1,
-        )
-        self.user_order = user_perm[2].astype(np.int64)
-        self.item_order = item_perm[2].astype(np.int64)
-        self.csrs = tuple((indptr, partners, values.copy()) for indptr, partners, values in csrs)
+        (self.user_order, self.item_order), self.csrs = chain_layouts(user_codes, item_codes,
+                                                                      csrs)
         self.eta = np.empty(n)
         self.latent = np.empty(n)
         self.calls = 0

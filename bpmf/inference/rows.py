@@ -16,13 +16,20 @@ import numba
 import numpy as np
 
 from bpmf.kernels.ordinal import linear_predictor
-from bpmf.kernels.rows import aligned_zeros, row_blocks, sample_rows, sample_rows_parallel
+from bpmf.kernels.rows import (
+    aligned_zeros,
+    csr_pair,
+    row_blocks,
+    sample_rows,
+    sample_rows_parallel,
+)
 
 __all__ = [
     "PARALLEL_MIN_RATINGS",
     "SINGLE_PRECISION_MIN_BYTES",
     "partner_dtype",
     "available_cores",
+    "chain_layouts",
     "linear_predictors",
     "numba_threads",
     "row_prior",
@@ -51,6 +58,19 @@ def partner_dtype(n_other, dim):
     :func:`sample_side` hands the row kernel: float32 from
     :data:`SINGLE_PRECISION_MIN_BYTES`, else float64."""
     return np.float32 if n_other * (dim + 1) * 8 >= SINGLE_PRECISION_MIN_BYTES else np.float64
+
+
+def chain_layouts(user_codes, item_codes, csrs):
+    """For a step that rewrites the targets of the regression every sweep: the position in
+    the ratings' order of each entry of the user-ordered and of the item-ordered layout, and
+    a copy of the shared layouts ``csrs`` (:func:`bpmf.kernels.rows.csr_pair`) with the
+    chain's own value arrays."""
+    user_perm, item_perm = csr_pair(
+        user_codes, item_codes, np.arange(len(user_codes), dtype=float),
+        csrs[0][0].shape[0] - 1, csrs[1][0].shape[0] - 1,
+    )
+    orders = (user_perm[2].astype(np.int64), item_perm[2].astype(np.int64))
+    return orders, tuple((indptr, partners, values.copy()) for indptr, partners, values in csrs)
 
 
 def linear_predictors(state, biases, user_codes, item_codes, out):
