@@ -253,14 +253,7 @@ def initial_point(point, train, model_config, rng=None, jitter=0.0, features=Non
                 bias_z = (bias - X @ link) / scale
             else:
                 bias_z = bias / scale
-            centred = centred_rows(counts, model_config)
-            if centred.all():
-                init[name] = bias
-            elif not centred.any():
-                init[f"{name}_z"] = bias_z
-            else:
-                init[f"{name}_c"] = bias[centred]
-                init[f"{name}_z"] = bias_z[~centred]
+            _bias_init(init, name, bias, bias_z, centred_rows(counts, model_config))
     return init
 
 
@@ -271,14 +264,19 @@ def _day_bias_init(init, point, model_config, day_groups):
     day_bias = point.get("day_bias", np.zeros(len(counts)))
     scale = max(float(point.get("day_bias_sd", 0.1)), 1e-2)
     init["day_bias_sd"] = np.asarray(scale)
-    centred = centred_rows(counts, model_config)
+    _bias_init(init, "day_bias", day_bias, day_bias / scale, centred_rows(counts, model_config))
+
+
+def _bias_init(init, name, bias, bias_z, centred):
+    """The entries of a :func:`bias_block` in an initial point: the biases ``bias`` where
+    they are centred, their standardised values ``bias_z`` elsewhere."""
     if centred.all():
-        init["day_bias"] = day_bias
+        init[name] = bias
     elif not centred.any():
-        init["day_bias_z"] = day_bias / scale
+        init[f"{name}_z"] = bias_z
     else:
-        init["day_bias_c"] = day_bias[centred]
-        init["day_bias_z"] = day_bias[~centred] / scale
+        init[f"{name}_c"] = bias[centred]
+        init[f"{name}_z"] = bias_z[~centred]
 
 
 def factor_means(config):
