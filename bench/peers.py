@@ -79,11 +79,13 @@ def user_day_columns(train, test):
     empty row): myFM's counterpart of bpmf's day-specific user biases."""
     import scipy.sparse as sp
 
-    days = pd.MultiIndex.from_arrays([train.users, np.floor(train.times / 86_400)])
+    from bpmf.inference.day_bias import days_of
+
+    days = pd.MultiIndex.from_arrays([train.users, days_of(train.times)])
     groups = pd.Index(days.unique())
 
     def one_hot(users, times):
-        codes = groups.get_indexer(pd.MultiIndex.from_arrays([users, np.floor(times / 86_400)]))
+        codes = groups.get_indexer(pd.MultiIndex.from_arrays([users, days_of(times)]))
         rows = np.flatnonzero(codes >= 0)
         return sp.csr_matrix((np.ones(len(rows)), (rows, codes[rows])),
                              shape=(len(users), len(groups)))

@@ -766,7 +766,6 @@ _PREDICTION_COLUMNS = ("mean", "lower", "upper", "unseen")
 
 def _cmd_predict(args):
     from bpmf.datasets import as_pairs
-    from bpmf.datasets._ratings import as_unix_seconds
     from bpmf.datasets._readers import read_table
 
     if args.out is not None:
@@ -803,7 +802,7 @@ def _cmd_predict(args):
         }
     )
     if args.time_col:  # the pairs' times: a model with day biases adds the day's bias
-        frame["time"] = as_unix_seconds(pairs[args.time_col])
+        frame["time"] = pairs[args.time_col].to_numpy()
     if hasattr(model, "predict_interval"):
         interval = model.predict_interval(frame, prob=args.prob)
         predictions = interval[["mean", "lower", "upper"]].reset_index(drop=True)
@@ -827,7 +826,6 @@ def _fold_in_given(model, path, user_col, item_col, sep, tables=None, time_col=N
     """The model with the users and items of the ratings file ``path`` folded in; ``tables``
     names files of feature rows of new users and items (``{"user": path or None, ...}``);
     ``time_col`` the column of the ratings' times (a model with day biases needs them)."""
-    from bpmf.datasets._ratings import as_unix_seconds
     from bpmf.datasets._readers import read_table
 
     if not hasattr(model, "fold_in"):
@@ -849,7 +847,7 @@ def _fold_in_given(model, path, user_col, item_col, sep, tables=None, time_col=N
         }
     )
     if time_col:
-        frame["time"] = as_unix_seconds(given[time_col])
+        frame["time"] = given[time_col].to_numpy()
     features = {}
     for dim, column in (("user", user_col), ("item", item_col)):
         table_path = (tables or {}).get(dim)

@@ -336,10 +336,13 @@ class PosteriorModel(ModelIO, RatingEstimator):
     def _pair_days(self, pairs, user_codes):
         """The (user, day) group of each pair for a model with day biases (-1: a user's day
         unseen in training, or no times given), None for a model without them."""
+        return self._day_codes(pair_times(pairs), user_codes)
+
+    def _day_codes(self, times, user_codes):
+        """:meth:`_pair_days` of pairs at Unix ``times`` (None: no times)."""
         posterior = self.idata_["posterior"].ds
         if "day_bias" not in posterior:
             return None
-        times = pair_times(pairs)
         if times is None:
             return np.full(len(user_codes), -1, dtype=np.int64)
         users = pd.Index(posterior["user"].values).get_indexer(posterior["user_day_user"].values)
@@ -472,10 +475,9 @@ class PosteriorModel(ModelIO, RatingEstimator):
         users = pd.Index(posterior["user"].values).get_indexer(observed["obs_user"].values[rows])
         items = pd.Index(posterior["item"].values).get_indexer(observed["obs_item"].values[rows])
         n_chains, n_draws = self._sample_shape()
-        times = (pd.DataFrame({"time": observed["obs_time"].values[rows]})
-                 if "obs_time" in observed.coords else None)
+        times = observed["obs_time"].values[rows] if "obs_time" in observed.coords else None
         predicted = self._expected_draws(
-            users, items, days=self._pair_days(times, users)
+            users, items, days=self._day_codes(times, users)
         ).reshape(n_chains, n_draws, -1)
         names = [n for n in ("sigma", "mu", "user_bias_sd", "item_bias_sd") if n in posterior]
         ds = posterior[names].drop_vars(

@@ -766,9 +766,10 @@ class BPMF(PosteriorModel):
         n_chains, n_draws = self._sample_shape()
         rng = np.random.default_rng(0)
         rows = rng.choice(train.n_ratings, min(n_pairs, train.n_ratings), replace=False)
-        days = self._pair_days(train, train.user_codes)
+        days = self._day_codes(None if train.times is None else train.times[rows],
+                               train.user_codes[rows])
         predictions = self._expected_draws(train.user_codes[rows], train.item_codes[rows],
-                                           days=None if days is None else days[rows])
+                                           days=days)
         # every kept draw: a keep="moments" fit has them in "trace" and "trace_stats"
         children = self.idata_.children
         stats_group = "trace_stats" if "trace_stats" in children else "sample_stats"
