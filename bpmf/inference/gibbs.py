@@ -801,7 +801,7 @@ def sample_gibbs(
             steps.start(state)
         if day_groups is not None:
             steps = DayBiasGibbs(user_codes, item_codes, ratings, *day_groups, csrs,
-                                 config.get("day_bias_scale_sd", 0.5))
+                                 config.get("day_bias_scale_sd", 1.0))
             steps.start(state)
         work["implicit"] = {
             side: ImplicitStep(sets, D, config.get("implicit_scale_sd", 1.0), biases, side,
