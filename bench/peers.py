@@ -20,7 +20,10 @@ test pairs' items into ``N(u)``, which uses test-time information (which items e
 rated in the test set), and are reported apart. Implicit feedback on both sides (each
 item's training raters as well, as myFM's extended ML-100K example): ``bpmf-svdpp-both``
 against ``myfm-implicit-both``, and with the side features ``bpmf-features-svdpp-both``
-against ``myfm-features-implicit-both``.
+against ``myfm-features-implicit-both``. Per-user and per-item noise weights
+(heteroscedastic noise, which myFM does not offer): ``bpmf-noise`` and the best variants with
+them, ``bpmf-features-svdpp-both-noise`` and ``bpmf-features-svdpp-both-day-noise``, each
+against the same myFM variant as without them.
 Prints, per fold and averaged over folds, test RMSE, wall time, each wall time as a ratio to
 myFM's, iterations per second for the Gibbs samplers and, for the bpmf estimators and
 ``myfm-ordinal``, the coverage of the central 90% predictive intervals. Every prediction is
@@ -388,6 +391,15 @@ def bpmf_entries():
                                                               "item_features": "ml-100k",
                                                               "implicit": "both",
                                                               "user_day_bias": True}},
+            # per-user and per-item noise weights, alone and with the best variants
+            "bpmf-noise": {"model_config": {"noise_weights": True}},
+            "bpmf-features-svdpp-both-noise": {"model_config": {"user_features": "ml-100k",
+                                                                "item_features": "ml-100k",
+                                                                "implicit": "both",
+                                                                "noise_weights": True}},
+            "bpmf-features-svdpp-both-day-noise": {"model_config": {
+                "user_features": "ml-100k", "item_features": "ml-100k", "implicit": "both",
+                "user_day_bias": True, "noise_weights": True}},
             # the whole fit (MAP, sampling, diagnostics) with myFM's number of sweeps: one
             # chain of 50 warm-up and 150 kept sweeps
             "bpmf-200-sweeps": {"sampler_config": {"chains": 1, "tune": GIBBS_BURN_IN,

@@ -81,6 +81,13 @@ MODELS = {
             "Bayesian PMF with a bias per user and day of rating (needs rating times), Gibbs",
             model_config={"user_day_bias": True},
         ),
+        _spec(
+            "bpmf-noise",
+            "bpmf.models.BPMF",
+            "Bayesian PMF with per-user and per-item noise weights (heteroscedastic noise), "
+            "Gibbs",
+            model_config={"noise_weights": True},
+        ),
         _spec("pmf", "bpmf.models.PMF", "Probabilistic matrix factorization, MAP"),
         _spec("adagrad", "bpmf.baselines.AdaGradMF", "Matrix factorization by AdaGrad (numpy)"),
         _spec("mlp", "bpmf.baselines.MLPRegressor", "Multi-layer perceptron on embeddings"),
@@ -116,6 +123,7 @@ PRESETS = {
         "bpmf-svdpp": _QUICK_GIBBS,
         "bpmf-svdpp-both": _QUICK_GIBBS,
         "bpmf-day": _QUICK_GIBBS,
+        "bpmf-noise": _QUICK_GIBBS,
         "pmf": {"n_factors": 3},
         "adagrad": {"n_factors": 10},
         "softmax": {"max_iter": 3000},

@@ -92,6 +92,10 @@ class DayBiasGibbs:
         self.layouts = [(self.ratings[order], self.groups[order]) for order in orders]
         self.eta = np.empty(len(self.ratings))
         self.sums = np.empty(self.n_groups)
+        # each rating's noise weight (set by the noise-weight step; None: all ones), and the
+        # groups' summed weights in place of their counts
+        self.weights = None
+        self.weighted_counts = self.counts
 
     def start(self, state):
         """Zero day biases and a starting scale of 0.1 in ``state``."""
@@ -101,6 +105,8 @@ class DayBiasGibbs:
     def step(self, state, biases, rng):
         """Draw the day biases and their scale given the rest (step 1) and write the adjusted
         ratings into the chain's layouts (step 2)."""
+        if self.weights is not None:
+            self.weighted_counts = np.bincount(self.groups, self.weights, self.n_groups)
         sums = self.residual_sums(state, biases)
         day_bias = self.draw_biases(state, sums, rng)
         self.draw_scale(state, day_bias, sums, rng)
@@ -108,14 +114,19 @@ class DayBiasGibbs:
             adjusted_ratings(ratings, groups, state["day_bias"], values)
 
     def residual_sums(self, state, biases):
-        """Each group's sum of its ratings less the rest of their linear predictors."""
+        """Each group's sum of its ratings less the rest of their linear predictors (weighted
+        by the ratings' noise weights, where set)."""
         linear_predictors(state, biases, self.user_codes, self.item_codes, self.eta)
+        if self.weights is not None:
+            self.sums[:] = np.bincount(self.groups, self.weights * (self.ratings - self.eta),
+                                       self.n_groups)
+            return self.sums
         group_residual_sums(self.ratings, self.eta, self.groups, self.sums)
         return self.sums
 
     def draw_biases(self, state, sums, rng):
         """The day biases from their Gaussian conditional given the scale and ``sums``."""
-        precision = state["day_bias_precision"] + state["tau"] * self.counts
+        precision = state["day_bias_precision"] + state["tau"] * self.weighted_counts
         return (state["tau"] * sums / precision
                 + rng.standard_normal(self.n_groups) / np.sqrt(precision))
 
@@ -132,7 +143,7 @@ class DayBiasGibbs:
         tau = float(state["tau"])
         scale = draw_halfnormal_scale(self.n_groups, float(day_bias @ day_bias), self.scale_sd,
                                       rng)
-        quadratic = float(self.counts @ (day_bias * day_bias))
+        quadratic = float(self.weighted_counts @ (day_bias * day_bias))
         precision = tau * quadratic + (scale / self.scale_sd) ** 2
         g = positive_normal(tau * float(day_bias @ sums) / precision, 1.0 / np.sqrt(precision),
                             rng)

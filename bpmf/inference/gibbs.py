@@ -70,6 +70,7 @@ from bpmf.inference.implicit import (
     ImplicitSets,
     ImplicitStep,
 )
+from bpmf.inference.noise_weights import NoiseWeights
 from bpmf.inference.ordinal import OrdinalGibbs, cutpoint_prior_means, rating_categories
 from bpmf.inference.rows import available_cores, released, sample_side, workspace
 from bpmf.kernels.dense import gaussian_from_precision
@@ -240,6 +241,9 @@ def _scale_biases(state, hyper, bias, counts, residual_sums, rng):
 def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
            data_step=None):
     phase_lock = work.get("phase_lock")
+    noise = work.get("noise")
+    if noise is not None:  # per-user and per-item noise weights, and the rows' weights
+        noise.step(state, biases, work, rng)
     # a step that rewrites the targets of the regression: the ordinal likelihood's latent
     # scores, or the ratings less their day biases
     if data_step is not None:
@@ -280,17 +284,19 @@ def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
     # intercept: e_n = r_n - mu_old - fitted_n, so sum(r - fitted) = sum(e) + N mu_old
     mu_old = state["mu"]
     n_ratings = len(item_csr[2])
+    # with noise weights the sums are weighted, and so is the count in them
+    weight = work.get("weight_total", n_ratings)
     prior_prec = 1.0 / config["mu_sd"] ** 2
-    post_prec = prior_prec + state["tau"] * n_ratings
+    post_prec = prior_prec + state["tau"] * weight
     post_mean = (
-        prior_prec * config["intercept_mean"] + state["tau"] * (sum_errors + n_ratings * mu_old)
+        prior_prec * config["intercept_mean"] + state["tau"] * (sum_errors + weight * mu_old)
     ) / post_prec
     state["mu"] = post_mean + rng.standard_normal() / np.sqrt(post_prec)
     mu_drawn = state["mu"]  # the moves below shift mu too, but keep the fitted values
     if config["sigma"] is None:
         # sum((e + mu_old - mu)^2), expanded about the old intercept
         shift = mu_old - state["mu"]
-        sse = max(sum_squares + 2.0 * shift * sum_errors + n_ratings * shift**2, 0.0)
+        sse = max(sum_squares + 2.0 * shift * sum_errors + weight * shift**2, 0.0)
         candidates = config.get("noise_overrelax", 0)
         if candidates:
             state["tau"] = ordered_overrelaxation(
@@ -426,6 +432,10 @@ def _welford(mean, m2, value, count, parallel=False):
     m2 += delta * (value - mean)
 
 
+NOISE_WEIGHT_VARIABLES = ("user_noise_weight", "item_noise_weight", "noise_df_user",
+                          "noise_df_item")
+
+
 def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=None,
             parallel=False):
     """Store kept draw ``draw``; with ``keep="moments"``, update the running moments and
@@ -438,6 +448,9 @@ def _record(out, chain, draw, state, biases, keep="all", row_slot=None, pairs=No
         out["cutpoints"][chain, draw] = state["cutpoints"]
     if "day_bias_sd" in out:
         out["day_bias_sd"][chain, draw] = 1.0 / np.sqrt(state["day_bias_precision"])
+    for name in NOISE_WEIGHT_VARIABLES:
+        if name in out:
+            out[name][chain, draw] = state[name]
     if biases:
         for name in ("user_bias", "item_bias"):
             out[f"{name}_sd"][chain, draw] = 1.0 / np.sqrt(state[f"{name}_precision"])
@@ -591,6 +604,7 @@ def sample_gibbs(
     implicit=None,
     implicit_step="rows",
     day_groups=None,
+    noise_weights=False,
 ):
     r"""Draw from the BPMF posterior with the blocked Gibbs sampler.
 
@@ -675,6 +689,12 @@ def sample_gibbs(
         half-normal prior scale of their sd. The draws then hold ``day_bias`` (group) and
         ``day_bias_sd``; with ``keep="moments"`` the day biases are kept as the rows are
         (``day_bias_mean``, ``day_bias_var`` and the retained draws). Not with ``ordinal``.
+    noise_weights : bool, default False
+        Per-user and per-item noise weights (:mod:`bpmf.inference.noise_weights`): rating
+        ``(u, i)`` has the noise sd ``sigma / sqrt(a_u c_i)``. The draws then hold
+        ``user_noise_weight`` (user), ``item_noise_weight`` (item) and their Gamma priors'
+        degrees of freedom ``noise_df_user``, ``noise_df_item``. Needs ``keep="all"``; not
+        with ``ordinal`` or ``implicit_step="collapsed"``.
 
     Returns
     -------
@@ -702,6 +722,11 @@ def sample_gibbs(
     implicit = _implicit_sides(implicit, n_users, n_items)
     if implicit and keep != "all":
         raise ValueError("implicit feedback keeps every draw: use keep='all'")
+    noise_weights = bool(noise_weights)
+    if noise_weights and (keep != "all" or ordinal is not None
+                          or (implicit and implicit_step == "collapsed")):
+        raise ValueError("noise weights need keep='all', the Gaussian likelihood and "
+                         "implicit_step='rows'.")
     if implicit_step not in IMPLICIT_METHODS:
         raise ValueError(f"implicit_step must be one of {IMPLICIT_METHODS}, got "
                          f"{implicit_step!r}")
@@ -759,6 +784,11 @@ def sample_gibbs(
         if keep == "moments":
             out["day_bias_mean"] = np.zeros((chains, n_groups))
             out["day_bias_var"] = np.zeros((chains, n_groups))
+    if noise_weights:
+        out["user_noise_weight"] = np.empty((chains, draws, shapes[0]))
+        out["item_noise_weight"] = np.empty((chains, draws, shapes[1]))
+        out["noise_df_user"] = np.empty((chains, draws))
+        out["noise_df_item"] = np.empty((chains, draws))
     for side, sets in implicit.items():
         factors, scales, offset = IMPLICIT_KEYS[side][:3]
         out[factors] = prefaulted_empty((chains, draws, sets.n_items, D))
@@ -803,6 +833,15 @@ def sample_gibbs(
             steps = DayBiasGibbs(user_codes, item_codes, ratings, *day_groups, csrs,
                                  config.get("day_bias_scale_sd", 1.0))
             steps.start(state)
+        if noise_weights:
+            work["noise"] = NoiseWeights(
+                user_codes, item_codes, ratings, *shapes[:2], csrs,
+                None if day_groups is None else day_groups[0],
+            )
+            work["noise"].start(state)
+            work["noise"].set_weights(state, work)
+            if day_groups is not None:  # the day biases' sums use the same weights
+                steps.weights = work["noise"].weights
         work["implicit"] = {
             side: ImplicitStep(sets, D, config.get("implicit_scale_sd", 1.0), biases, side,
                                implicit_step, config.get("implicit_centered", False))

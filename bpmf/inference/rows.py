@@ -211,6 +211,8 @@ def sample_side(
     result does not depend on ``threads``. ``overrelax`` in ``(-1, 1)`` overrelaxes each row's
     draw about its conditional mean (:func:`bpmf.kernels.rows.sample_rows`; 0: a plain draw).
     With ``residuals``, an array ``row_sums`` (n_rows) receives each row's residual sum.
+    With ``work["sqrt_weights"]`` (one per rating of ``csr``), each rating has the noise
+    precision ``tau * w_n`` and the sums returned are weighted by ``w_n``.
     ``phase_lock``: a lock the calling chain holds, released while the kernel runs
     (:func:`released`).
     """
@@ -259,6 +261,8 @@ def sample_side(
         float(overrelax),
         np.empty(0) if row_sums is None else row_sums,
         key,
+        # per-rating noise weights (the noise-weights step), in this side's rating order
+        work.get("sqrt_weights", np.empty(0)),
     )
     with released(phase_lock):
         if threads > 1 and len(ratings) >= PARALLEL_MIN_RATINGS:

@@ -63,19 +63,27 @@ def _prefetch_until(other_sorted, X, issued, stop):
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _gather(start, count, other_sorted, ratings_sorted, X, shift, Xt, issued):
+def _gather(start, count, other_sorted, ratings_sorted, X, shift, Xt, issued, sqrt_weights):
     """Copy partner rows ``start:start+count`` into ``Xt`` (transposed), their targets into
-    its row ``dim``.
+    its row ``dim``; with ``sqrt_weights`` (one per rating, else of length 0) each column is
+    multiplied by its rating's square-root weight.
 
     Keeps the prefetches ``_PREFETCH_DISTANCE`` ratings ahead; returns the new ``issued``.
     """
     dim = X.shape[1] - 1
+    weighted = sqrt_weights.shape[0] > 0
     for k in range(count):
         issued = _prefetch_until(other_sorted, X, issued, start + k + _PREFETCH_DISTANCE)
         j = other_sorted[start + k]
-        for a in range(dim):
-            Xt[a, k] = X[j, a]
-        Xt[dim, k] = ratings_sorted[start + k] - shift - X[j, dim]
+        if weighted:
+            root = sqrt_weights[start + k]
+            for a in range(dim):
+                Xt[a, k] = X[j, a] * root
+            Xt[dim, k] = (ratings_sorted[start + k] - shift - X[j, dim]) * root
+        else:
+            for a in range(dim):
+                Xt[a, k] = X[j, a]
+            Xt[dim, k] = ratings_sorted[start + k] - shift - X[j, dim]
     return issued
 
 
@@ -106,6 +114,7 @@ def _sample_block(
     alpha,
     row_sums,
     key,
+    sqrt_weights,
 ):
     """Rows ``first:last`` of :func:`sample_rows`, with their own scratch buffers and
     prefetch stream; returns the block's ``(sum_n e_n, sum_n e_n^2)``."""
@@ -118,6 +127,7 @@ def _sample_block(
     previous = np.empty(dim)
     noise = np.empty(dim)
     own_normals = z.shape[0] == 0  # the rows' normals from (key, row), drawn here
+    weighted = sqrt_weights.shape[0] > 0
     noise_scale = np.sqrt(1.0 - alpha * alpha)
     per_row_prior = prior_h.shape[0] > 1
     # the partner rows, transposed, and the targets in row ``dim`` (add_gram); padded: rows
@@ -142,7 +152,8 @@ def _sample_block(
         start, stop = indptr[r], indptr[r + 1]
         for begin in range(start, stop, CHUNK):
             count = min(CHUNK, stop - begin)
-            issued = _gather(begin, count, other_sorted, ratings_sorted, X, shift, Xt, issued)
+            issued = _gather(begin, count, other_sorted, ratings_sorted, X, shift, Xt, issued,
+                             sqrt_weights)
             # while the sums compute, fetch the rows of the ratings ahead
             issued = add_gram(
                 Xt,
@@ -221,6 +232,7 @@ def _sample_block(
                         shift,
                         Xt,
                         begin if prefetching else no_prefetch,
+                        sqrt_weights,
                     )
                 for k in range(count):
                     errors[k] = Xt[dim, k]
@@ -228,9 +240,15 @@ def _sample_block(
                     coefficient = out[r, a]
                     for k in range(count):
                         errors[k] -= Xt[a, k] * coefficient
-                for k in range(count):
-                    row_total += errors[k]
-                    sum_squares += errors[k] * errors[k]
+                # weighted: errors[k] is sqrt(w) e, so the sums are of w e and w e^2
+                if weighted:
+                    for k in range(count):
+                        row_total += errors[k] * sqrt_weights[begin + k]
+                        sum_squares += errors[k] * errors[k]
+                else:
+                    for k in range(count):
+                        row_total += errors[k]
+                        sum_squares += errors[k] * errors[k]
             sum_errors += row_total
             if row_sums.shape[0] > 0:
                 row_sums[r] = row_total
@@ -266,6 +284,7 @@ def sample_rows(
     alpha=0.0,
     row_sums=None,
     key=0,
+    sqrt_weights=None,
 ):
     """Draw every row ``r`` from N(P^-1 h, P^-1), in place into ``out``; one thread.
 
@@ -284,6 +303,11 @@ def sample_rows(
     row to the far side of its conditional mean, which suppresses the random walk of two
     strongly coupled sides. ``alpha = 0`` is the plain draw and ignores ``out`` on entry.
 
+    ``sqrt_weights`` (one per rating, in the sorted order; None: all ones) weights each
+    rating's term in ``P`` and ``h`` by ``w_n = sqrt_weights[n]^2``, a noise precision of
+    ``tau * w_n`` for that rating (per-rating noise scales); the returned sums are then
+    ``sum_n w_n e_n`` and ``sum_n w_n e_n^2``, and the row sums weighted likewise.
+
     Returns ``(sum_n e_n, sum_n e_n^2)`` over all ratings of the residuals
     ``e_n = t_n - x_n . out[r]`` under the new rows when ``residuals`` is true, else zeros;
     each block sums its own ratings and the blocks' sums are added in block order. With
@@ -294,6 +318,8 @@ def sample_rows(
         blocks = np.array([0, indptr.shape[0] - 1], dtype=np.int64)
     if row_sums is None:
         row_sums = np.empty(0)
+    if sqrt_weights is None:
+        sqrt_weights = np.empty(0)
     n_blocks = blocks.shape[0] - 1
     block_sums = np.zeros((n_blocks, 2))
     for b in range(n_blocks):
@@ -314,6 +340,7 @@ def sample_rows(
             alpha,
             row_sums,
             key,
+            sqrt_weights,
         )
     return _ordered_total(block_sums)
 
@@ -335,6 +362,7 @@ def sample_rows_parallel(
     alpha=0.0,
     row_sums=None,
     key=0,
+    sqrt_weights=None,
 ):
     """:func:`sample_rows` with the blocks spread over numba's threads (``prange``).
 
@@ -347,6 +375,8 @@ def sample_rows_parallel(
         blocks = np.array([0, indptr.shape[0] - 1], dtype=np.int64)
     if row_sums is None:
         row_sums = np.empty(0)
+    if sqrt_weights is None:
+        sqrt_weights = np.empty(0)
     n_blocks = blocks.shape[0] - 1
     block_sums = np.zeros((n_blocks, 2))
     for b in prange(n_blocks):
@@ -367,6 +397,7 @@ def sample_rows_parallel(
             alpha,
             row_sums,
             key,
+            sqrt_weights,
         )
     return _ordered_total(block_sums)
 

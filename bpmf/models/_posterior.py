@@ -73,6 +73,11 @@ POSTERIOR_DIMS = {
     # day-specific user biases: one per (user, day) group
     "day_bias": ("user_day",),
     "day_bias_sd": (),
+    # noise weights: rating (u, i) has the noise sd sigma / sqrt(a_u c_i)
+    "user_noise_weight": ("user",),
+    "item_noise_weight": ("item",),
+    "noise_df_user": (),
+    "noise_df_item": (),
 }
 
 # Pairs per block when averaging over draws: bounds memory at about draws x block floats.
@@ -281,6 +286,27 @@ class PosteriorModel(ModelIO, RatingEstimator):
             self._draws_cache = (key, arrays)
         return self._draws_cache[1]
 
+    def _noise_sd(self, user_codes, item_codes, rng=None):
+        """Each draw's observation noise sd, ``(samples, 1)`` (``sigma``), or per pair
+        ``(samples, pairs)`` for a model with noise weights: ``sigma / sqrt(a_u c_i)``.
+        An unseen user's (item's) weight is drawn from its Gamma prior per draw with ``rng``,
+        and is its prior mean 1 without."""
+        post = self._draws()
+        sigma = post["sigma"][:, None]
+        if "user_noise_weight" not in post:
+            return sigma
+        weight = np.ones((sigma.shape[0], len(user_codes)))
+        for name, df, codes in (("user_noise_weight", "noise_df_user", user_codes),
+                                ("item_noise_weight", "noise_df_item", item_codes)):
+            codes = np.asarray(codes)
+            seen = codes >= 0
+            weight[:, seen] *= post[name][:, codes[seen]]
+            unseen = int((~seen).sum())
+            if unseen and rng is not None:
+                half = 0.5 * post[df][:, None]
+                weight[:, ~seen] *= rng.gamma(half, 1.0 / half, size=(sigma.shape[0], unseen))
+        return sigma / np.sqrt(weight)
+
     def _sample_shape(self):
         posterior = self.idata_["posterior"].ds
         return posterior.sizes["chain"], posterior.sizes["draw"]
@@ -422,7 +448,7 @@ class PosteriorModel(ModelIO, RatingEstimator):
         n_chains, n_draws = self._sample_shape()
         expected = self._expected_draws(train.user_codes, train.item_codes,
                                         days=self._pair_days(train, train.user_codes))
-        sigma = self._draws()["sigma"][:, None]
+        sigma = self._noise_sd(train.user_codes, train.item_codes)
         coords = self.idata_["observed_data"].ds.coords
         groups = {}
         categories = self._ordinal_categories()
@@ -611,7 +637,8 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 draws, self._draws()["cutpoints"], categories, rng
             ).astype(float)
         elif kind == "predictive":
-            draws = draws + rng.standard_normal(draws.shape) * self._draws()["sigma"][:, None]
+            draws = draws + rng.standard_normal(draws.shape) * self._noise_sd(user_codes,
+                                                                              item_codes, rng)
         n_chains, n_draws = self._sample_shape()
         users, items = _pair_ids(pairs)
         return xr.DataArray(
@@ -688,6 +715,7 @@ class PosteriorModel(ModelIO, RatingEstimator):
         # the noisy draws in narrower runs of pairs (16 MB arrays, reused by the allocator)
         run = max(1, _PREDICTIVE_BLOCK // (len(sigma) * replicates))
         scale = np.tile(sigma, (replicates, 1)) if replicates > 1 else sigma
+        weighted = "user_noise_weight" in self._draws()
         mean = np.empty(len(user_codes))
         values = np.empty((len(quantiles), len(user_codes)))
         for start in range(0, len(user_codes), block_size):
@@ -709,7 +737,13 @@ class PosteriorModel(ModelIO, RatingEstimator):
             for first in range(0, len(users), run):
                 columns = slice(first, first + run)
                 noisy = rng.standard_normal((len(scale), len(users[columns])))
-                noisy *= scale
+                if weighted:  # a noise sd per pair (and per replicate, for unseen ids)
+                    noisy *= np.concatenate([
+                        self._noise_sd(users[columns], items[columns], rng)
+                        for _ in range(replicates)
+                    ])
+                else:
+                    noisy *= scale
                 part = expected[:, columns]
                 noisy += np.tile(part, (replicates, 1)) if seen and replicates > 1 else part
                 values[:, start + first:start + first + noisy.shape[1]] = column_quantiles(
@@ -799,8 +833,17 @@ class PosteriorModel(ModelIO, RatingEstimator):
         expected = self._expected_draws(np.full(len(item_codes), user_code), item_codes)
         categories = self._ordinal_categories()
         if categories is None:
-            sigma = self._draws()["sigma"][:, None]
-            prob = special.ndtr((expected - threshold) / sigma).mean(0)
+            users = np.full(len(item_codes), user_code)
+            post = self._draws()
+            if user_code < 0 and "user_noise_weight" in post:
+                # the unseen user's Gamma weight integrated out: Student-t noise with the
+                # users' degrees of freedom, scaled by the item's noise sd
+                scale = post["sigma"][:, None] / np.sqrt(post["item_noise_weight"][:, item_codes])
+                prob = special.stdtr(post["noise_df_user"][:, None],
+                                     (expected - threshold) / scale).mean(0)
+            else:
+                prob = special.ndtr((expected - threshold) / self._noise_sd(users, item_codes))
+                prob = prob.mean(0)
             mean = expected.mean(0)
         else:  # exact P(r >= threshold) and expected rating of the ordinal model
             cdf = ordinal.mean_cdf(expected, self._draws()["cutpoints"])
@@ -886,6 +929,12 @@ class PosteriorModel(ModelIO, RatingEstimator):
                 "fold_in needs the posterior draws of user_bias_factor_cov and "
                 "item_bias_factor_cov for a model with correlated_biases=True, which this "
                 "model (fitted by an earlier version of bpmf) lacks; refit it."
+            )
+        if "user_noise_weight" in post:
+            raise ValueError(
+                "fold_in does not support noise weights (model_config['noise_weights']): a new "
+                "row's weight would be drawn from its ratings jointly with the row; refit with "
+                "the new ratings instead."
             )
         if "offset_V" in post:
             raise ValueError(

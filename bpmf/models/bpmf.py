@@ -53,6 +53,9 @@ _COMMON = {
     # (the ratings need times)
     "user_day_bias": False,
     "day_bias_scale_sd": 1.0,
+    # per-user and per-item noise weights a_u, c_i ~ Gamma(nu/2, nu/2): the noise sd of
+    # rating (u, i) is sigma / sqrt(a_u c_i) (Gibbs only)
+    "noise_weights": False,
 }
 _PRIOR_KEYS = {
     "lkj": {
@@ -134,6 +137,11 @@ class BPMF(PosteriorModel):
           the plain likelihood graph: the fused Op has no per-rating offset);
           :meth:`fold_in` takes new users only (with their days' biases);
         - ``day_bias_scale_sd`` (1.0): half-normal prior scale of their sd ``s_d``.
+        - ``noise_weights`` (False): heteroscedastic noise (see Notes): each user and each
+          item has a precision weight, ``a_u, c_i ~ Gamma(nu/2, nu/2)``, and rating
+          ``(u, i)`` the noise sd ``sigma / sqrt(a_u c_i)``; the degrees of freedom ``nu``
+          (one for the users, one for the items) have a uniform prior on a grid from 1 to
+          128; ``method="gibbs"``, ``keep="all"`` and the Gaussian likelihood only.
 
         With ``covariance_prior="lkj"``: ``factor_mean_sd`` (1.0), ``lkj_eta`` (2.0),
         ``factor_scale_sd`` (1.0), ``bias_scale_sd`` (1.0), ``sigma_sd`` (1.0),
@@ -446,6 +454,11 @@ class BPMF(PosteriorModel):
                                                      config["day_bias_scale_sd"])
         if config["user_day_bias"] and config["likelihood"] != "gaussian":
             raise ValueError("model_config['user_day_bias'] needs likelihood='gaussian'.")
+        if config["noise_weights"] not in (True, False):
+            raise ValueError("model_config['noise_weights'] must be True or False, got "
+                             f"{config['noise_weights']!r}.")
+        if config["noise_weights"] and config["likelihood"] != "gaussian":
+            raise ValueError("model_config['noise_weights'] needs likelihood='gaussian'.")
         if prior == "lkj":
             if config["factor_means"] not in (True, False, "auto", "U", "V"):
                 raise ValueError("model_config['factor_means'] must be True, False, 'auto', 'U' "
@@ -510,6 +523,8 @@ class BPMF(PosteriorModel):
         config = self._model_config()
         if config["implicit"]:
             raise ValueError("build_model: implicit feedback is sampled by method='gibbs' only.")
+        if config["noise_weights"]:
+            raise ValueError("build_model: noise weights are sampled by method='gibbs' only.")
         if config["covariance_prior"] != "lkj":
             raise ValueError(
                 "build_model builds the LKJ model; covariance_prior='wishart' "
@@ -553,6 +568,14 @@ class BPMF(PosteriorModel):
             )
         if model_config["implicit"] and self.method != "gibbs":
             raise ValueError("implicit feedback (model_config['implicit']) needs method='gibbs'.")
+        if model_config["noise_weights"] and self.method != "gibbs":
+            raise ValueError("noise weights (model_config['noise_weights']) need "
+                             "method='gibbs'.")
+        if model_config["noise_weights"] and sampler_config["keep"] != "all":
+            raise ValueError("noise weights keep every draw: use sampler_config['keep']='all'.")
+        if model_config["noise_weights"] and sampler_config["implicit_step"] != "rows":
+            raise ValueError("noise weights are sampled with sampler_config['implicit_step']="
+                             "'rows' only.")
         if model_config["implicit"] and sampler_config["keep"] != "all":
             raise ValueError(
                 "implicit feedback keeps every draw: use sampler_config['keep']='all'."
@@ -683,6 +706,7 @@ class BPMF(PosteriorModel):
             ordinal=self._scale_levels,
             implicit=_implicit_sets(train, model_config),
             day_groups=None if self._day_groups is None else self._day_groups[:2],
+            noise_weights=bool(model_config["noise_weights"]),
         )
 
     def _sample_gibbs(self, train, model_config, sampler_config, seed, progressbar):

@@ -1,0 +1,159 @@
+r"""Per-user and per-item noise weights in the Gibbs sampler (heteroscedastic noise).
+
+Some users rate consistently and others erratically, and the same holds for items. The
+model gives each user and each item a precision weight, so that rating ``n`` of user ``u``
+on item ``i`` has the noise
+
+.. math::
+
+    r_n - \eta_n \sim \mathcal N\big(0, \sigma^2 / (a_u c_i)\big), \qquad
+    a_u \sim \mathrm{Gamma}(\nu_U / 2, \nu_U / 2), \quad c_i \sim \mathrm{Gamma}(\nu_V / 2,
+    \nu_V / 2),
+
+with :math:`\eta_n` the rest of the model (intercept, biases, factors, day biases). The
+weights average one a priori; integrated out, each user's (item's) noise is Student-t with
+:math:`\nu_U` (:math:`\nu_V`) degrees of freedom, shared by the user's ratings: the
+row- and column-specific variances of robust Bayesian matrix factorisation (Lakshminarayanan,
+Bouchard & Archambeau, 2011). The degrees of freedom have a uniform prior on the grid
+:data:`DF_GRID` (uniform in :math:`\log \nu`, from heavy tails at 1 to nearly Gaussian at
+128).
+
+One step of the sweep, given everything else:
+
+1. each rating's residual :math:`e_n = r_n - \eta_n`;
+2. :math:`a_u \sim \mathrm{Gamma}(\nu_U/2 + n_u/2,\ \nu_U/2 + \tau \sum_{n \in u} c_{i_n}
+   e_n^2 / 2)` (conjugate), then the items' :math:`c_i` likewise given the new :math:`a`;
+3. :math:`\nu_U` and :math:`\nu_V` from their discrete conditionals on the grid, exactly;
+4. the weights :math:`w_n = a_u c_i` of every rating, for the other steps: the row kernel
+   weights each rating's term by :math:`w_n` (:func:`bpmf.kernels.rows.sample_rows`), and
+   the intercept, the noise precision, the bias scales' move and the day biases use the
+   weighted sums.
+"""
+
+import numpy as np
+from scipy import special
+
+from bpmf.inference.rows import released
+from bpmf.kernels.noise_weights import (
+    rating_weights,
+    scaled_square_residuals,
+    weighted_square_sums,
+)
+
+__all__ = ["DF_GRID", "NoiseWeights", "draw_df"]
+
+#: The support of the degrees of freedom of the weights' Gamma prior (uniform over it): 1 to
+#: 128 in steps of a factor 2^(1/4).
+DF_GRID = 2.0 ** np.arange(0.0, 7.01, 0.25)
+
+
+def draw_df(weights, rng, grid=DF_GRID):
+    """A draw of ``nu`` from its conditional given ``weights`` ~ Gamma(nu/2, rate nu/2) iid,
+    under a uniform prior on ``grid``."""
+    weights = np.asarray(weights, dtype=np.float64)
+    n = weights.shape[0]
+    half = 0.5 * grid
+    log_p = (n * (half * np.log(half) - special.gammaln(half))
+             + (half - 1.0) * float(np.log(weights).sum()) - half * float(weights.sum()))
+    p = np.exp(log_p - log_p.max())
+    return float(grid[rng.choice(len(grid), p=p / p.sum())])
+
+
+class NoiseWeights:
+    """The noise-weight step of one Gibbs chain (see the module docstring).
+
+    Parameters
+    ----------
+    user_codes, item_codes : array of int, shape (n_ratings,)
+    ratings : array of float, shape (n_ratings,)
+    n_users, n_items : int
+    csrs : (user_csr, item_csr)
+        The user-ordered and item-ordered layouts (:func:`bpmf.kernels.rows.csr_pair`).
+    groups : array of int or None
+        With day-specific user biases, each rating's (user, day) group: the residuals then
+        take ``state["day_bias"]`` off as well.
+    """
+
+    def __init__(self, user_codes, item_codes, ratings, n_users, n_items, csrs, groups=None):
+        self.user_codes = np.asarray(user_codes, dtype=np.int64)
+        self.item_codes = np.asarray(item_codes, dtype=np.int64)
+        self.ratings = np.asarray(ratings, dtype=np.float64)
+        self.n_users, self.n_items = int(n_users), int(n_items)
+        self.user_counts = np.bincount(self.user_codes, minlength=self.n_users).astype(float)
+        self.item_counts = np.bincount(self.item_codes, minlength=self.n_items).astype(float)
+        self.layouts = tuple(csr[:2] for csr in csrs)
+        self.groups = (np.empty(0, dtype=np.int64) if groups is None
+                       else np.asarray(groups, dtype=np.int64))
+        n = len(self.ratings)
+        self.squares = np.empty(n)
+        self.weights = np.ones(n)
+        self.roots = (np.empty(n), np.empty(n))
+        self.user_sums = np.empty(self.n_users)
+        self.item_sums = np.empty(self.n_items)
+
+    def start(self, state):
+        """Unit weights and degrees of freedom of 8 in ``state``."""
+        state["user_noise_weight"] = np.ones(self.n_users)
+        state["item_noise_weight"] = np.ones(self.n_items)
+        state["noise_df_user"] = 8.0
+        state["noise_df_item"] = 8.0
+
+    def scaled_squares(self, state, biases, lock=None):
+        """Each rating's ``tau e_n^2`` at ``state``, into ``self.squares``."""
+        U, V = state["U"], state["V"]
+        if state.get("offset_U") is not None:  # implicit feedback: the effective rows
+            U = U + state["offset_U"]
+        if state.get("offset_V") is not None:
+            V = V + state["offset_V"]
+        empty = np.zeros(0)
+        with released(lock):
+            scaled_square_residuals(
+                self.ratings, float(state["mu"]), np.ascontiguousarray(U),
+                np.ascontiguousarray(V), state["user_bias"] if biases else empty,
+                state["item_bias"] if biases else empty,
+                state["day_bias"] if len(self.groups) else empty, self.groups,
+                self.user_codes, self.item_codes, float(state["tau"]), self.squares,
+            )
+        return self.squares
+
+    def step(self, state, biases, work, rng):
+        """Draw the weights and their degrees of freedom given the rest (steps 1-3), and set
+        the rows' weights and weighted counts in ``work`` (step 4). The compiled passes run
+        without the chain's lock ``work["phase_lock"]``."""
+        lock = work.get("phase_lock")
+        squares = self.scaled_squares(state, biases, lock)
+        users, items = self.user_codes, self.item_codes
+        nu = state["noise_df_user"]
+        with released(lock):
+            weighted_square_sums(squares, users, items, state["item_noise_weight"],
+                                 self.user_sums)
+        user_weight = rng.gamma(0.5 * nu + 0.5 * self.user_counts,
+                                1.0 / (0.5 * nu + 0.5 * self.user_sums))
+        nu = state["noise_df_item"]
+        with released(lock):
+            weighted_square_sums(squares, items, users, user_weight, self.item_sums)
+        item_weight = rng.gamma(0.5 * nu + 0.5 * self.item_counts,
+                                1.0 / (0.5 * nu + 0.5 * self.item_sums))
+        state["user_noise_weight"], state["item_noise_weight"] = user_weight, item_weight
+        state["noise_df_user"] = draw_df(user_weight, rng)
+        state["noise_df_item"] = draw_df(item_weight, rng)
+        self.set_weights(state, work)
+
+    def set_weights(self, state, work):
+        """Each rating's weight ``w_n = a_u c_i`` from ``state``, into ``work``: the square
+        roots in each side's layout (``sqrt_weights``), the rows' summed weights
+        (``counts``) and the total (``weight_total``); in the ratings' order into
+        ``self.weights`` when the day biases need them."""
+        a, c = state["user_noise_weight"], state["item_noise_weight"]
+        root_a, root_c = np.sqrt(a), np.sqrt(c)
+        with released(work.get("phase_lock")):
+            for side, (indptr, partners), roots, rows, partner in (
+                ("U", self.layouts[0], self.roots[0], root_a, root_c),
+                ("V", self.layouts[1], self.roots[1], root_c, root_a),
+            ):
+                work[side]["counts"] = np.empty(len(rows))
+                work["weight_total"] = rating_weights(indptr, partners, rows, partner, roots,
+                                                      work[side]["counts"])
+                work[side]["sqrt_weights"] = roots
+        if len(self.groups):
+            np.multiply(a[self.user_codes], c[self.item_codes], out=self.weights)

@@ -1,0 +1,53 @@
+"""Compiled passes over the ratings for the per-user and per-item noise weights
+(:mod:`bpmf.inference.noise_weights`)."""
+
+import numba
+
+__all__ = ["rating_weights", "scaled_square_residuals", "weighted_square_sums"]
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def scaled_square_residuals(ratings, mu, U, V, user_bias, item_bias, day_bias, groups,
+                            user_codes, item_codes, tau, out):
+    """``out[n] = tau * (r_n - mu - b_u - c_i - U_u . V_i - d_g)^2`` (empty bias arrays: no
+    such term; ``day_bias`` and ``groups`` empty without day biases)."""
+    biases = user_bias.shape[0] > 0
+    days = groups.shape[0] > 0
+    n_factors = U.shape[1]
+    for n in range(ratings.shape[0]):
+        u, i = user_codes[n], item_codes[n]
+        e = ratings[n] - mu
+        for f in range(n_factors):
+            e -= U[u, f] * V[i, f]
+        if biases:
+            e -= user_bias[u] + item_bias[i]
+        if days:
+            e -= day_bias[groups[n]]
+        out[n] = tau * e * e
+
+
+@numba.njit(cache=True, nogil=True)
+def weighted_square_sums(squares, codes, other_codes, other_weight, out):
+    """``out[r] = sum over the ratings n of row r (``codes[n] == r``) of
+    ``other_weight[other_codes[n]] * squares[n]``, in place."""
+    out[:] = 0.0
+    for n in range(squares.shape[0]):
+        out[codes[n]] += other_weight[other_codes[n]] * squares[n]
+
+
+@numba.njit(cache=True, nogil=True)
+def rating_weights(indptr, partners, row_root, partner_root, roots, counts):
+    """For one side's layout (``indptr``, ``partners``): each rating's square-root weight
+    ``row_root[r] * partner_root[j]`` (the square roots of the rows' and the partners'
+    weights) into ``roots``, in the layout's order, and each row's summed weights into
+    ``counts``. Returns the total weight."""
+    total = 0.0
+    for r in range(indptr.shape[0] - 1):
+        row_total = 0.0
+        for k in range(indptr[r], indptr[r + 1]):
+            root = row_root[r] * partner_root[partners[k]]
+            roots[k] = root
+            row_total += root * root
+        counts[r] = row_total
+        total += row_total
+    return total
