@@ -331,6 +331,18 @@ class BPMF(PosteriorModel):
     on another day, or without a time, the day bias is a new draw from its prior (mean 0;
     its variance widens the predictive intervals). :meth:`recommend` ranks without it.
 
+    **Noise weights** (``noise_weights=True``; the row- and column-specific noise of robust
+    Bayesian matrix factorisation, Lakshminarayanan, Bouchard & Archambeau 2011): rating
+    :math:`(u, j)` has the noise sd :math:`\sigma / \sqrt{a_u c_j}` with
+    :math:`a_u \sim \mathrm{Gamma}(\nu_U / 2, \nu_U / 2)` and
+    :math:`c_j \sim \mathrm{Gamma}(\nu_V / 2, \nu_V / 2)`, mean one, and the degrees of
+    freedom uniform on :data:`bpmf.inference.noise_weights.DF_GRID` (1 to 128); posterior
+    ``user_noise_weight``, ``item_noise_weight``, ``noise_df_user``, ``noise_df_item``. The
+    Gibbs sampler draws the weights from their Gamma conditionals and ``nu`` from its
+    discrete conditional, and weights each rating in the other steps
+    (:mod:`bpmf.inference.noise_weights`). Predictive draws and intervals use each pair's
+    own noise sd; an unseen user or item draws its weight from the prior.
+
     ``fit`` finds the MAP of the matching :class:`PMF` by alternating least squares and
     starts every chain from it. The Gibbs sampler draws every row of factors with its bias
     from its Gaussian conditional, the intercept and the factor means from theirs, the

@@ -1,0 +1,555 @@
+"""The noise-weight steps of the Gibbs sampler against closed forms and plain numpy: the
+weighted row kernel, the compiled passes over the ratings, the degrees of freedom's grid
+posterior and the weights' Gamma conditionals (checked by numerical integration)."""
+
+import copy
+
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from bpmf.inference.day_bias import DayBiasGibbs, day_groups, days_of
+from bpmf.inference.noise_weights import DF_GRID, NoiseWeights, draw_df
+from bpmf.kernels.noise_weights import (
+    rating_weights,
+    scaled_square_residuals,
+    weighted_square_sums,
+)
+from bpmf.kernels.rows import CHUNK, csr_pair, row_blocks, sample_rows, sample_rows_parallel
+
+
+# ---------------------------------------------------------------------- weighted row kernel
+@pytest.mark.parametrize("n_ratings", [9, 2 * CHUNK + 37])
+def test_weighted_row_update_is_the_exact_gaussian_conditional(n_ratings):
+    """With weights w_n = sqrt_weights[n]^2: P = prior_prec + tau sum w x x^T, h = prior_h +
+    tau sum w x t; the draw is P^-1 h + L^-T z, and the sums are sum w e and sum w e^2.
+
+    The longer row spans three of the kernel's chunks of ``CHUNK`` ratings."""
+    rng = np.random.default_rng(0)
+    dim, n_other = 3, 6
+    X = rng.normal(size=(n_other, dim))
+    offsets = rng.normal(size=n_other)
+    other = rng.integers(0, n_other, n_ratings).astype(np.int64)
+    targets = rng.normal(size=n_ratings)
+    shift = 0.8
+    ratings = targets + shift + offsets[other]
+    A = rng.normal(size=(dim, dim))
+    prior_prec = A @ A.T + dim * np.eye(dim)
+    prior_h = rng.normal(size=dim)
+    tau = 1.7 / max(1, n_ratings // 9)
+    # weights spread over two orders of magnitude, so that an unweighted sum would be far off
+    weights = rng.gamma(0.7, 1 / 0.7, n_ratings) + 0.01
+    roots = np.sqrt(weights)
+    indptr = np.array([0, n_ratings], dtype=np.int64)
+    X_offsets = np.column_stack([X, offsets])
+
+    def draw(z):
+        out = np.empty((1, dim))
+        sums = sample_rows(indptr, other, ratings, X_offsets, shift, prior_prec,
+                           prior_h[None, :], tau, z[None, :], out, True, None, 0.0, None, 0,
+                           roots)
+        return out[0], sums
+
+    Xn = X[other]
+    P = prior_prec + tau * (Xn * weights[:, None]).T @ Xn
+    h = prior_h + tau * Xn.T @ (weights * targets)
+    mean = np.linalg.solve(P, h)
+    np.testing.assert_allclose(draw(np.zeros(dim))[0], mean, rtol=1e-11, atol=1e-12)
+    M = np.column_stack([draw(e)[0] - mean for e in np.eye(dim)])
+    np.testing.assert_allclose(M @ M.T, np.linalg.inv(P), rtol=1e-10, atol=1e-12)
+    # the unweighted conditional is far from it: the test can tell the two apart
+    plain = np.linalg.solve(prior_prec + tau * Xn.T @ Xn, prior_h + tau * Xn.T @ targets)
+    assert np.abs(plain - mean).max() > 1e-3
+    row, (sum_errors, sum_squares) = draw(rng.normal(size=dim))
+    errors = targets - Xn @ row
+    np.testing.assert_allclose([sum_errors, sum_squares],
+                               [weights @ errors, weights @ errors**2], rtol=1e-10)
+
+
+def _layout(seed, n_rows=40, n_other=25, n_ratings=900):
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_rows, n_ratings).astype(np.int64)
+    items = rng.integers(0, n_other, n_ratings).astype(np.int64)
+    values = rng.normal(size=n_ratings)
+    return rng, users, items, values
+
+
+def test_weighted_row_sums_are_each_rows_weighted_residual_sum():
+    rng, users, items, values = _layout(8)
+    n_rows, n_other, dim = 40, 25, 3
+    (indptr, partners, sorted_values), _ = csr_pair(users, items, values, n_rows, n_other)
+    roots = np.sqrt(rng.gamma(1.0, 1.0, len(values)))
+    X = np.column_stack([rng.normal(size=(n_other, dim)), rng.normal(size=n_other)])
+    out = np.empty((n_rows, dim))
+    row_sums = np.full(n_rows, np.nan)
+    total, squares = sample_rows(indptr, partners, sorted_values, X, 0.3, np.eye(dim),
+                                 np.zeros((1, dim)), 2.0, rng.normal(size=(n_rows, dim)), out,
+                                 True, None, 0.0, row_sums, 0, roots)
+    rows = np.repeat(np.arange(n_rows), np.diff(indptr))
+    errors = sorted_values - 0.3 - X[partners, dim] - np.einsum(
+        "na,na->n", X[partners, :dim], out[rows])
+    w = roots**2
+    np.testing.assert_allclose(row_sums, np.bincount(rows, w * errors, n_rows), atol=1e-10)
+    np.testing.assert_allclose(total, w @ errors, atol=1e-10)
+    np.testing.assert_allclose(squares, w @ errors**2, rtol=1e-10)
+    # with z = 0 each row is its weighted conditional mean
+    mean_out = np.empty((n_rows, dim))
+    sample_rows(indptr, partners, sorted_values, X, 0.3, np.eye(dim), np.zeros((1, dim)), 2.0,
+                np.zeros((n_rows, dim)), mean_out, False, None, 0.0, None, 0, roots)
+    t = sorted_values - 0.3 - X[partners, dim]
+    for r in (0, 17, n_rows - 1):
+        k = rows == r
+        x = X[partners[k], :dim]
+        P = np.eye(dim) + 2.0 * (x * w[k, None]).T @ x
+        np.testing.assert_allclose(mean_out[r], np.linalg.solve(P, 2.0 * x.T @ (w[k] * t[k])),
+                                   rtol=1e-10, atol=1e-12)
+
+
+def test_unit_weights_give_bit_identical_draws_and_the_parallel_kernel_agrees():
+    rng, users, items, values = _layout(3, n_ratings=3000)
+    n_rows, n_other, dim = 40, 25, 3
+    (indptr, partners, sorted_values), _ = csr_pair(users, items, values, n_rows, n_other)
+    X = np.column_stack([rng.normal(size=(n_other, dim)), rng.normal(size=n_other)])
+    z = rng.normal(size=(n_rows, dim))
+    blocks = row_blocks(indptr, 500)
+    assert len(blocks) > 3
+
+    def run(kernel, roots, alpha=0.0):
+        out = np.tile(np.linspace(-1, 1, dim), (n_rows, 1))  # the start of overrelaxation
+        row_sums = np.empty(n_rows)
+        sums = kernel(indptr, partners, sorted_values, X, 0.3, np.eye(dim),
+                      np.full((1, dim), 0.1), 2.0, z, out, True, blocks, alpha, row_sums, 0,
+                      roots)
+        return out, row_sums, np.array(sums)
+
+    for alpha in (0.0, -0.7):
+        plain = run(sample_rows, None, alpha)
+        ones = run(sample_rows, np.ones(len(values)), alpha)
+        for a, b in zip(plain, ones, strict=True):
+            np.testing.assert_array_equal(a, b)
+    roots = np.sqrt(rng.gamma(1.0, 1.0, len(values)))
+    serial = run(sample_rows, roots)
+    parallel = run(sample_rows_parallel, roots)
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(serial[0], plain[0])
+
+
+# ---------------------------------------------------------------------- compiled passes
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rating_weights_match_numpy_in_each_layout_order(seed):
+    rng = np.random.default_rng(seed)
+    n_users, n_items = 37, 1100  # items need 11 bits: a two-pass radix sort
+    n_ratings = 4000
+    users = rng.integers(0, n_users - 2, n_ratings).astype(np.int64)  # two users without
+    items = rng.integers(0, n_items, n_ratings).astype(np.int64)
+    users[:30], items[:30] = 4, 9  # a repeated pair
+    values = rng.normal(size=n_ratings)
+    a, c = rng.gamma(2.0, 0.5, n_users), rng.gamma(2.0, 0.5, n_items)
+    layouts = csr_pair(users, items, values, n_users, n_items)
+    for (indptr, partners, _), rows, others, row_w, other_w, n_rows in (
+        (layouts[0], users, items, a, c, n_users),
+        (layouts[1], items, users, c, a, n_items),
+    ):
+        order = np.lexsort((others, rows))
+        roots = np.full(n_ratings, np.nan)
+        counts = np.full(n_rows, np.nan)
+        total = rating_weights(indptr, partners, np.sqrt(row_w), np.sqrt(other_w), roots,
+                               counts)
+        w = a[users] * c[items]  # in the ratings' order
+        np.testing.assert_allclose(roots**2, w[order], rtol=1e-13)
+        np.testing.assert_allclose(counts, np.bincount(rows, w, n_rows), rtol=1e-12)
+        assert counts[-1] == 0.0 or n_rows == n_items
+        assert total == pytest.approx(w.sum(), rel=1e-12)
+
+
+def test_weighted_square_sums_and_scaled_squares_match_numpy():
+    rng = np.random.default_rng(5)
+    n_users, n_items, D = 30, 20, 3
+    n_ratings = 500
+    users = rng.integers(0, n_users, n_ratings).astype(np.int64)
+    items = rng.integers(0, n_items, n_ratings).astype(np.int64)
+    ratings = rng.normal(3, 1, n_ratings)
+    U, V = rng.normal(size=(n_users, D)), rng.normal(size=(n_items, D))
+    b, c = rng.normal(size=n_users), rng.normal(size=n_items)
+    groups = rng.integers(0, 50, n_ratings).astype(np.int64)
+    d = rng.normal(size=50)
+    mu, tau = 3.2, 1.9
+    fitted = mu + np.einsum("nk,nk->n", U[users], V[items])
+    empty, no_groups = np.zeros(0), np.zeros(0, dtype=np.int64)
+    for biases, days, expected in (
+        (False, False, fitted),
+        (True, False, fitted + b[users] + c[items]),
+        (True, True, fitted + b[users] + c[items] + d[groups]),
+    ):
+        out = np.full(n_ratings, np.nan)
+        scaled_square_residuals(ratings, mu, U, V, b if biases else empty,
+                                c if biases else empty, d if days else empty,
+                                groups if days else no_groups, users, items, tau, out)
+        np.testing.assert_allclose(out, tau * (ratings - expected) ** 2, rtol=1e-11)
+    squares = rng.gamma(1.0, 1.0, n_ratings)
+    item_w = rng.gamma(2.0, 0.5, n_items)
+    out = np.full(n_users + 3, np.nan)  # three users without ratings: zero, not left as they were
+    weighted_square_sums(squares, users, items, item_w, out)
+    np.testing.assert_allclose(out, np.bincount(users, item_w[items] * squares, n_users + 3),
+                               rtol=1e-12)
+    user_w = rng.gamma(2.0, 0.5, n_users)
+    out = np.full(n_items, np.nan)
+    weighted_square_sums(squares, items, users, user_w, out)
+    np.testing.assert_allclose(out, np.bincount(items, user_w[users] * squares, n_items),
+                               rtol=1e-12)
+
+
+# ---------------------------------------------------------------------- degrees of freedom
+@pytest.mark.parametrize("true_df", [2.0, 40.0])
+def test_df_draws_follow_the_discrete_posterior_on_the_grid(true_df):
+    rng = np.random.default_rng(11)
+    weights = rng.gamma(true_df / 2, 2 / true_df, 40)
+    log_post = np.array([stats.gamma.logpdf(weights, nu / 2, scale=2 / nu).sum()
+                         for nu in DF_GRID])
+    post = np.exp(log_post - log_post.max())
+    post /= post.sum()
+    n = 40_000
+    draws = np.array([draw_df(weights, rng) for _ in range(n)])
+    assert np.isin(draws, DF_GRID).all()
+    counts = np.array([(draws == nu).sum() for nu in DF_GRID])
+    freq = counts / n
+    assert 0.5 * np.abs(freq - post).sum() < 0.015
+    # chi-square over the cells expected to hold at least 5 draws, the rest pooled
+    big = post * n >= 5
+    observed = np.append(counts[big], counts[~big].sum())
+    expected = np.append(post[big], post[~big].sum()) * n
+    if expected[-1] < 5:
+        observed, expected = observed[:-1], expected[:-1]
+        expected *= observed.sum() / expected.sum()
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+    # the posterior discriminates: its mean is on the side of the truth
+    mean = post @ DF_GRID
+    assert (mean < 8) if true_df < 8 else (mean > 8)
+
+
+def test_df_draws_on_a_given_grid():
+    rng = np.random.default_rng(2)
+    grid = np.array([1.0, 100.0])
+    heavy = rng.standard_t(1, 500) ** 2 + 1e-3  # far from Gamma(50, 50) around 1
+    assert {draw_df(heavy, rng, grid) for _ in range(50)} == {1.0}
+    light = rng.gamma(50.0, 1 / 50.0, 500)
+    assert {draw_df(light, rng, grid) for _ in range(50)} == {100.0}
+
+
+# ---------------------------------------------------------------------- weights' conditional
+def _state(seed=0, n_users=6, n_items=5, D=2):
+    rng = np.random.default_rng(seed)
+    pairs = [(u, i) for u in range(n_users) for i in range(n_items) if rng.random() < 0.75]
+    users = np.array([p[0] for p in pairs], dtype=np.int64)
+    items = np.array([p[1] for p in pairs], dtype=np.int64)
+    ratings = rng.normal(3.0, 1.2, len(pairs))
+    state = {
+        "U": rng.normal(size=(n_users, D)), "V": rng.normal(size=(n_items, D)),
+        "mu": 3.1, "user_bias": rng.normal(0, 0.3, n_users),
+        "item_bias": rng.normal(0, 0.3, n_items), "tau": 1.6,
+        "user_noise_weight": rng.gamma(3.0, 1 / 3.0, n_users),
+        "item_noise_weight": rng.gamma(3.0, 1 / 3.0, n_items),
+        "noise_df_user": 3.0, "noise_df_item": 5.0,
+    }
+    return users, items, ratings, state
+
+
+def _eta(state, users, items):
+    return (state["mu"] + state["user_bias"][users] + state["item_bias"][items]
+            + np.einsum("nk,nk->n", state["U"][users], state["V"][items]))
+
+
+def _grid_moments(log_density, grid):
+    """Mean, variance and fourth central moment of the density exp(log_density) on grid."""
+    p = np.exp(log_density - log_density.max())
+    norm = integrate.trapezoid(p, grid)
+    mean = integrate.trapezoid(grid * p, grid) / norm
+    var = integrate.trapezoid((grid - mean) ** 2 * p, grid) / norm
+    m4 = integrate.trapezoid((grid - mean) ** 4 * p, grid) / norm
+    return mean, var, m4
+
+
+def test_user_weights_follow_their_conditional_by_numerical_integration():
+    users, items, ratings, state = _state()
+    n_users, n_items = 6, 5
+    csrs = csr_pair(users, items, ratings, n_users, n_items)
+    noise = NoiseWeights(users, items, ratings, n_users, n_items, csrs)
+    eta = _eta(state, users, items)
+    sigma = 1 / np.sqrt(state["tau"])
+    nu = state["noise_df_user"]
+    c = state["item_noise_weight"]
+    grid = np.linspace(1e-9, 30.0, 60_001)
+    truth = []
+    for u in range(n_users):
+        k = users == u
+        # likelihood x prior over a grid of a: N(r; eta, sigma^2 / (a c_i)) x Gamma(nu/2, nu/2)
+        log_lik = stats.norm.logpdf(ratings[k][None, :], eta[k][None, :],
+                                    sigma / np.sqrt(grid[:, None] * c[items[k]][None, :]))
+        log_prior = stats.gamma.logpdf(grid, nu / 2, scale=2 / nu)
+        truth.append(_grid_moments(log_lik.sum(1) + log_prior, grid))
+    mean, var, m4 = map(np.array, zip(*truth, strict=True))
+    rng = np.random.default_rng(3)
+    n = 4000
+    draws = np.empty((n, n_users))
+    for k in range(n):
+        s = copy.deepcopy(state)
+        noise.step(s, True, {"U": {}, "V": {}}, rng)
+        draws[k] = s["user_noise_weight"]
+    z = (draws.mean(0) - mean) / np.sqrt(var / n)
+    assert np.all(np.abs(z) < 4), z
+    # the sample variance against its standard error sqrt((m4 - var^2) / n)
+    z_var = (draws.var(0) - var) / np.sqrt((m4 - var**2) / n)
+    assert np.all(np.abs(z_var) < 4), z_var
+    # the users differ: a test of the pooled mean alone would not see a swapped residual
+    assert np.ptp(mean) > 10 * np.sqrt(var.max() / n)
+
+
+def test_item_weights_follow_their_conditional_given_the_new_user_weights():
+    """The items' draw within the same step: each draw against the conditional mean and
+    variance of c_i given that step's new user weights, integrated numerically per draw."""
+    users, items, ratings, state = _state(seed=4)
+    n_users, n_items = 6, 5
+    csrs = csr_pair(users, items, ratings, n_users, n_items)
+    noise = NoiseWeights(users, items, ratings, n_users, n_items, csrs)
+    eta = _eta(state, users, items)
+    sigma = 1 / np.sqrt(state["tau"])
+    nu = state["noise_df_item"]
+    rng = np.random.default_rng(5)
+    n = 1000
+    a_draws, c_draws = np.empty((n, n_users)), np.empty((n, n_items))
+    for k in range(n):
+        s = copy.deepcopy(state)
+        noise.step(s, True, {"U": {}, "V": {}}, rng)
+        a_draws[k], c_draws[k] = s["user_noise_weight"], s["item_noise_weight"]
+    grid = np.linspace(1e-9, 25.0, 1_501)
+    log_prior = stats.gamma.logpdf(grid, nu / 2, scale=2 / nu)
+    for i in range(n_items):
+        k = items == i
+        # (draws, grid, ratings) log-likelihoods of c_i given each draw's user weights
+        scale = sigma / np.sqrt(grid[None, :, None] * a_draws[:, None, users[k]])
+        log_dens = stats.norm.logpdf(ratings[k], eta[k], scale).sum(2) + log_prior
+        p = np.exp(log_dens - log_dens.max(1, keepdims=True))
+        p /= integrate.trapezoid(p, grid, axis=1)[:, None]
+        m = integrate.trapezoid(grid * p, grid, axis=1)
+        v = integrate.trapezoid((grid - m[:, None]) ** 2 * p, grid, axis=1)
+        dev = c_draws[:, i] - m
+        assert abs(dev.mean()) < 4 * dev.std() / np.sqrt(n), (i, dev.mean(), dev.std())
+        sq = dev**2 - v
+        assert abs(sq.mean()) < 4 * sq.std() / np.sqrt(n), (i, sq.mean(), sq.std())
+
+
+def test_step_sets_the_rows_weights_the_total_and_draws_the_df():
+    users, items, ratings, state = _state(seed=6)
+    n_users, n_items = 6, 5
+    csrs = csr_pair(users, items, ratings, n_users, n_items)
+    noise = NoiseWeights(users, items, ratings, n_users, n_items, csrs)
+    fresh = {}
+    noise.start(fresh)
+    assert (fresh["user_noise_weight"] == 1).all() and (fresh["item_noise_weight"] == 1).all()
+    work = {"U": {}, "V": {}}
+    noise.step(state, True, work, np.random.default_rng(0))
+    a, c = state["user_noise_weight"], state["item_noise_weight"]
+    w = a[users] * c[items]
+    for side, rows, others, n_rows in (("U", users, items, n_users), ("V", items, users, n_items)):
+        order = np.lexsort((others, rows))
+        np.testing.assert_allclose(work[side]["sqrt_weights"] ** 2, w[order], rtol=1e-13)
+        np.testing.assert_allclose(work[side]["counts"], np.bincount(rows, w, n_rows),
+                                   rtol=1e-12)
+    assert work["weight_total"] == pytest.approx(w.sum(), rel=1e-12)
+    assert state["noise_df_user"] in DF_GRID and state["noise_df_item"] in DF_GRID
+    # the implicit rows' offsets enter the residuals: a zero offset changes nothing
+    squares = noise.scaled_squares(state, True).copy()
+    np.testing.assert_allclose(squares, state["tau"] * (ratings - _eta(state, users, items)) ** 2,
+                               rtol=1e-11)
+    offset = np.random.default_rng(1).normal(size=state["U"].shape)
+    shifted = noise.scaled_squares({**state, "offset_U": offset}, True)
+    moved = {**state, "U": state["U"] + offset}
+    np.testing.assert_allclose(shifted, state["tau"] * (ratings - _eta(moved, users, items)) ** 2,
+                               rtol=1e-11)
+
+
+def test_day_biases_use_the_weighted_counts_and_sums():
+    """With noise weights, d_g | rest ~ N(tau sum w e / P, 1 / P), P = lam + tau sum_g w."""
+    rng = np.random.default_rng(0)
+    n_users, n_items = 5, 7
+    pairs = [(u, i) for u in range(n_users) for i in range(n_items) if rng.random() < 0.8]
+    users = np.array([p[0] for p in pairs], dtype=np.int64)
+    items = np.array([p[1] for p in pairs], dtype=np.int64)
+    times = 86_400.0 * rng.integers(10_000, 10_003, len(pairs)) + rng.uniform(0, 86_399,
+                                                                              len(pairs))
+    ratings = rng.normal(3.0, 1.0, len(pairs))
+    _, _, _, state = _state(seed=1, n_users=n_users, n_items=n_items)
+    groups, group_users, _ = day_groups(users, days_of(times))
+    csrs = csr_pair(users, items, ratings, n_users, n_items)
+    step = DayBiasGibbs(users, items, ratings, groups, group_users, csrs, 1.0)
+    step.start(state)
+    noise = NoiseWeights(users, items, ratings, n_users, n_items, csrs, groups)
+    step.weights = noise.weights
+    noise.set_weights(state, {"U": {}, "V": {}})
+    w = state["user_noise_weight"][users] * state["item_noise_weight"][items]
+    np.testing.assert_allclose(step.weights, w, rtol=1e-14)
+    lam = 4.0
+    state["day_bias_precision"] = lam
+    e = ratings - _eta(state, users, items)
+    n_groups = len(group_users)
+    precision = lam + state["tau"] * np.bincount(groups, w, n_groups)
+    mean = state["tau"] * np.bincount(groups, w * e, n_groups) / precision
+    # the weighted counts are refreshed by the step; set them as it does
+    step.weighted_counts = np.bincount(groups, step.weights, n_groups)
+    sums = step.residual_sums(state, True)
+    np.testing.assert_allclose(sums, np.bincount(groups, w * e, n_groups), rtol=1e-12)
+    n = 4000
+    draws = np.array([step.draw_biases(state, sums, rng) for _ in range(n)])
+    z = (draws.mean(0) - mean) / np.sqrt(1 / precision / n)
+    assert np.all(np.abs(z) < 4), z
+    assert np.all(np.abs(draws.var(0) * precision - 1) < 4 * np.sqrt(2 / n))
+    # and the noise step's residuals take the day biases off
+    state["day_bias"] = rng.normal(size=n_groups)
+    np.testing.assert_allclose(noise.scaled_squares(state, True),
+                               state["tau"] * (e - state["day_bias"][groups]) ** 2, rtol=1e-11)
+    # step() refreshes the weighted counts from the current weights
+    state["user_noise_weight"] = 2.0 * state["user_noise_weight"]
+    noise.set_weights(state, {"U": {}, "V": {}})
+    step.step(state, True, rng)
+    np.testing.assert_allclose(step.weighted_counts, np.bincount(groups, 2 * w, n_groups),
+                               rtol=1e-12)
+
+
+# ---------------------------------------------------------------------- the sweep's wiring
+class _FixedHyper:
+    """Hyperpriors whose steps do nothing, so that a sweep moves only the noise weights, the
+    rows, the intercept and (through ``noise_precision``, which records its arguments and
+    keeps tau) the noise."""
+
+    def __init__(self):
+        self.noise_calls = []
+
+    def factor_step(self, side, state, rng):
+        pass
+
+    def bias_scale(self, bias, state):
+        return None
+
+    def noise_precision(self, n_ratings, sse, rng):
+        self.noise_calls.append((n_ratings, sse))
+        return self.tau
+
+    def bias_precision(self, values, rng):
+        return None
+
+    def shift_moves(self, state, config, rng):
+        return True
+
+    def split_moves(self, state, rng):
+        pass
+
+    def rescale(self, state, rng, terms):
+        return None
+
+
+def test_sweep_draws_the_intercept_and_the_noise_from_the_weighted_sums():
+    """One sweep with the hyperpriors fixed: given the new weights and rows, the intercept is
+    N(m, 1/P) with P = 1/s_mu^2 + tau sum w_n, m = (m0/s_mu^2 + tau sum w_n (r_n - f_n)) / P,
+    and the noise step gets the count N and sum w_n (r_n - mu - f_n)^2. The ratings are
+    noisy for the starting tau, so that the weights are small and sum w_n far below N."""
+    from bpmf.inference.gibbs import _sweep
+    from bpmf.inference.rows import workspace
+
+    rng = np.random.default_rng(12)
+    n_users, n_items, D = 8, 6, 2
+    users, items = (codes.ravel().astype(np.int64) for codes in
+                    np.meshgrid(np.arange(n_users), np.arange(n_items), indexing="ij"))
+    keep = rng.random(len(users)) < 0.8
+    users, items = users[keep], items[keep]
+    ratings = rng.normal(3.0, 1.5, len(users))
+    csrs = csr_pair(users, items, ratings, n_users, n_items)
+    config = {"mu_sd": 2.0, "intercept_mean": 2.5, "sigma": None, "overrelax": 0.0,
+              "noise_overrelax": 0}
+    start = {
+        "U": rng.normal(size=(n_users, D)), "V": rng.normal(size=(n_items, D)),
+        "user_bias": rng.normal(0, 0.3, n_users), "item_bias": rng.normal(0, 0.3, n_items),
+        "mu": 3.0, "tau": 4.0, "Lambda_U": np.eye(D), "Lambda_V": 2 * np.eye(D),
+        "mu_U": np.zeros(D), "mu_V": np.zeros(D), "user_bias_precision": 5.0,
+        "item_bias_precision": 3.0,
+    }
+    noise = NoiseWeights(users, items, ratings, n_users, n_items, csrs)
+    noise.start(start)
+    hyper = _FixedHyper()
+    hyper.tau = start["tau"]
+    n = 2000
+    z = np.empty(n)
+    weight_fraction = np.empty(n)
+    for k in range(n):
+        state = copy.deepcopy(start)
+        work = workspace(n_users, n_items, D, True)
+        work["noise"] = noise
+        _sweep(state, csrs, hyper, config, True, work, rng)
+        w = state["user_noise_weight"][users] * state["item_noise_weight"][items]
+        fitted = (state["user_bias"][users] + state["item_bias"][items]
+                  + np.einsum("nk,nk->n", state["U"][users], state["V"][items]))
+        precision = 1 / config["mu_sd"] ** 2 + start["tau"] * w.sum()
+        mean = (config["intercept_mean"] / config["mu_sd"] ** 2
+                + start["tau"] * w @ (ratings - fitted)) / precision
+        z[k] = (state["mu"] - mean) * np.sqrt(precision)
+        weight_fraction[k] = w.sum() / len(ratings)
+        count, sse = hyper.noise_calls[-1]
+        assert count == len(ratings)
+        assert sse == pytest.approx(w @ (ratings - state["mu"] - fitted) ** 2, rel=1e-9)
+        assert work["weight_total"] == pytest.approx(w.sum(), rel=1e-12)
+    assert weight_fraction.mean() < 0.6  # an unweighted count would be far off
+    assert abs(z.mean()) < 4 / np.sqrt(n), z.mean()
+    assert abs(z.var() - 1) < 4 * np.sqrt(2 / n), z.var()
+
+
+def test_sampler_hands_the_current_weights_to_the_rows_and_the_day_biases(monkeypatch):
+    """In sample_gibbs, each row draw sees the square roots of the weights a_u c_i of the
+    state in its layout's order, and the day-bias step the same weights in the ratings'
+    order."""
+    from bpmf.inference import gibbs
+    from bpmf.inference.gibbs import sample_gibbs
+    from bpmf.models import BPMF
+
+    rng = np.random.default_rng(3)
+    n_users, n_items = 12, 9
+    users = rng.integers(0, n_users, 150).astype(np.int64)
+    items = rng.integers(0, n_items, 150).astype(np.int64)
+    users[:n_users], items[:n_items] = np.arange(n_users), np.arange(n_items)
+    ratings = rng.normal(3.0, 1.0, 150)
+    times = 86_400.0 * rng.integers(10_000, 10_004, 150)
+    groups, group_users, _ = day_groups(users, days_of(times))
+    layouts = csr_pair(users, items, ratings, n_users, n_items)
+    calls = {"U": 0, "V": 0, "days": 0}
+    sample_side, day_step = gibbs.sample_side, DayBiasGibbs.step
+
+    def spy_side(state, side, csr, biases, work, *args, **kwargs):
+        a, c = state["user_noise_weight"], state["item_noise_weight"]
+        indptr, partners = layouts[0 if side == "U" else 1][:2]
+        rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+        expected = a[rows] * c[partners] if side == "U" else c[rows] * a[partners]
+        np.testing.assert_allclose(work["sqrt_weights"] ** 2, expected, rtol=1e-13)
+        np.testing.assert_allclose(work["counts"], np.bincount(rows, expected, len(indptr) - 1),
+                                   rtol=1e-12)
+        calls[side] += 1
+        return sample_side(state, side, csr, biases, work, *args, **kwargs)
+
+    def spy_day_step(self, state, biases, step_rng):
+        w = state["user_noise_weight"][users] * state["item_noise_weight"][items]
+        assert self.weights is not None
+        np.testing.assert_allclose(self.weights, w, rtol=1e-13)
+        calls["days"] += 1
+        return day_step(self, state, biases, step_rng)
+
+    monkeypatch.setattr(gibbs, "sample_side", spy_side)
+    monkeypatch.setattr(DayBiasGibbs, "step", spy_day_step)
+    config = BPMF(2, model_config={"noise_weights": True})._model_config()
+    draws = sample_gibbs(users, items, ratings, n_users, n_items, n_factors=2, draws=6, tune=3,
+                         chains=1, biases=True, covariance_prior="lkj", model_config=config,
+                         random_state=0, progressbar=False, cores=1,
+                         day_groups=(groups, group_users), noise_weights=True)
+    assert calls == {"U": 9, "V": 9, "days": 9}
+    assert draws["user_noise_weight"].shape == (1, 6, n_users)
+    assert draws["item_noise_weight"].shape == (1, 6, n_items)
+    assert np.isin(draws["noise_df_user"], DF_GRID).all()
+    assert np.isin(draws["noise_df_item"], DF_GRID).all()
+    assert len(np.unique(draws["user_noise_weight"][0, :, 0])) == 6  # drawn every sweep
