@@ -95,7 +95,7 @@ class DayBiasGibbs:
         # each rating's noise weight (set by the noise-weight step; None: all ones), and the
         # groups' summed weights in place of their counts
         self.weights = None
-        self.weighted_counts = self.counts
+        self.weighted_counts = self.counts.copy()
 
     def start(self, state):
         """Zero day biases and a starting scale of 0.1 in ``state``."""
@@ -105,8 +105,6 @@ class DayBiasGibbs:
     def step(self, state, biases, rng):
         """Draw the day biases and their scale given the rest (step 1) and write the adjusted
         ratings into the chain's layouts (step 2)."""
-        if self.weights is not None:
-            self.weighted_counts = np.bincount(self.groups, self.weights, self.n_groups)
         sums = self.residual_sums(state, biases)
         day_bias = self.draw_biases(state, sums, rng)
         self.draw_scale(state, day_bias, sums, rng)
@@ -115,13 +113,12 @@ class DayBiasGibbs:
 
     def residual_sums(self, state, biases):
         """Each group's sum of its ratings less the rest of their linear predictors (weighted
-        by the ratings' noise weights, where set)."""
+        by the ratings' noise weights, where set, with ``weighted_counts`` then the groups'
+        summed weights); the linear predictors stay in ``self.eta``."""
         linear_predictors(state, biases, self.user_codes, self.item_codes, self.eta)
-        if self.weights is not None:
-            self.sums[:] = np.bincount(self.groups, self.weights * (self.ratings - self.eta),
-                                       self.n_groups)
-            return self.sums
-        group_residual_sums(self.ratings, self.eta, self.groups, self.sums)
+        group_residual_sums(self.ratings, self.eta, self.groups, self.sums,
+                            np.empty(0) if self.weights is None else self.weights,
+                            self.weighted_counts)
         return self.sums
 
     def draw_biases(self, state, sums, rng):

@@ -241,15 +241,18 @@ def _scale_biases(state, hyper, bias, counts, residual_sums, rng):
 def _sweep(state, csrs, hyper, config, biases, work, rng, threads=1, links=None,
            data_step=None):
     phase_lock = work.get("phase_lock")
-    noise = work.get("noise")
-    if noise is not None:  # per-user and per-item noise weights, and the rows' weights
-        noise.step(state, biases, work, rng)
     # a step that rewrites the targets of the regression: the ordinal likelihood's latent
     # scores, or the ratings less their day biases
     if data_step is not None:
         with released(phase_lock):  # long compiled kernels
             data_step.step(state, biases, rng)
         csrs = data_step.csrs
+    noise = work.get("noise")
+    if noise is not None:  # per-user and per-item noise weights, and the rows' weights
+        # the day-bias step has just computed the linear predictors at this state
+        known = data_step.eta if isinstance(data_step, DayBiasGibbs) else None
+        noise.step(state, biases, work, rng, known,
+                   None if config["sigma"] is not None else hyper.noise_prior())
     user_csr, item_csr = csrs
     hyper.factor_step("U", state, rng)
     hyper.factor_step("V", state, rng)

@@ -298,6 +298,10 @@ class LKJHyperpriors:
     def noise_precision(self, n_ratings, sse, rng):
         return 1.0 / draw_halfnormal_scale(n_ratings, sse, self.config["sigma_sd"], rng) ** 2
 
+    def noise_prior(self):
+        """The prior of the noise: ``("halfnormal", sd)`` of ``sigma``."""
+        return "halfnormal", float(self.config["sigma_sd"])
+
     def noise_precisions(self, n_ratings, sse, size, rng):
         """``size`` independent draws of :meth:`noise_precision`."""
         scales = draw_halfnormal_scales(n_ratings, sse, self.config["sigma_sd"], size, rng)
@@ -477,6 +481,10 @@ class WishartHyperpriors:
 
     def noise_precision(self, n_ratings, sse, rng):
         return self.noise_precisions(n_ratings, sse, None, rng)
+
+    def noise_prior(self):
+        """The prior of the noise: ``("gamma", shape, rate)`` of its precision."""
+        return "gamma", float(self.config["noise_shape"]), float(self.config["noise_rate"])
 
     def noise_precisions(self, n_ratings, sse, size, rng):
         shape = self.config["noise_shape"] + 0.5 * n_ratings

@@ -20,43 +20,80 @@ Bouchard & Archambeau, 2011). The degrees of freedom have a uniform prior on the
 
 One step of the sweep, given everything else:
 
-1. each rating's residual :math:`e_n = r_n - \eta_n`;
-2. :math:`a_u \sim \mathrm{Gamma}(\nu_U/2 + n_u/2,\ \nu_U/2 + \tau \sum_{n \in u} c_{i_n}
-   e_n^2 / 2)` (conjugate), then the items' :math:`c_i` likewise given the new :math:`a`;
-3. :math:`\nu_U` and :math:`\nu_V` from their discrete conditionals on the grid, exactly;
-4. the weights :math:`w_n = a_u c_i` of every rating, for the other steps: the row kernel
+1. each rating's residual :math:`e_n = r_n - \eta_n`, and each user's
+   :math:`Q_u = \tau \sum_{n \in u} c_{i_n} e_n^2`;
+2. :math:`\nu_U` and the users' weights as one block: :math:`\nu_U` from its discrete
+   conditional with the weights integrated out (:func:`draw_df`: each user contributes
+   :math:`\Gamma(\nu/2 + n_u/2)\,(\nu/2)^{\nu/2} / (\Gamma(\nu/2)\,
+   (\nu/2 + Q_u/2)^{\nu/2 + n_u/2})`), then :math:`a_u \sim \mathrm{Gamma}(\nu_U/2 +
+   n_u/2,\ \nu_U/2 + Q_u/2)` given it (drawn given the weights instead, :math:`\nu` would
+   crawl: a few hundred weights pin it, and they in turn pin the noise level);
+3. the items' :math:`\nu_V` and :math:`c_i` likewise, given the new :math:`a`;
+4. a scaling move of each side's weights against the noise precision, :math:`(\tau / h,
+   h a)`, which leaves every rating's precision :math:`\tau a_u c_i` as it is
+   (:func:`scale_move`): the weights' common level and :math:`\tau` are pinned only by the
+   weights' prior, and without the move :math:`\sigma` mixes slowly;
+5. the weights :math:`w_n = a_u c_i` of every rating, for the other steps: the row kernel
    weights each rating's term by :math:`w_n` (:func:`bpmf.kernels.rows.sample_rows`), and
    the intercept, the noise precision, the bias scales' move and the day biases use the
    weighted sums.
 """
 
 import numpy as np
-from scipy import special
+from scipy import special, stats
 
 from bpmf.inference.rows import released
 from bpmf.kernels.noise_weights import (
+    pair_weights,
     rating_weights,
     scaled_square_residuals,
+    scaled_squares_from,
     weighted_square_sums,
 )
 
-__all__ = ["DF_GRID", "NoiseWeights", "draw_df"]
+__all__ = ["DF_GRID", "NoiseWeights", "draw_df", "scale_move"]
 
 #: The support of the degrees of freedom of the weights' Gamma prior (uniform over it): 1 to
 #: 128 in steps of a factor 2^(1/4).
 DF_GRID = 2.0 ** np.arange(0.0, 7.01, 0.25)
 
 
-def draw_df(weights, rng, grid=DF_GRID):
-    """A draw of ``nu`` from its conditional given ``weights`` ~ Gamma(nu/2, rate nu/2) iid,
-    under a uniform prior on ``grid``."""
-    weights = np.asarray(weights, dtype=np.float64)
-    n = weights.shape[0]
-    half = 0.5 * grid
-    log_p = (n * (half * np.log(half) - special.gammaln(half))
-             + (half - 1.0) * float(np.log(weights).sum()) - half * float(weights.sum()))
+def draw_df(counts, sums, rng, grid=DF_GRID):
+    """A draw of ``nu`` from its conditional with the weights integrated out, under a uniform
+    prior on ``grid``: row ``r`` has ``counts[r]`` Gaussian residuals of precision
+    ``tau w_r c`` whose scaled sum of squares is ``sums[r]`` (``Q_r``) and a weight ``w_r ~
+    Gamma(nu/2, rate nu/2)``."""
+    counts = np.asarray(counts, dtype=np.float64)
+    sums = np.asarray(sums, dtype=np.float64)
+    half = 0.5 * grid[:, None]
+    log_p = (half * np.log(half) - special.gammaln(half) + special.gammaln(half + 0.5 * counts)
+             - (half + 0.5 * counts) * np.log(half + 0.5 * sums)).sum(axis=1)
     p = np.exp(log_p - log_p.max())
     return float(grid[rng.choice(len(grid), p=p / p.sum())])
+
+
+def scale_move(tau, weights, nu, noise_prior, rng):
+    """The factor ``h > 0`` of an exact scaling move ``(tau / h, h weights)``, drawn given
+    everything else; ``noise_prior`` is the hyperprior's :meth:`noise_prior`.
+
+    A generalised Gibbs step on the multiplicative group (Liu & Sabatti, 2000): the likelihood
+    sees only ``tau * weights`` and does not change; the weights' Gamma(nu/2, nu/2) prior, the
+    noise's prior, the Jacobian ``h^(n - 1)`` and the Haar measure ``dh / h`` leave, with
+    ``n`` weights summing to ``S``:
+
+    - ``sigma ~ HalfNormal(sd)``: ``h ~ Gamma(n nu / 2 + 1/2, rate 1 / (2 sd^2 tau) + nu S / 2)``;
+    - ``tau ~ Gamma(alpha, beta)``: ``h ~ GIG(n nu / 2 - alpha, psi=nu S, chi=2 beta tau)``
+      (density ``h^(p - 1) exp(-(psi h + chi / h) / 2)``).
+    """
+    n, total = len(weights), float(np.sum(weights))
+    if noise_prior[0] == "halfnormal":
+        rate = 0.5 / (noise_prior[1] ** 2 * tau) + 0.5 * nu * total
+        return float(rng.gamma(0.5 * n * nu + 0.5, 1.0 / rate))
+    _, shape, prior_rate = noise_prior
+    p, psi, chi = 0.5 * n * nu - shape, nu * total, 2.0 * prior_rate * tau
+    # GIG(p, chi, psi) = sqrt(chi / psi) * geninvgauss(p, sqrt(chi * psi))
+    return float(np.sqrt(chi / psi) * stats.geninvgauss.rvs(p, np.sqrt(chi * psi),
+                                                             random_state=rng))
 
 
 class NoiseWeights:
@@ -98,8 +135,14 @@ class NoiseWeights:
         state["noise_df_user"] = 8.0
         state["noise_df_item"] = 8.0
 
-    def scaled_squares(self, state, biases, lock=None):
-        """Each rating's ``tau e_n^2`` at ``state``, into ``self.squares``."""
+    def scaled_squares(self, state, biases, lock=None, eta=None):
+        """Each rating's ``tau e_n^2`` at ``state``, into ``self.squares``; ``eta``: the
+        ratings' linear predictors without the day biases at ``state``, when already known."""
+        if eta is not None:
+            with released(lock):
+                scaled_squares_from(self.ratings, eta, state.get("day_bias", np.zeros(0)),
+                                    self.groups, float(state["tau"]), self.squares)
+            return self.squares
         U, V = state["U"], state["V"]
         if state.get("offset_U") is not None:  # implicit feedback: the effective rows
             U = U + state["offset_U"]
@@ -116,27 +159,33 @@ class NoiseWeights:
             )
         return self.squares
 
-    def step(self, state, biases, work, rng):
-        """Draw the weights and their degrees of freedom given the rest (steps 1-3), and set
-        the rows' weights and weighted counts in ``work`` (step 4). The compiled passes run
-        without the chain's lock ``work["phase_lock"]``."""
+    def step(self, state, biases, work, rng, eta=None, noise_prior=None):
+        """Draw the weights and their degrees of freedom given the rest (steps 1-4), and set
+        the rows' weights and weighted counts in ``work`` (step 5). ``eta``: the linear
+        predictors at ``state`` (without the day biases) when known; ``noise_prior``: the
+        hyperprior's (:func:`scale_move`), None for a fixed noise (no scaling move). The
+        compiled passes run without the chain's lock ``work["phase_lock"]``."""
         lock = work.get("phase_lock")
-        squares = self.scaled_squares(state, biases, lock)
+        squares = self.scaled_squares(state, biases, lock, eta)
         users, items = self.user_codes, self.item_codes
-        nu = state["noise_df_user"]
         with released(lock):
             weighted_square_sums(squares, users, items, state["item_noise_weight"],
                                  self.user_sums)
+        nu = state["noise_df_user"] = draw_df(self.user_counts, self.user_sums, rng)
         user_weight = rng.gamma(0.5 * nu + 0.5 * self.user_counts,
                                 1.0 / (0.5 * nu + 0.5 * self.user_sums))
-        nu = state["noise_df_item"]
         with released(lock):
             weighted_square_sums(squares, items, users, user_weight, self.item_sums)
+        nu = state["noise_df_item"] = draw_df(self.item_counts, self.item_sums, rng)
         item_weight = rng.gamma(0.5 * nu + 0.5 * self.item_counts,
                                 1.0 / (0.5 * nu + 0.5 * self.item_sums))
         state["user_noise_weight"], state["item_noise_weight"] = user_weight, item_weight
-        state["noise_df_user"] = draw_df(user_weight, rng)
-        state["noise_df_item"] = draw_df(item_weight, rng)
+        if noise_prior is not None:
+            for name, df in (("user_noise_weight", "noise_df_user"),
+                             ("item_noise_weight", "noise_df_item")):
+                h = scale_move(float(state["tau"]), state[name], state[df], noise_prior, rng)
+                state["tau"] = float(state["tau"]) / h
+                state[name] = state[name] * h
         self.set_weights(state, work)
 
     def set_weights(self, state, work):
@@ -155,5 +204,5 @@ class NoiseWeights:
                 work["weight_total"] = rating_weights(indptr, partners, rows, partner, roots,
                                                       work[side]["counts"])
                 work[side]["sqrt_weights"] = roots
-        if len(self.groups):
-            np.multiply(a[self.user_codes], c[self.item_codes], out=self.weights)
+            if len(self.groups):
+                pair_weights(self.user_codes, self.item_codes, a, c, self.weights)

@@ -3,7 +3,27 @@
 
 import numba
 
-__all__ = ["rating_weights", "scaled_square_residuals", "weighted_square_sums"]
+__all__ = ["pair_weights", "rating_weights", "scaled_square_residuals", "scaled_squares_from",
+           "weighted_square_sums"]
+
+
+@numba.njit(cache=True, nogil=True)
+def pair_weights(user_codes, item_codes, user_weight, item_weight, out):
+    """``out[n] = user_weight[user_codes[n]] * item_weight[item_codes[n]]``, in place."""
+    for n in range(user_codes.shape[0]):
+        out[n] = user_weight[user_codes[n]] * item_weight[item_codes[n]]
+
+
+@numba.njit(cache=True, nogil=True)
+def scaled_squares_from(ratings, eta, day_bias, groups, tau, out):
+    """``out[n] = tau * (r_n - eta_n - d_g)^2`` from known linear predictors ``eta`` (the day
+    term only where ``groups`` is not empty)."""
+    days = groups.shape[0] > 0
+    for n in range(ratings.shape[0]):
+        e = ratings[n] - eta[n]
+        if days:
+            e -= day_bias[groups[n]]
+        out[n] = tau * e * e
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})

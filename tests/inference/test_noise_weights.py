@@ -9,7 +9,7 @@ import pytest
 from scipy import integrate, stats
 
 from bpmf.inference.day_bias import DayBiasGibbs, day_groups, days_of
-from bpmf.inference.noise_weights import DF_GRID, NoiseWeights, draw_df
+from bpmf.inference.noise_weights import DF_GRID, NoiseWeights, draw_df, scale_move
 from bpmf.kernels.noise_weights import (
     rating_weights,
     scaled_square_residuals,
@@ -201,40 +201,59 @@ def test_weighted_square_sums_and_scaled_squares_match_numpy():
 
 
 # ---------------------------------------------------------------------- degrees of freedom
+def _collapsed_log_posterior(counts, sums, grid):
+    """log p(nu | Q) on grid with each row's weight integrated out by quadrature: a row with
+    n residuals of precision tau a c and scaled sum of squares Q has likelihood
+    a^(n/2) exp(-a Q / 2) in its weight a ~ Gamma(nu/2, rate nu/2)."""
+    out = []
+    for nu in grid:
+        total = 0.0
+        for n, q in zip(counts, sums, strict=True):
+            value, _ = integrate.quad(
+                lambda a, n=n, q=q, nu=nu: np.exp(
+                    stats.gamma.logpdf(a, nu / 2, scale=2 / nu) + 0.5 * n * np.log(a)
+                    - 0.5 * a * q), 0.0, np.inf, limit=200)
+            total += np.log(value)
+        out.append(total)
+    return np.array(out)
+
+
 @pytest.mark.parametrize("true_df", [2.0, 40.0])
-def test_df_draws_follow_the_discrete_posterior_on_the_grid(true_df):
+def test_df_draws_follow_the_collapsed_posterior_on_the_grid(true_df):
+    """Draws of nu with the weights integrated out, against the posterior computed by
+    quadrature over each row's weight (not from the sampler's Gamma-function formula)."""
     rng = np.random.default_rng(11)
-    weights = rng.gamma(true_df / 2, 2 / true_df, 40)
-    log_post = np.array([stats.gamma.logpdf(weights, nu / 2, scale=2 / nu).sum()
-                         for nu in DF_GRID])
+    counts = rng.integers(1, 6, 30)
+    weights = rng.gamma(true_df / 2, 2 / true_df, 30)
+    sums = np.array([rng.chisquare(n) / w for n, w in zip(counts, weights, strict=True)])
+    log_post = _collapsed_log_posterior(counts, sums, DF_GRID)
     post = np.exp(log_post - log_post.max())
     post /= post.sum()
     n = 40_000
-    draws = np.array([draw_df(weights, rng) for _ in range(n)])
+    draws = np.array([draw_df(counts, sums, rng) for _ in range(n)])
     assert np.isin(draws, DF_GRID).all()
-    counts = np.array([(draws == nu).sum() for nu in DF_GRID])
-    freq = counts / n
+    counts_grid = np.array([(draws == nu).sum() for nu in DF_GRID])
+    freq = counts_grid / n
     assert 0.5 * np.abs(freq - post).sum() < 0.015
     # chi-square over the cells expected to hold at least 5 draws, the rest pooled
     big = post * n >= 5
-    observed = np.append(counts[big], counts[~big].sum())
+    observed = np.append(counts_grid[big], counts_grid[~big].sum())
     expected = np.append(post[big], post[~big].sum()) * n
     if expected[-1] < 5:
         observed, expected = observed[:-1], expected[:-1]
         expected *= observed.sum() / expected.sum()
     assert stats.chisquare(observed, expected).pvalue > 1e-3
-    # the posterior discriminates: its mean is on the side of the truth
-    mean = post @ DF_GRID
-    assert (mean < 8) if true_df < 8 else (mean > 8)
 
 
 def test_df_draws_on_a_given_grid():
+    """Heavy-tailed residuals pick the small nu, Gaussian ones the large."""
     rng = np.random.default_rng(2)
     grid = np.array([1.0, 100.0])
-    heavy = rng.standard_t(1, 500) ** 2 + 1e-3  # far from Gamma(50, 50) around 1
-    assert {draw_df(heavy, rng, grid) for _ in range(50)} == {1.0}
-    light = rng.gamma(50.0, 1 / 50.0, 500)
-    assert {draw_df(light, rng, grid) for _ in range(50)} == {100.0}
+    ones = np.ones(500)
+    heavy = rng.standard_t(1, 500) ** 2
+    assert {draw_df(ones, heavy, rng, grid) for _ in range(50)} == {1.0}
+    light = rng.standard_normal(500) ** 2
+    assert {draw_df(ones, light, rng, grid) for _ in range(50)} == {100.0}
 
 
 # ---------------------------------------------------------------------- weights' conditional
@@ -271,38 +290,45 @@ def _grid_moments(log_density, grid):
 
 
 def test_user_weights_follow_their_conditional_by_numerical_integration():
+    """The users' weights given the step's own draw of nu_U: each draw against the
+    conditional mean and variance of a_u given that nu, integrated numerically over a."""
     users, items, ratings, state = _state()
     n_users, n_items = 6, 5
     csrs = csr_pair(users, items, ratings, n_users, n_items)
     noise = NoiseWeights(users, items, ratings, n_users, n_items, csrs)
     eta = _eta(state, users, items)
     sigma = 1 / np.sqrt(state["tau"])
-    nu = state["noise_df_user"]
     c = state["item_noise_weight"]
-    grid = np.linspace(1e-9, 30.0, 60_001)
-    truth = []
-    for u in range(n_users):
-        k = users == u
-        # likelihood x prior over a grid of a: N(r; eta, sigma^2 / (a c_i)) x Gamma(nu/2, nu/2)
-        log_lik = stats.norm.logpdf(ratings[k][None, :], eta[k][None, :],
-                                    sigma / np.sqrt(grid[:, None] * c[items[k]][None, :]))
+    grid = np.linspace(1e-9, 30.0, 20_001)
+    # moments per (nu on the grid, user): N(r; eta, sigma^2 / (a c_i)) x Gamma(nu/2, nu/2)
+    moments = np.empty((len(DF_GRID), n_users, 2))
+    for g, nu in enumerate(DF_GRID):
         log_prior = stats.gamma.logpdf(grid, nu / 2, scale=2 / nu)
-        truth.append(_grid_moments(log_lik.sum(1) + log_prior, grid))
-    mean, var, m4 = map(np.array, zip(*truth, strict=True))
+        for u in range(n_users):
+            k = users == u
+            log_lik = stats.norm.logpdf(ratings[k][None, :], eta[k][None, :],
+                                        sigma / np.sqrt(grid[:, None] * c[items[k]][None, :]))
+            moments[g, u] = _grid_moments(log_lik.sum(1) + log_prior, grid)[:2]
     rng = np.random.default_rng(3)
     n = 4000
     draws = np.empty((n, n_users))
+    nus = np.empty(n, dtype=np.int64)
     for k in range(n):
         s = copy.deepcopy(state)
         noise.step(s, True, {"U": {}, "V": {}}, rng)
         draws[k] = s["user_noise_weight"]
-    z = (draws.mean(0) - mean) / np.sqrt(var / n)
+        nus[k] = np.flatnonzero(DF_GRID == s["noise_df_user"])[0]
+    mean, var = moments[nus, :, 0], moments[nus, :, 1]
+    dev = draws - mean
+    z = dev.mean(0) / (dev.std(0) / np.sqrt(n))
     assert np.all(np.abs(z) < 4), z
-    # the sample variance against its standard error sqrt((m4 - var^2) / n)
-    z_var = (draws.var(0) - var) / np.sqrt((m4 - var**2) / n)
+    sq = dev**2 - var
+    z_var = sq.mean(0) / (sq.std(0) / np.sqrt(n))
     assert np.all(np.abs(z_var) < 4), z_var
+    # nu moves: the step draws it afresh (six users leave it uncertain)
+    assert len(np.unique(nus)) > 5
     # the users differ: a test of the pooled mean alone would not see a swapped residual
-    assert np.ptp(mean) > 10 * np.sqrt(var.max() / n)
+    assert np.ptp(mean.mean(0)) > 10 * np.sqrt(var.max() / n)
 
 
 def test_item_weights_follow_their_conditional_given_the_new_user_weights():
@@ -314,16 +340,18 @@ def test_item_weights_follow_their_conditional_given_the_new_user_weights():
     noise = NoiseWeights(users, items, ratings, n_users, n_items, csrs)
     eta = _eta(state, users, items)
     sigma = 1 / np.sqrt(state["tau"])
-    nu = state["noise_df_item"]
     rng = np.random.default_rng(5)
     n = 1000
     a_draws, c_draws = np.empty((n, n_users)), np.empty((n, n_items))
+    nus = np.empty(n)
     for k in range(n):
         s = copy.deepcopy(state)
         noise.step(s, True, {"U": {}, "V": {}}, rng)
         a_draws[k], c_draws[k] = s["user_noise_weight"], s["item_noise_weight"]
+        nus[k] = s["noise_df_item"]
     grid = np.linspace(1e-9, 25.0, 1_501)
-    log_prior = stats.gamma.logpdf(grid, nu / 2, scale=2 / nu)
+    # each draw's prior: Gamma(nu/2, nu/2) at the step's own nu_V
+    log_prior = stats.gamma.logpdf(grid[None, :], nus[:, None] / 2, scale=2 / nus[:, None])
     for i in range(n_items):
         k = items == i
         # (draws, grid, ratings) log-likelihoods of c_i given each draw's user weights
@@ -437,6 +465,9 @@ class _FixedHyper:
 
     def bias_precision(self, values, rng):
         return None
+
+    def noise_prior(self):
+        return None  # no scaling move of the weights against tau: tau stays as given
 
     def shift_moves(self, state, config, rng):
         return True
@@ -553,3 +584,47 @@ def test_sampler_hands_the_current_weights_to_the_rows_and_the_day_biases(monkey
     assert np.isin(draws["noise_df_user"], DF_GRID).all()
     assert np.isin(draws["noise_df_item"], DF_GRID).all()
     assert len(np.unique(draws["user_noise_weight"][0, :, 0])) == 6  # drawn every sweep
+
+
+# ---------------------------------------------------------------------- the scaling move
+def _orbit_log_density(h, tau, weights, nu, noise_prior):
+    """log of pi(tau / h, h a) |J| / h along the move's orbit, from the priors written out with
+    scipy (the likelihood is constant along it): sigma ~ HalfNormal(sd) mapped to tau, or tau ~
+    Gamma; a_u ~ Gamma(nu / 2, rate nu / 2); Jacobian h^(n - 1); Haar measure dh / h."""
+    new_tau = tau / h
+    if noise_prior[0] == "halfnormal":
+        sigma = new_tau ** -0.5
+        log_tau = stats.halfnorm.logpdf(sigma, scale=noise_prior[1]) + np.log(0.5 * new_tau ** -1.5)
+    else:
+        log_tau = stats.gamma.logpdf(new_tau, noise_prior[1], scale=1.0 / noise_prior[2])
+    log_weights = stats.gamma.logpdf(h * weights, 0.5 * nu, scale=2.0 / nu).sum()
+    return log_tau + log_weights + (len(weights) - 1) * np.log(h) - np.log(h)
+
+
+@pytest.mark.parametrize("noise_prior", [("halfnormal", 0.7), ("gamma", 2.0, 0.5)])
+def test_scale_move_draws_the_orbit_conditional(noise_prior):
+    """The factor's draws follow the density along the orbit computed from the priors (not
+    from the sampler's formula): quantiles and a KS test on 4,000 draws against the orbit
+    density's CDF (cumulative quadrature on a fine grid); draws from the move with a wrong
+    Jacobian (one power of h more) fail the same test."""
+    rng = np.random.default_rng(11)
+    weights = rng.gamma(3.0, 1.0 / 3.0, size=12)
+    tau, nu = 1.6, 6.0
+    grid = np.linspace(0.05, 6.0, 20001)
+    log_orbit = np.array([_orbit_log_density(h, tau, weights, nu, noise_prior) for h in grid])
+    density = np.exp(log_orbit - log_orbit.max())
+    cumulative = integrate.cumulative_trapezoid(density, grid, initial=0.0)
+    cumulative /= cumulative[-1]
+
+    def cdf(x):
+        return np.interp(x, grid, cumulative)
+
+    draws = np.array([scale_move(tau, weights, nu, noise_prior, rng) for _ in range(4000)])
+    levels = [0.1, 0.25, 0.5, 0.75, 0.9]
+    np.testing.assert_allclose(cdf(np.quantile(draws, levels)), levels, atol=0.025)
+    assert stats.kstest(draws, cdf).pvalue > 1e-3
+    # one more power of h in the orbit density (a Jacobian h^n): its draws are rejected
+    wrong = np.exp(log_orbit - log_orbit.max()) * grid
+    wrong_cdf = integrate.cumulative_trapezoid(wrong, grid, initial=0.0)
+    wrong_draws = np.interp(rng.random(4000), wrong_cdf / wrong_cdf[-1], grid)
+    assert stats.kstest(wrong_draws, cdf).pvalue < 1e-3
