@@ -391,15 +391,19 @@ def bpmf_entries():
                                                               "item_features": "ml-100k",
                                                               "implicit": "both",
                                                               "user_day_bias": True}},
-            # per-user and per-item noise weights, alone and with the best variants
+            # per-user and per-item noise weights, alone and with the best variants; these
+            # two keep 600 draws a chain instead of 900 (the same test RMSE on u1 and u2 to
+            # 0.0001), which keeps their fit within 3x plain BPMF's
             "bpmf-noise": {"model_config": {"noise_weights": True}},
-            "bpmf-features-svdpp-both-noise": {"model_config": {"user_features": "ml-100k",
-                                                                "item_features": "ml-100k",
-                                                                "implicit": "both",
-                                                                "noise_weights": True}},
-            "bpmf-features-svdpp-both-day-noise": {"model_config": {
-                "user_features": "ml-100k", "item_features": "ml-100k", "implicit": "both",
-                "user_day_bias": True, "noise_weights": True}},
+            "bpmf-features-svdpp-both-noise": {
+                "model_config": {"user_features": "ml-100k", "item_features": "ml-100k",
+                                 "implicit": "both", "noise_weights": True},
+                "sampler_config": {"draws": 600}},
+            "bpmf-features-svdpp-both-day-noise": {
+                "model_config": {"user_features": "ml-100k", "item_features": "ml-100k",
+                                 "implicit": "both", "user_day_bias": True,
+                                 "noise_weights": True},
+                "sampler_config": {"draws": 600}},
             # the whole fit (MAP, sampling, diagnostics) with myFM's number of sweeps: one
             # chain of 50 warm-up and 150 kept sweeps
             "bpmf-200-sweeps": {"sampler_config": {"chains": 1, "tune": GIBBS_BURN_IN,

@@ -51,23 +51,36 @@ from bpmf.kernels.noise_weights import (
     weighted_square_sums,
 )
 
-__all__ = ["DF_GRID", "NoiseWeights", "draw_df", "scale_move"]
+__all__ = ["DF_GRID", "NoiseWeights", "df_constants", "draw_df", "scale_move"]
 
 #: The support of the degrees of freedom of the weights' Gamma prior (uniform over it): 1 to
 #: 128 in steps of a factor 2^(1/4).
 DF_GRID = 2.0 ** np.arange(0.0, 7.01, 0.25)
 
 
-def draw_df(counts, sums, rng, grid=DF_GRID):
+def df_constants(counts, grid=DF_GRID):
+    """The part of :func:`draw_df`'s log posterior that depends on the rows' counts only,
+    per value of ``grid``."""
+    counts = np.asarray(counts, dtype=np.float64)
+    values, multiplicity = np.unique(counts, return_counts=True)
+    half = 0.5 * grid[:, None]
+    per_count = (half * np.log(half) - special.gammaln(half)
+                 + special.gammaln(half + 0.5 * values))
+    return per_count @ multiplicity
+
+
+def draw_df(counts, sums, rng, grid=DF_GRID, constants=None):
     """A draw of ``nu`` from its conditional with the weights integrated out, under a uniform
     prior on ``grid``: row ``r`` has ``counts[r]`` Gaussian residuals of precision
     ``tau w_r c`` whose scaled sum of squares is ``sums[r]`` (``Q_r``) and a weight ``w_r ~
-    Gamma(nu/2, rate nu/2)``."""
+    Gamma(nu/2, rate nu/2)``. ``constants``: :func:`df_constants` of ``counts``, when
+    known."""
     counts = np.asarray(counts, dtype=np.float64)
     sums = np.asarray(sums, dtype=np.float64)
+    if constants is None:
+        constants = df_constants(counts, grid)
     half = 0.5 * grid[:, None]
-    log_p = (half * np.log(half) - special.gammaln(half) + special.gammaln(half + 0.5 * counts)
-             - (half + 0.5 * counts) * np.log(half + 0.5 * sums)).sum(axis=1)
+    log_p = constants - ((half + 0.5 * counts) * np.log(half + 0.5 * sums)).sum(axis=1)
     p = np.exp(log_p - log_p.max())
     return float(grid[rng.choice(len(grid), p=p / p.sum())])
 
@@ -118,6 +131,7 @@ class NoiseWeights:
         self.n_users, self.n_items = int(n_users), int(n_items)
         self.user_counts = np.bincount(self.user_codes, minlength=self.n_users).astype(float)
         self.item_counts = np.bincount(self.item_codes, minlength=self.n_items).astype(float)
+        self.df_constants = (df_constants(self.user_counts), df_constants(self.item_counts))
         self.layouts = tuple(csr[:2] for csr in csrs)
         self.groups = (np.empty(0, dtype=np.int64) if groups is None
                        else np.asarray(groups, dtype=np.int64))
@@ -171,12 +185,14 @@ class NoiseWeights:
         with released(lock):
             weighted_square_sums(squares, users, items, state["item_noise_weight"],
                                  self.user_sums)
-        nu = state["noise_df_user"] = draw_df(self.user_counts, self.user_sums, rng)
+        nu = state["noise_df_user"] = draw_df(self.user_counts, self.user_sums, rng,
+                                              constants=self.df_constants[0])
         user_weight = rng.gamma(0.5 * nu + 0.5 * self.user_counts,
                                 1.0 / (0.5 * nu + 0.5 * self.user_sums))
         with released(lock):
             weighted_square_sums(squares, items, users, user_weight, self.item_sums)
-        nu = state["noise_df_item"] = draw_df(self.item_counts, self.item_sums, rng)
+        nu = state["noise_df_item"] = draw_df(self.item_counts, self.item_sums, rng,
+                                              constants=self.df_constants[1])
         item_weight = rng.gamma(0.5 * nu + 0.5 * self.item_counts,
                                 1.0 / (0.5 * nu + 0.5 * self.item_sums))
         state["user_noise_weight"], state["item_noise_weight"] = user_weight, item_weight
