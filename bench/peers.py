@@ -125,14 +125,15 @@ def run_myfm(train, test, seed, features=False, day=False):
     return pred, time.perf_counter() - start, ITERATIONS / sampling
 
 
-def run_myfm_features(train, test, seed, implicit=False, item_implicit=False, day=False):
+def run_myfm_features(train, test, seed, implicit=False, item_implicit=False, day=False,
+                      rank=RANK):
     """myFM with the side features, as its documentation does it for ML-100K: one relation
     block per side whose rows are ``[one-hot id | features]`` (the one-hot empty for an id
     without training ratings), indexed by each rating's user and item. ``implicit``: the
     user block also holds the user's normalised training items (as ``myfm-implicit``);
     ``item_implicit``: the item block the item's normalised training users (as myFM's
     extended ML-100K example); ``day``: the (user, day) groups' one-hot columns as well
-    (:func:`user_day_columns`)."""
+    (:func:`user_day_columns`); ``rank``: the factorisation's rank."""
     import myfm
     import scipy.sparse as sp
 
@@ -165,7 +166,7 @@ def run_myfm_features(train, test, seed, implicit=False, item_implicit=False, da
         X_train, X_test, n_groups = user_day_columns(train, test)
         groups = [n_groups, *groups]
     start = time.perf_counter()
-    fm = myfm.MyFMRegressor(rank=RANK, random_seed=seed)
+    fm = myfm.MyFMRegressor(rank=rank, random_seed=seed)
     fm.fit(
         X_train,
         train.values,
@@ -404,6 +405,12 @@ def bpmf_entries():
                                  "implicit": "both", "user_day_bias": True,
                                  "noise_weights": True},
                 "sampler_config": {"draws": 600}},
+            # the same at rank 15 (against myFM at rank 15)
+            "bpmf-features-svdpp-both-noise-r15": {
+                "n_factors": 15,
+                "model_config": {"user_features": "ml-100k", "item_features": "ml-100k",
+                                 "implicit": "both", "noise_weights": True},
+                "sampler_config": {"draws": 600}},
             # the whole fit (MAP, sampling, diagnostics) with myFM's number of sweeps: one
             # chain of 50 warm-up and 150 kept sweeps
             "bpmf-200-sweeps": {"sampler_config": {"chains": 1, "tune": GIBBS_BURN_IN,
@@ -416,8 +423,8 @@ def bpmf_entries():
                  progressbar=False).fit(tiny)
         for name, kwargs in variants.items():
             entries.append((name, run_estimator(
-                lambda seed, kwargs=kwargs: BPMF(n_factors=RANK, random_state=seed,
-                                                 progressbar=False, **kwargs))))
+                lambda seed, kwargs=kwargs: BPMF(**{"n_factors": RANK, **kwargs},
+                                                 random_state=seed, progressbar=False))))
         # test-time information: the test pairs' items join N(u)
         entries.append(("bpmf-svdpp+test-pairs", run_estimator(
             lambda seed, test: BPMF(n_factors=RANK, random_state=seed, progressbar=False,
@@ -471,6 +478,8 @@ def main(argv=None):
         ("myfm-features-implicit-both",
          lambda tr, te, s: run_myfm_features(tr, te, s, True, item_implicit=True)),
         ("myfm-implicit+test-pairs", lambda tr, te, s: run_myfm_implicit(tr, te, s, True)),
+        ("myfm-features-implicit-both-r15",
+         lambda tr, te, s: run_myfm_features(tr, te, s, True, item_implicit=True, rank=15)),
         ("myfm-day", lambda tr, te, s: run_myfm(tr, te, s, day=True)),
         ("myfm-features-implicit-both-day",
          lambda tr, te, s: run_myfm_features(tr, te, s, True, item_implicit=True, day=True)),
