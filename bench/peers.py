@@ -405,12 +405,12 @@ def bpmf_entries():
                                  "implicit": "both", "user_day_bias": True,
                                  "noise_weights": True},
                 "sampler_config": {"draws": 600}},
-            # the same at rank 15 (against myFM at rank 15)
+            # the same at rank 15 (against myFM at rank 15), 500 draws a chain
             "bpmf-features-svdpp-both-noise-r15": {
                 "n_factors": 15,
                 "model_config": {"user_features": "ml-100k", "item_features": "ml-100k",
                                  "implicit": "both", "noise_weights": True},
-                "sampler_config": {"draws": 600}},
+                "sampler_config": {"draws": 500}},
             # the whole fit (MAP, sampling, diagnostics) with myFM's number of sweeps: one
             # chain of 50 warm-up and 150 kept sweeps
             "bpmf-200-sweeps": {"sampler_config": {"chains": 1, "tune": GIBBS_BURN_IN,
