@@ -73,11 +73,15 @@ def _posterior_mean_prediction(draws, user_codes, item_codes, biases=True):
     return pred.mean(axis=(0, 1))
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("n_ratings", [9, 2 * CHUNK + 37])
-def test_row_update_is_the_exact_gaussian_conditional(n_ratings):
+def test_row_update_is_the_exact_gaussian_conditional(n_ratings, weighted):
     """Draws are P^-1 h + L^-T z with P = L L^T: check mean and covariance in closed form.
 
     The kernel works on chunks of ``CHUNK`` ratings; the longer row spans three of them.
+    With per-rating weights ``w_n`` (``sqrt_weights``, the noise weights), ``P = prior +
+    tau sum w x x^T``, ``h = prior_h + tau sum w x t`` and the sums are ``sum w e`` and
+    ``sum w e^2``.
     """
     rng = np.random.default_rng(0)
     dim, n_other = 3, 6
@@ -93,27 +97,34 @@ def test_row_update_is_the_exact_gaussian_conditional(n_ratings):
     tau = 1.7 / max(1, n_ratings // 9)
     indptr = np.array([0, n_ratings], dtype=np.int64)  # one row holding every rating
     X_offsets = np.column_stack([X, offsets])
+    # weights spread over two orders of magnitude, so that an unweighted sum would be far off
+    weights = rng.gamma(0.7, 1 / 0.7, n_ratings) + 0.01 if weighted else np.ones(n_ratings)
 
     def draw(z):
         out = np.empty((1, dim))
         sums = sample_rows(
             indptr, other, ratings, X_offsets, shift, prior_prec, prior_h[None, :], tau,
-            z[None, :], out, True,
+            z[None, :], out, True, None, 0.0, None, 0,
+            np.sqrt(weights) if weighted else None,
         )
         return out[0], sums
 
     Xn = X[other]
-    P = prior_prec + tau * Xn.T @ Xn
-    h = prior_h + tau * Xn.T @ targets
+    P = prior_prec + tau * (Xn * weights[:, None]).T @ Xn
+    h = prior_h + tau * Xn.T @ (weights * targets)
     mean = np.linalg.solve(P, h)
-    np.testing.assert_allclose(draw(np.zeros(dim))[0], mean, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(draw(np.zeros(dim))[0], mean, rtol=1e-11, atol=1e-12)
     # the map z -> draw - mean is linear, M; then cov = M M^T must equal P^-1
     M = np.column_stack([draw(e)[0] - mean for e in np.eye(dim)])
     np.testing.assert_allclose(M @ M.T, np.linalg.inv(P), rtol=1e-10, atol=1e-12)
+    if weighted:  # the unweighted conditional is far from it: the test tells the two apart
+        plain = np.linalg.solve(prior_prec + tau * Xn.T @ Xn, prior_h + tau * Xn.T @ targets)
+        assert np.abs(plain - mean).max() > 1e-3
     # the residual sums under the drawn row, which the intercept and noise updates use
     row, (sum_errors, sum_squares) = draw(rng.normal(size=dim))
     errors = targets - Xn @ row
-    np.testing.assert_allclose([sum_errors, sum_squares], [errors.sum(), errors @ errors])
+    np.testing.assert_allclose([sum_errors, sum_squares],
+                               [weights @ errors, weights @ errors**2], rtol=1e-10)
 
 
 def test_csr_matches_lexsort_and_keeps_ties_in_input_order():

@@ -15,55 +15,11 @@ from bpmf.kernels.noise_weights import (
     scaled_square_residuals,
     weighted_square_sums,
 )
-from bpmf.kernels.rows import CHUNK, csr_pair, row_blocks, sample_rows, sample_rows_parallel
-
+from bpmf.kernels.rows import csr_pair, row_blocks, sample_rows, sample_rows_parallel
 
 # ---------------------------------------------------------------------- weighted row kernel
-@pytest.mark.parametrize("n_ratings", [9, 2 * CHUNK + 37])
-def test_weighted_row_update_is_the_exact_gaussian_conditional(n_ratings):
-    """With weights w_n = sqrt_weights[n]^2: P = prior_prec + tau sum w x x^T, h = prior_h +
-    tau sum w x t; the draw is P^-1 h + L^-T z, and the sums are sum w e and sum w e^2.
-
-    The longer row spans three of the kernel's chunks of ``CHUNK`` ratings."""
-    rng = np.random.default_rng(0)
-    dim, n_other = 3, 6
-    X = rng.normal(size=(n_other, dim))
-    offsets = rng.normal(size=n_other)
-    other = rng.integers(0, n_other, n_ratings).astype(np.int64)
-    targets = rng.normal(size=n_ratings)
-    shift = 0.8
-    ratings = targets + shift + offsets[other]
-    A = rng.normal(size=(dim, dim))
-    prior_prec = A @ A.T + dim * np.eye(dim)
-    prior_h = rng.normal(size=dim)
-    tau = 1.7 / max(1, n_ratings // 9)
-    # weights spread over two orders of magnitude, so that an unweighted sum would be far off
-    weights = rng.gamma(0.7, 1 / 0.7, n_ratings) + 0.01
-    roots = np.sqrt(weights)
-    indptr = np.array([0, n_ratings], dtype=np.int64)
-    X_offsets = np.column_stack([X, offsets])
-
-    def draw(z):
-        out = np.empty((1, dim))
-        sums = sample_rows(indptr, other, ratings, X_offsets, shift, prior_prec,
-                           prior_h[None, :], tau, z[None, :], out, True, None, 0.0, None, 0,
-                           roots)
-        return out[0], sums
-
-    Xn = X[other]
-    P = prior_prec + tau * (Xn * weights[:, None]).T @ Xn
-    h = prior_h + tau * Xn.T @ (weights * targets)
-    mean = np.linalg.solve(P, h)
-    np.testing.assert_allclose(draw(np.zeros(dim))[0], mean, rtol=1e-11, atol=1e-12)
-    M = np.column_stack([draw(e)[0] - mean for e in np.eye(dim)])
-    np.testing.assert_allclose(M @ M.T, np.linalg.inv(P), rtol=1e-10, atol=1e-12)
-    # the unweighted conditional is far from it: the test can tell the two apart
-    plain = np.linalg.solve(prior_prec + tau * Xn.T @ Xn, prior_h + tau * Xn.T @ targets)
-    assert np.abs(plain - mean).max() > 1e-3
-    row, (sum_errors, sum_squares) = draw(rng.normal(size=dim))
-    errors = targets - Xn @ row
-    np.testing.assert_allclose([sum_errors, sum_squares],
-                               [weights @ errors, weights @ errors**2], rtol=1e-10)
+# the single row's weighted conditional in closed form:
+# tests/inference/test_gibbs.py::test_row_update_is_the_exact_gaussian_conditional
 
 
 def _layout(seed, n_rows=40, n_other=25, n_ratings=900):
