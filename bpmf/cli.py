@@ -309,9 +309,11 @@ def _build_parser():
     _data_options(sub)
     sub.add_argument(
         "--models",
-        default="all",
+        action="append",
+        default=None,
         metavar="LIST",
-        help="comma-separated model names, or 'all' (default)",
+        help="comma-separated model names, or 'all' (default); repeatable, and the lists add "
+        "up (--model X --model Y runs both)",
     )
     sub.add_argument(
         "--folds", default="5", help="number of k-fold splits, or 'official' (ML-100K u1-u5)"
@@ -899,7 +901,12 @@ def _cmd_compare(args):
     from bpmf.compare import compare, summarize, to_markdown
     from bpmf.registry import MODELS, make_model, model_class
 
-    if args.models.strip().lower() == "all":
+    # every --models (or its abbreviation --model) adds its names; none given means all
+    given = [name.strip().lower() for value in (args.models or ["all"])
+             for name in value.split(",") if name.strip()]
+    if "all" in given and len(given) > 1:
+        raise _Failure("--models all runs every model; give it alone, not with other names.")
+    if given == ["all"]:
         names = []
         for name in MODELS:
             try:
@@ -915,7 +922,7 @@ def _cmd_compare(args):
                 continue
             names.append(name)
     else:
-        names = [name.strip().lower() for name in args.models.split(",") if name.strip()]
+        names = list(dict.fromkeys(given))  # a name given twice runs once
     if not names:
         raise _Failure("--models is empty; give comma-separated model names or 'all'.")
     unknown = [name for name in names if name not in MODELS]

@@ -340,6 +340,17 @@ def test_compare_quiet_has_no_progress(ratings_csv, capsys):
     assert captured.err == "" and "user-mean" in captured.out
 
 
+def test_compare_repeated_model_options_add_up(ratings_csv, capsys):
+    """``--model A --model B`` (argparse's abbreviation of --models) runs both, not only the
+    last; a name given twice runs once."""
+    argv = ["compare", "--data", ratings_csv, "--rating-col", "stars", "--folds", "2",
+            "--quiet", "--model", "user-mean", "--model", "global-mean,user-mean"]
+    assert main(argv) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    models = [row.split("|")[1].strip() for row in rows[1:]]
+    assert sorted(models) == ["global-mean", "user-mean"]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -348,6 +359,7 @@ def test_compare_quiet_has_no_progress(ratings_csv, capsys):
         (["--models", "user-mean", "--folds", "1"], "--folds must be"),
         (["--models", "user-mean", "--param", "pmf.n_factors=2"], "not in --models"),
         (["--models", ","], "--models is empty"),
+        (["--models", "all", "--models", "user-mean"], "give it alone"),
     ],
 )
 def test_compare_errors(extra, message, ratings_csv, capsys):
