@@ -19,6 +19,7 @@ import xarray as xr
 from scipy import stats
 
 from bpmf.inference.gibbs import sample_gibbs
+from bpmf.inference.noise_weights import DF_GRID
 from bpmf.models import BPMF
 
 pytestmark = pytest.mark.filterwarnings("ignore:PyTensor could not link to a BLAS:UserWarning")
@@ -160,16 +161,23 @@ def _expected(p, users, items):
     )
 
 
-def _sbc_ranks(config, n_replications, draws, thin, tune, seed):
+def _sbc_ranks(config, n_replications, draws, thin, tune, seed, noise_weights=False):
     rng = np.random.default_rng(seed)
     cells = rng.choice(N_USERS * N_ITEMS, N_USERS * N_ITEMS // 2, replace=False)
     users, items = cells // N_ITEMS, cells % N_ITEMS
     # one held-out pair whose expected rating is ranked
     pair_user, pair_item = np.array([0]), np.array([N_ITEMS - 1])
     ranks = {"sigma": [], "prediction": []}
+    if noise_weights:  # and one user's and one item's noise weight
+        ranks.update({"user_noise_weight": [], "item_noise_weight": []})
     for replication in range(n_replications):
         truth = _draw_from_prior(config, rng)
         noise = truth["sigma"] * rng.standard_normal(users.size)
+        if noise_weights:  # a_u, c_i ~ Gamma(nu/2, nu/2), nu uniform on the grid
+            for name, n in (("user_noise_weight", N_USERS), ("item_noise_weight", N_ITEMS)):
+                nu = rng.choice(DF_GRID)
+                truth[name] = rng.gamma(nu / 2, 2 / nu, n)
+            noise /= np.sqrt(truth["user_noise_weight"][users] * truth["item_noise_weight"][items])
         ratings = _expected(truth, users, items) + noise
         out = sample_gibbs(
             users,
@@ -191,9 +199,13 @@ def _sbc_ranks(config, n_replications, draws, thin, tune, seed):
             # the package's overrelaxation of the rows and of the noise precision
             overrelax=BPMF.default_sampler_config["overrelax"],
             noise_overrelax=BPMF.default_sampler_config["noise_overrelax"],
+            noise_weights=noise_weights,
         )
         post = {name: value[0, ::thin] for name, value in out.items()}
         ranks["sigma"].append(int((post["sigma"] < truth["sigma"]).sum()))
+        for name in ("user_noise_weight", "item_noise_weight"):
+            if name in ranks:
+                ranks[name].append(int((post[name][:, 0] < truth[name][0]).sum()))
         predicted = _expected(post, pair_user, pair_item)[:, 0]
         ranks["prediction"].append(int((predicted < _expected(truth, pair_user, pair_item)).sum()))
     return {name: np.array(value) for name, value in ranks.items()}
@@ -225,6 +237,22 @@ def test_simulation_based_calibration(correlated_biases):
     config = BPMF(D, model_config=priors)._model_config()
     draws, thin = 800, 8
     ranks = _sbc_ranks(config, n_replications=150, draws=draws, thin=thin, tune=200, seed=2)
+    results = {name: _uniformity_p_value(r, draws // thin) for name, r in ranks.items()}
+    for name, (p_value, counts) in results.items():
+        assert p_value > 0.01, (name, p_value, counts.tolist())
+
+
+@pytest.mark.slow
+def test_simulation_based_calibration_with_noise_weights():
+    """SBC of the model with per-user and per-item noise weights (the LKJ model with
+    independent biases as above; weights Gamma(nu/2, nu/2) with nu uniform on the sampler's
+    grid, and the noise of rating (u, i) sigma / sqrt(a_u c_i)): 120 replications, the same
+    problem and chains; the ranks of the true sigma, of one user's and one item's weight and
+    of one unobserved pair's expected rating must be uniform (chi-square, 1% level)."""
+    config = BPMF(D, model_config=SBC_PRIORS)._model_config()
+    draws, thin = 800, 8
+    ranks = _sbc_ranks(config, n_replications=120, draws=draws, thin=thin, tune=200, seed=5,
+                       noise_weights=True)
     results = {name: _uniformity_p_value(r, draws // thin) for name, r in ranks.items()}
     for name, (p_value, counts) in results.items():
         assert p_value > 0.01, (name, p_value, counts.tolist())
