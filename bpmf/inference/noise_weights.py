@@ -42,11 +42,10 @@ One step of the sweep, given everything else:
 import numpy as np
 from scipy import special, stats
 
-from bpmf.inference.rows import released
+from bpmf.inference.rows import linear_predictors, released
 from bpmf.kernels.noise_weights import (
     pair_weights,
     rating_weights,
-    scaled_square_residuals,
     scaled_squares_from,
     weighted_square_sums,
 )
@@ -137,10 +136,13 @@ class NoiseWeights:
                        else np.asarray(groups, dtype=np.int64))
         n = len(self.ratings)
         self.squares = np.empty(n)
+        self.eta = np.empty(n)
         self.weights = np.ones(n)
         self.roots = (np.empty(n), np.empty(n))
         self.user_sums = np.empty(self.n_users)
         self.item_sums = np.empty(self.n_items)
+        # each row's summed weights, handed to the sweep as the sides' counts
+        self.row_weights = (np.empty(self.n_users), np.empty(self.n_items))
 
     def start(self, state):
         """Unit weights and degrees of freedom of 8 in ``state``."""
@@ -152,25 +154,13 @@ class NoiseWeights:
     def scaled_squares(self, state, biases, lock=None, eta=None):
         """Each rating's ``tau e_n^2`` at ``state``, into ``self.squares``; ``eta``: the
         ratings' linear predictors without the day biases at ``state``, when already known."""
-        if eta is not None:
+        if eta is None:
+            eta = self.eta
             with released(lock):
-                scaled_squares_from(self.ratings, eta, state.get("day_bias", np.zeros(0)),
-                                    self.groups, float(state["tau"]), self.squares)
-            return self.squares
-        U, V = state["U"], state["V"]
-        if state.get("offset_U") is not None:  # implicit feedback: the effective rows
-            U = U + state["offset_U"]
-        if state.get("offset_V") is not None:
-            V = V + state["offset_V"]
-        empty = np.zeros(0)
+                linear_predictors(state, biases, self.user_codes, self.item_codes, eta)
         with released(lock):
-            scaled_square_residuals(
-                self.ratings, float(state["mu"]), np.ascontiguousarray(U),
-                np.ascontiguousarray(V), state["user_bias"] if biases else empty,
-                state["item_bias"] if biases else empty,
-                state["day_bias"] if len(self.groups) else empty, self.groups,
-                self.user_codes, self.item_codes, float(state["tau"]), self.squares,
-            )
+            scaled_squares_from(self.ratings, eta, state.get("day_bias", np.zeros(0)),
+                                self.groups, float(state["tau"]), self.squares)
         return self.squares
 
     def step(self, state, biases, work, rng, eta=None, noise_prior=None):
@@ -212,13 +202,14 @@ class NoiseWeights:
         a, c = state["user_noise_weight"], state["item_noise_weight"]
         root_a, root_c = np.sqrt(a), np.sqrt(c)
         with released(work.get("phase_lock")):
-            for side, (indptr, partners), roots, rows, partner in (
-                ("U", self.layouts[0], self.roots[0], root_a, root_c),
-                ("V", self.layouts[1], self.roots[1], root_c, root_a),
+            for side, (indptr, partners), roots, counts, rows, partner in (
+                ("U", self.layouts[0], self.roots[0], self.row_weights[0], root_a, root_c),
+                ("V", self.layouts[1], self.roots[1], self.row_weights[1], root_c, root_a),
             ):
-                work[side]["counts"] = np.empty(len(rows))
+                # both sides' totals are the same sum
                 work["weight_total"] = rating_weights(indptr, partners, rows, partner, roots,
-                                                      work[side]["counts"])
+                                                      counts)
+                work[side]["counts"] = counts
                 work[side]["sqrt_weights"] = roots
             if len(self.groups):
                 pair_weights(self.user_codes, self.item_codes, a, c, self.weights)

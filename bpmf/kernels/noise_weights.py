@@ -3,8 +3,7 @@
 
 import numba
 
-__all__ = ["pair_weights", "rating_weights", "scaled_square_residuals", "scaled_squares_from",
-           "weighted_square_sums"]
+__all__ = ["pair_weights", "rating_weights", "scaled_squares_from", "weighted_square_sums"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -21,26 +20,6 @@ def scaled_squares_from(ratings, eta, day_bias, groups, tau, out):
     days = groups.shape[0] > 0
     for n in range(ratings.shape[0]):
         e = ratings[n] - eta[n]
-        if days:
-            e -= day_bias[groups[n]]
-        out[n] = tau * e * e
-
-
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def scaled_square_residuals(ratings, mu, U, V, user_bias, item_bias, day_bias, groups,
-                            user_codes, item_codes, tau, out):
-    """``out[n] = tau * (r_n - mu - b_u - c_i - U_u . V_i - d_g)^2`` (empty bias arrays: no
-    such term; ``day_bias`` and ``groups`` empty without day biases)."""
-    biases = user_bias.shape[0] > 0
-    days = groups.shape[0] > 0
-    n_factors = U.shape[1]
-    for n in range(ratings.shape[0]):
-        u, i = user_codes[n], item_codes[n]
-        e = ratings[n] - mu
-        for f in range(n_factors):
-            e -= U[u, f] * V[i, f]
-        if biases:
-            e -= user_bias[u] + item_bias[i]
         if days:
             e -= day_bias[groups[n]]
         out[n] = tau * e * e

@@ -12,7 +12,7 @@ from bpmf.inference.day_bias import DayBiasGibbs, day_groups, days_of
 from bpmf.inference.noise_weights import DF_GRID, NoiseWeights, draw_df, scale_move
 from bpmf.kernels.noise_weights import (
     rating_weights,
-    scaled_square_residuals,
+    scaled_squares_from,
     weighted_square_sums,
 )
 from bpmf.kernels.rows import csr_pair, row_blocks, sample_rows, sample_rows_parallel
@@ -139,9 +139,9 @@ def test_weighted_square_sums_and_scaled_squares_match_numpy():
         (True, True, fitted + b[users] + c[items] + d[groups]),
     ):
         out = np.full(n_ratings, np.nan)
-        scaled_square_residuals(ratings, mu, U, V, b if biases else empty,
-                                c if biases else empty, d if days else empty,
-                                groups if days else no_groups, users, items, tau, out)
+        eta = fitted + (b[users] + c[items] if biases else 0.0)  # without the day term
+        scaled_squares_from(ratings, eta, d if days else empty, groups if days else no_groups,
+                            tau, out)
         np.testing.assert_allclose(out, tau * (ratings - expected) ** 2, rtol=1e-11)
     squares = rng.gamma(1.0, 1.0, n_ratings)
     item_w = rng.gamma(2.0, 0.5, n_items)
