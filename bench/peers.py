@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 
 from bpmf.datasets import load_movielens_folds
+from bpmf.models.ordinal_predictive import nearest_sets
 
 SCALE = (1.0, 5.0)
 RANK = 10
@@ -210,9 +211,9 @@ def run_myfm_ordinal(train, test, seed):
     sampling = time.perf_counter() - start
     proba = fm.predict_proba(design(train.encode_users(test.users), train.encode_items(test.items)))
     seconds = time.perf_counter() - start
-    cdf = np.cumsum(proba, axis=1)
-    lower = levels[np.minimum((cdf < 0.05 - 1e-12).sum(1), len(levels) - 1)]
-    upper = levels[np.minimum((cdf < 0.95 - 1e-12).sum(1), len(levels) - 1)]
+    # the same rule as bpmf-ordinal's predict_interval: the range of whole ratings whose
+    # predictive probability is closest to 90%
+    lower, upper = nearest_sets(np.cumsum(proba, axis=1)[:, :-1], 0.9, levels)
     inside = (test.values >= lower) & (test.values <= upper)
     return proba @ levels, seconds, ITERATIONS / sampling, float(inside.mean())
 

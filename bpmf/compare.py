@@ -393,7 +393,10 @@ def _score(model, split, prob, levels):
         warnings.filterwarnings("ignore", message=r".*unseen in training", category=UserWarning)
         predicted = np.asarray(model.predict(test), dtype=np.float64)
         intervals = {}
-        if hasattr(model, "predict_quantiles"):  # every level from one pass over the draws
+        # whole-rating (ordinal) predictions take their ranges from predict_interval, which
+        # picks them by probability; quantiles of a discrete distribution over-cover
+        discrete = hasattr(model, "classes_")
+        if hasattr(model, "predict_quantiles") and not discrete:  # one pass, every level
             tails = {level: (1.0 - level) / 2.0 for level in (prob, *levels)}
             quantiles = model.predict_quantiles(
                 test, sorted({q for t in tails.values() for q in (t, 1.0 - t)})

@@ -9,7 +9,7 @@ from bpmf import metrics
 from bpmf._estimator import RatingEstimator
 from bpmf.baselines import GlobalMean, UserItemMean, UserMean
 from bpmf.compare import calibration_table, compare, resolve_folds, summarize, to_markdown
-from bpmf.datasets import Split, kfold, make_synthetic_ratings
+from bpmf.datasets import Ratings, Split, kfold, make_synthetic_ratings
 from bpmf.registry import MODELS, PRESETS, make_model, model_class
 
 
@@ -419,3 +419,43 @@ def test_dask_backend_without_a_client_says_how_to_get_one(synthetic):
     ratings, _ = synthetic
     with pytest.raises(ValueError, match=r"create one first, Client\(\) for a local cluster"):
         compare(["user-mean"], ratings, folds=2, backend="dask", progress=False)
+
+
+class WholeRatings(RatingEstimator):
+    """Whole-rating predictions (as an ordinal fit, it has ``classes_``): its quantiles span
+    the whole scale, its ``predict_interval`` ranges only the rounded mean."""
+
+    classes_ = np.arange(1, 6)
+
+    def fit(self, train):
+        self._start_fit(train)
+        self.mean_ = float(np.mean(train.values))
+        return self
+
+    def predict(self, pairs):
+        return np.full(len(pairs.users), self.mean_)
+
+    def predict_quantiles(self, pairs, quantiles):
+        frame = pd.DataFrame({"mean": self.predict(pairs)})
+        for q in quantiles:
+            frame[q] = 1.0 if q < 0.5 else 5.0
+        return frame
+
+    def predict_interval(self, pairs, prob=0.9):
+        mean = self.predict(pairs)
+        return pd.DataFrame({"mean": mean, "lower": np.round(mean), "upper": np.round(mean)})
+
+
+def test_whole_rating_models_take_their_ranges_from_predict_interval():
+    rng = np.random.default_rng(0)
+    pairs = rng.choice(40 * 30, 600, replace=False)
+    ratings = Ratings(pairs // 30, pairs % 30, rng.choice([3.0, 4.0], 600, p=[0.3, 0.7]),
+                      scale=(1.0, 5.0))
+    results = compare({"whole": WholeRatings()}, ratings, folds=2, random_state=0,
+                      calibration=(0.5,), progress=False)
+    for split, row in zip(kfold(ratings, n_splits=2, random_state=0).values(),
+                          results.itertuples(), strict=True):
+        rounded = np.round(np.mean(split.train.values))
+        inside = np.mean(split.test.values == rounded)
+        assert row.coverage == pytest.approx(inside) and row.coverage_50 == pytest.approx(inside)
+        assert row.coverage < 0.9  # the quantiles (the whole scale) would cover everything

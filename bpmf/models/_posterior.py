@@ -311,6 +311,15 @@ class PosteriorModel(ModelIO, RatingEstimator):
         posterior = self.idata_["posterior"].ds
         return posterior.sizes["chain"], posterior.sizes["draw"]
 
+    @property
+    def classes_(self):
+        """The whole ratings of an ordinal fit: the columns of :meth:`predict_proba`, as a
+        scikit-learn classifier's ``classes_``. A Gaussian fit has none (AttributeError)."""
+        categories = self._ordinal_categories() if hasattr(self, "idata_") else None
+        if categories is None:
+            raise AttributeError("classes_ exists for ordinal fits only (whole ratings).")
+        return categories
+
     def _ordinal_categories(self):
         """The whole ratings of an ordinal (ordered-probit) fit, or None for a Gaussian one."""
         posterior = self.idata_["posterior"].ds
@@ -654,8 +663,9 @@ class PosteriorModel(ModelIO, RatingEstimator):
             name="rating",
         )
 
-    def predict_interval(self, pairs, prob=0.9, *, clip=True, random_state=0, on_unseen="warn"):
-        """Central posterior predictive interval of each pair's rating (noise included).
+    def predict_interval(self, pairs, prob=0.9, *, clip=True, random_state=0, on_unseen="warn",
+                         discrete="nearest"):
+        """Posterior predictive interval of each pair's rating (noise included).
 
         Parameters
         ----------
@@ -666,6 +676,18 @@ class PosteriorModel(ModelIO, RatingEstimator):
         random_state : int or numpy Generator, default 0
             Seeds the predictive noise draws, so that the interval is reproducible.
         on_unseen : {"warn", "raise", "ignore"}, default "warn"
+        discrete : {"nearest", "cover"}, default "nearest"
+            How an ordinal model, whose predictions are whole ratings, picks its range (a
+            Gaussian model's interval is the central one either way):
+
+            - ``"nearest"``: the range of whole ratings that contains the predictive median
+              and whose predictive probability is closest to ``prob``
+              (:func:`~bpmf.models.ordinal_predictive.nearest_sets`). Its probability is
+              close to ``prob`` on average, so the ranges cover about ``prob`` of new
+              ratings;
+            - ``"cover"``: the range between the whole-rating ``(1 - prob) / 2`` and
+              ``(1 + prob) / 2`` quantiles (:meth:`predict_quantiles`), which holds at least
+              ``prob`` and so covers more (about 97% of MovieLens ratings at 90%).
 
         Returns
         -------
@@ -673,7 +695,15 @@ class PosteriorModel(ModelIO, RatingEstimator):
             Columns ``mean`` (as :meth:`predict`), ``lower`` and ``upper``, with the index of
             ``pairs``.
         """
+        if discrete not in ("nearest", "cover"):
+            raise ValueError(f"discrete must be 'nearest' or 'cover', got {discrete!r}.")
         tail = (1.0 - check_prob(prob)) / 2.0
+        if discrete == "nearest" and self._ordinal_categories() is not None:
+            user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
+            frame = self._ordinal_frame(pairs, user_codes, item_codes, clip,
+                                        np.random.default_rng(random_state), prob=prob)
+            frame.columns = ["mean", "lower", "upper"]
+            return frame
         frame = self.predict_quantiles(
             pairs, [tail, 1.0 - tail], clip=clip, random_state=random_state, on_unseen=on_unseen
         )
@@ -701,14 +731,16 @@ class PosteriorModel(ModelIO, RatingEstimator):
         -------
         DataFrame
             Column ``mean`` (as :meth:`predict`), then one column per quantile (named by
-            it), with the index of ``pairs``.
+            it), with the index of ``pairs``. An ordinal model's quantiles are whole ratings
+            (the smallest whose predictive CDF reaches the quantile); for ranges that cover
+            their nominal probability see :meth:`predict_interval`.
         """
         quantiles = [check_prob(q, "quantile") for q in np.atleast_1d(quantiles).tolist()]
         user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
         days = self._pair_days(pairs, user_codes)
         rng = np.random.default_rng(random_state)
         if self._ordinal_categories() is not None:
-            return self._ordinal_quantiles(pairs, user_codes, item_codes, quantiles, clip, rng)
+            return self._ordinal_frame(pairs, user_codes, item_codes, clip, rng, quantiles)
         sigma = self._draws()["sigma"][:, None]
         replicates = -(-_MIN_PREDICTIVE_SAMPLES // len(sigma))
         block_size = max(1, _BLOCK // replicates)
@@ -756,13 +788,15 @@ class PosteriorModel(ModelIO, RatingEstimator):
             frame.index = pairs.index
         return frame
 
-    def _ordinal_quantiles(self, pairs, user_codes, item_codes, quantiles, clip, rng):
+    def _ordinal_frame(self, pairs, user_codes, item_codes, clip, rng, quantiles=(),
+                       prob=None):
         """Whole-rating quantiles of the ordinal predictive distribution (exact, no noise
-        draws; unseen ids average over population draws of their rows)."""
+        draws; unseen ids average over population draws of their rows), or with ``prob`` the
+        ranges of :func:`~bpmf.models.ordinal_predictive.nearest_sets`."""
         categories = self._ordinal_categories()
         cutpoints = self._draws()["cutpoints"]
         mean = np.empty(len(user_codes))
-        values = np.empty((len(quantiles), len(user_codes)))
+        values = np.empty((2 if prob is not None else len(quantiles), len(user_codes)))
         for start in range(0, len(user_codes), _BLOCK):
             block = slice(start, start + _BLOCK)
             users, items = user_codes[block], item_codes[block]
@@ -770,9 +804,13 @@ class PosteriorModel(ModelIO, RatingEstimator):
             expected = self._expected_draws(users, items, None if seen else rng)
             cdf = ordinal.mean_cdf(expected, cutpoints)
             mean[block] = ordinal.expected_rating(cdf, categories[0])
-            values[:, block] = ordinal.quantiles(cdf, quantiles, categories)
+            if prob is None:
+                values[:, block] = ordinal.quantiles(cdf, quantiles, categories)
+            else:
+                values[:, block] = ordinal.nearest_sets(cdf, prob, categories)
         frame = pd.DataFrame({"mean": self._clip(mean, clip)})
-        for q, column in zip(quantiles, values, strict=True):
+        for q, column in zip(quantiles if prob is None else ("lower", "upper"), values,
+                             strict=True):
             frame[q] = column
         if isinstance(pairs, pd.DataFrame):
             frame.index = pairs.index

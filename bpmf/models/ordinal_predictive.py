@@ -13,6 +13,16 @@ so :math:`P(r = \text{low} + j) = F_{j+1} - F_j` (with :math:`F_0 = 0`, :math:`F
 expected rating is :math:`\text{low} + \sum_j (1 - F_j)`, and
 :math:`P(r \ge t) = 1 - F_{\lceil t \rceil - \text{low}}`. Quantiles are whole ratings: the
 ``q``-quantile is the smallest rating whose predictive CDF reaches ``q``.
+
+A range of whole ratings rarely holds exactly a given probability ``p``. The central range
+between the ``(1 - p) / 2`` and ``(1 + p) / 2`` quantiles holds at least ``p``, often much more
+(on MovieLens 100K, 90% ranges of that kind cover about 97% of held-out ratings).
+:func:`nearest_sets` instead picks, among the ranges that contain the predictive median, the
+one whose predictive probability is closest to ``p`` (the narrower on a tie): its probability
+is close to ``p`` on average rather than at least ``p`` (above it where a single rating holds
+more than ``p``), so a calibrated model's ranges cover about ``p`` of new ratings (on
+MovieLens 100K u2, 90.7% at 90%). The randomised sets of conformal classification reach the
+same end by drawing whether to include the last rating.
 """
 
 import numpy as np
@@ -24,6 +34,7 @@ __all__ = [
     "categories_from_cutpoints",
     "expected_rating",
     "mean_cdf",
+    "nearest_sets",
     "pointwise_log_likelihood",
     "predictive_draws",
     "prob_at_least",
@@ -73,6 +84,32 @@ def quantiles(cdf, qs, categories):
     # a tolerance keeps a CDF that reaches q up to rounding on the lower rating
     index = np.stack([(full < q - 1e-12).sum(1) for q in qs])
     return categories[np.minimum(index, len(categories) - 1)]
+
+
+def nearest_sets(cdf, prob, categories):
+    """The ranges of whole ratings of probability closest to ``prob`` (module docstring).
+
+    ``cdf``: :func:`mean_cdf`, shape ``(pairs, K - 1)``; ``categories``: the ``K`` whole
+    ratings. Returns ``(lower, upper)``, each ``(pairs,)``: the range's lowest and highest
+    rating. Every range contains the predictive median, and of two ranges equally close to
+    ``prob`` the narrower wins.
+    """
+    cdf = np.asarray(cdf, dtype=float)
+    full = np.concatenate([np.zeros((len(cdf), 1)), cdf, np.ones((len(cdf), 1))], axis=1)
+    n_levels = full.shape[1] - 1
+    median = (full[:, 1:] < 0.5 - 1e-12).sum(1)  # index of the median rating
+    best = np.full(len(cdf), np.inf)
+    lower = np.zeros(len(cdf), dtype=np.int64)
+    upper = np.zeros(len(cdf), dtype=np.int64)
+    for width in range(n_levels):  # narrower ranges first, so a tie keeps the narrower
+        for first in range(n_levels - width):
+            last = first + width
+            distance = np.abs(full[:, last + 1] - full[:, first] - prob)
+            better = (distance < best - 1e-12) & (first <= median) & (median <= last)
+            best[better] = distance[better]
+            lower[better] = first
+            upper[better] = last
+    return categories[lower], categories[upper]
 
 
 def predictive_draws(expected, cutpoints, categories, rng):

@@ -57,10 +57,18 @@ def test_predict_proba_on_a_hand_computed_case():
     assert list(proba.columns) == [1, 2, 3]
     np.testing.assert_allclose(proba.to_numpy(), expected, atol=1e-9)
     np.testing.assert_allclose(model.predict(pairs), expected @ [1, 2, 3], atol=1e-9)
-    # whole-rating intervals: quantiles of the predictive CDF
-    # user a: CDF (0.4043, 0.8344, 1); user b: CDF (0.3571, 0.7166, 1)
-    interval = model.predict_interval(pairs, 0.9)
+    # whole-rating intervals. user a: CDF (0.4043, 0.8344, 1); user b: CDF (0.3571, 0.7166, 1);
+    # both medians are 2. "cover": between the 5% and 95% quantiles of the CDF
+    interval = model.predict_interval(pairs, 0.9, discrete="cover")
     assert interval[["lower", "upper"]].to_numpy().tolist() == [[1, 3], [1, 3]]
+    # "nearest": the range holding the median with probability closest to 0.9. user a:
+    # {1, 2} 0.8344 (0.066 away) beats {1, 2, 3} 1.0 (0.1 away); user b: {1, 2} 0.7166
+    # (0.18 away) loses to {1, 2, 3}
+    interval = model.predict_interval(pairs, 0.9)
+    assert interval[["lower", "upper"]].to_numpy().tolist() == [[1, 2], [1, 3]]
+    with pytest.raises(ValueError, match="discrete"):
+        model.predict_interval(pairs, 0.9, discrete="exact")
+    assert model.classes_.tolist() == [1, 2, 3]
     quartiles = model.predict_quantiles(pairs, [0.25, 0.5, 0.75])
     assert quartiles[[0.25, 0.5, 0.75]].to_numpy().tolist() == [[1, 2, 2], [1, 2, 3]]
     # exact P(r >= t) in recommend (user a, item x: exclude_seen=False)
@@ -106,6 +114,48 @@ def test_predict_proba_needs_an_ordinal_model():
                  progressbar=False, random_state=0).fit(_small_ratings())
     with pytest.raises(ValueError, match="ordinal"):
         model.predict_proba(pd.DataFrame({"user": [0], "item": [0]}))
+    assert not hasattr(model, "classes_")  # a Gaussian fit has no whole-rating classes
+
+
+def _brute_force_nearest(probs, prob):
+    """The nearest range by enumeration: every (first, last) holding the median, ordered by
+    distance to ``prob`` and then by width."""
+    cdf = np.cumsum(probs)
+    median = int(np.argmax(cdf >= 0.5 - 1e-12))
+    candidates = [
+        (abs(probs[first:last + 1].sum() - prob), last - first, first, last)
+        for first in range(len(probs)) for last in range(first, len(probs))
+        if first <= median <= last
+    ]
+    return min(candidates)[2:]
+
+
+def test_nearest_sets_match_enumeration_and_cover_their_probability():
+    from bpmf.models.ordinal_predictive import nearest_sets, quantiles
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.full(5, 0.7), size=4000)
+    categories = np.arange(1, 6)
+    for prob in (0.5, 0.8, 0.9):
+        lower, upper = nearest_sets(np.cumsum(probs, axis=1)[:, :-1], prob, categories)
+        expected = np.array([_brute_force_nearest(p, prob) for p in probs[:300]])
+        np.testing.assert_array_equal(lower[:300] - 1, expected[:, 0])
+        np.testing.assert_array_equal(upper[:300] - 1, expected[:, 1])
+        # ratings drawn from the same distributions fall in the ranges with their mean
+        # probability. The nearest rule keeps it close to prob (above it at 0.5, where one
+        # rating often holds more than half); the quantile rule's ranges hold far more
+        ratings = 1 + (rng.random((len(probs), 1)) > np.cumsum(probs, axis=1)).sum(1)
+        inside = (ratings >= lower) & (ratings <= upper)
+        mass = np.array([p[lo - 1:hi].sum()
+                         for p, lo, hi in zip(probs, lower, upper, strict=True)])
+        se = np.sqrt(prob * (1 - prob) / len(probs))
+        assert abs(inside.mean() - mass.mean()) < 4 * se
+        quantile_ranges = quantiles(np.cumsum(probs, axis=1)[:, :-1],
+                                    [(1 - prob) / 2, (1 + prob) / 2], categories)
+        quantile_mass = np.array([p[lo - 1:hi].sum()
+                                  for p, lo, hi in zip(probs, *quantile_ranges, strict=True)])
+        assert quantile_mass.mean() - prob > 0.06
+        assert abs(mass.mean() - prob) < (0.07 if prob == 0.5 else 0.02)
 
 
 def _identified(model, pairs):
