@@ -196,3 +196,32 @@ def test_gibbs_and_nuts_agree_on_the_ordinal_posterior():
             errors.append(float(az.mcse(values[:, :, j], method="mean")))
         z = (means[0] - means[1]) / np.hypot(*errors)
         assert abs(z) < 4, (j, means, errors)
+
+
+def test_nearest_ranges_cover_their_probability_on_data_from_the_model():
+    """Held-out ratings simulated from an ordered probit: the default ranges cover 90% within
+    binomial error, the quantile ranges ('cover') clearly more."""
+    rng = np.random.default_rng(7)
+    n_users, n_items, n_ratings = 150, 80, 5000
+    U = rng.normal(0, 0.7, (n_users, 2))
+    V = rng.normal(0, 0.7, (n_items, 2))
+    pairs = rng.choice(n_users * n_items, n_ratings, replace=False)
+    users, items = pairs // n_items, pairs % n_items
+    eta = (0.3 + rng.normal(0, 0.3, n_users)[users] + rng.normal(0, 0.3, n_items)[items]
+           + np.einsum("nk,nk->n", U[users], V[items]))
+    ratings = 1.0 + np.searchsorted([-1.2, -0.4, 0.5, 1.4], eta + rng.standard_normal(n_ratings))
+    test = np.arange(n_ratings) < 1500
+    train = Ratings(users[~test], items[~test], ratings[~test], scale=(1.0, 5.0))
+    heldout = pd.DataFrame({"user": users[test], "item": items[test]})
+    model = BPMF(n_factors=2, model_config={"likelihood": "ordinal"}, random_state=1,
+                 progressbar=False, sampler_config={"draws": 300, "tune": 200})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(train)
+        coverage = {}
+        for rule in ("nearest", "cover"):
+            interval = model.predict_interval(heldout, 0.9, discrete=rule, on_unseen="ignore")
+            coverage[rule] = np.mean((ratings[test] >= interval["lower"].to_numpy())
+                                     & (ratings[test] <= interval["upper"].to_numpy()))
+    assert abs(coverage["nearest"] - 0.9) < 4 * np.sqrt(0.09 / test.sum()), coverage
+    assert coverage["cover"] > coverage["nearest"] + 0.03, coverage
