@@ -274,6 +274,11 @@ def _build_parser():
         "--prob", type=float, default=0.9, help="probability of the predictive interval"
     )
     sub.add_argument(
+        "--interval", choices=("nearest", "cover"), default="nearest",
+        help="an ordinal model's range of whole ratings: probability closest to --prob "
+             "(nearest, the default) or at least --prob (cover)",
+    )
+    sub.add_argument(
         "--out", default=None, metavar="CSV", help="output CSV (default: print to stdout)"
     )
     sub.set_defaults(run=_cmd_predict)
@@ -806,7 +811,9 @@ def _cmd_predict(args):
     if args.time_col:  # the pairs' times: a model with day biases adds the day's bias
         frame["time"] = pairs[args.time_col].to_numpy()
     if hasattr(model, "predict_interval"):
-        interval = model.predict_interval(frame, prob=args.prob)
+        # whole-rating (ordinal) models choose their ranges; continuous ones have one rule
+        rule = {"discrete": args.interval} if hasattr(model, "classes_") else {}
+        interval = model.predict_interval(frame, prob=args.prob, **rule)
         predictions = interval[["mean", "lower", "upper"]].reset_index(drop=True)
     else:
         predictions = pd.DataFrame({"mean": model.predict(frame)})

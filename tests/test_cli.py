@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import pytest
 from bpmf import metrics
 from bpmf.baselines import UserItemMean
 from bpmf.cli import main
-from bpmf.datasets import kfold, read_ratings
+from bpmf.datasets import Ratings, kfold, read_ratings
+from bpmf.models import BPMF
 from bpmf.registry import model_class
 
 REPO = Path(__file__).resolve().parents[1]
@@ -580,3 +582,30 @@ def test_compare_jobs_prints_the_serial_table(ratings_csv, capsys):
         return [line.rsplit("|", 3)[0] for line in table.splitlines()]
 
     assert without_timings(parallel) == without_timings(serial)
+
+
+def test_predict_interval_rule_of_an_ordinal_model(tmp_path):
+    rng = np.random.default_rng(0)
+    pairs = rng.choice(30 * 20, 300, replace=False)
+    ratings = Ratings([f"u{p // 20}" for p in pairs], [f"i{p % 20}" for p in pairs],
+                      rng.integers(1, 6, 300).astype(float), scale=(1.0, 5.0))
+    model = BPMF(n_factors=2, model_config={"likelihood": "ordinal"}, random_state=0,
+                 progressbar=False, sampler_config={"draws": 40, "tune": 40, "chains": 1})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(ratings)
+    model.save(tmp_path / "ordinal.bpmf")
+    query = ratings.to_frame()[["user", "item"]].head(40)
+    query.to_csv(tmp_path / "pairs.csv", index=False)
+    ranges = {}
+    for rule in ("nearest", "cover"):
+        out = tmp_path / f"{rule}.csv"
+        argv = ["predict", "--model", tmp_path / "ordinal.bpmf", "--pairs",
+                tmp_path / "pairs.csv", "--out", out]
+        assert main([*argv, "--interval", rule] if rule == "cover" else argv) == 0
+        ranges[rule] = pd.read_csv(out)[["lower", "upper"]].to_numpy()
+        expected = model.predict_interval(query, 0.9, discrete=rule)
+        np.testing.assert_array_equal(ranges[rule], expected[["lower", "upper"]].to_numpy())
+    # uniform ratings: the quantile ranges are wider than the nearest ones somewhere
+    assert (ranges["cover"][:, 1] - ranges["cover"][:, 0]
+            > ranges["nearest"][:, 1] - ranges["nearest"][:, 0]).any()
