@@ -698,12 +698,13 @@ class PosteriorModel(ModelIO, RatingEstimator):
         if discrete not in ("nearest", "cover"):
             raise ValueError(f"discrete must be 'nearest' or 'cover', got {discrete!r}.")
         tail = (1.0 - check_prob(prob)) / 2.0
+        self._check_is_fitted()
         if discrete == "nearest" and self._ordinal_categories() is not None:
             user_codes, item_codes = self._prepare_pairs(pairs, on_unseen)
-            frame = self._ordinal_frame(pairs, user_codes, item_codes, clip,
-                                        np.random.default_rng(random_state), prob=prob)
-            frame.columns = ["mean", "lower", "upper"]
-            return frame
+            return self._ordinal_frame(
+                pairs, user_codes, item_codes, clip, np.random.default_rng(random_state),
+                ("lower", "upper"), lambda cdf, levels: ordinal.nearest_sets(cdf, prob, levels),
+            )
         frame = self.predict_quantiles(
             pairs, [tail, 1.0 - tail], clip=clip, random_state=random_state, on_unseen=on_unseen
         )
@@ -740,7 +741,10 @@ class PosteriorModel(ModelIO, RatingEstimator):
         days = self._pair_days(pairs, user_codes)
         rng = np.random.default_rng(random_state)
         if self._ordinal_categories() is not None:
-            return self._ordinal_frame(pairs, user_codes, item_codes, clip, rng, quantiles)
+            return self._ordinal_frame(
+                pairs, user_codes, item_codes, clip, rng, quantiles,
+                lambda cdf, levels: ordinal.quantiles(cdf, quantiles, levels),
+            )
         sigma = self._draws()["sigma"][:, None]
         replicates = -(-_MIN_PREDICTIVE_SAMPLES // len(sigma))
         block_size = max(1, _BLOCK // replicates)
@@ -788,15 +792,15 @@ class PosteriorModel(ModelIO, RatingEstimator):
             frame.index = pairs.index
         return frame
 
-    def _ordinal_frame(self, pairs, user_codes, item_codes, clip, rng, quantiles=(),
-                       prob=None):
-        """Whole-rating quantiles of the ordinal predictive distribution (exact, no noise
-        draws; unseen ids average over population draws of their rows), or with ``prob`` the
+    def _ordinal_frame(self, pairs, user_codes, item_codes, clip, rng, columns, summarise):
+        """The mean and the ``columns`` of the ordinal predictive distribution (exact, no noise
+        draws; unseen ids average over population draws of their rows): ``summarise(cdf,
+        categories)`` gives one row of whole ratings per column, such as quantiles or the
         ranges of :func:`~bpmf.models.ordinal_predictive.nearest_sets`."""
         categories = self._ordinal_categories()
         cutpoints = self._draws()["cutpoints"]
         mean = np.empty(len(user_codes))
-        values = np.empty((2 if prob is not None else len(quantiles), len(user_codes)))
+        values = np.empty((len(columns), len(user_codes)))
         for start in range(0, len(user_codes), _BLOCK):
             block = slice(start, start + _BLOCK)
             users, items = user_codes[block], item_codes[block]
@@ -804,14 +808,10 @@ class PosteriorModel(ModelIO, RatingEstimator):
             expected = self._expected_draws(users, items, None if seen else rng)
             cdf = ordinal.mean_cdf(expected, cutpoints)
             mean[block] = ordinal.expected_rating(cdf, categories[0])
-            if prob is None:
-                values[:, block] = ordinal.quantiles(cdf, quantiles, categories)
-            else:
-                values[:, block] = ordinal.nearest_sets(cdf, prob, categories)
+            values[:, block] = summarise(cdf, categories)
         frame = pd.DataFrame({"mean": self._clip(mean, clip)})
-        for q, column in zip(quantiles if prob is None else ("lower", "upper"), values,
-                             strict=True):
-            frame[q] = column
+        for name, column in zip(columns, values, strict=True):
+            frame[name] = column
         if isinstance(pairs, pd.DataFrame):
             frame.index = pairs.index
         return frame

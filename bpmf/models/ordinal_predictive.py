@@ -97,7 +97,7 @@ def nearest_sets(cdf, prob, categories):
     cdf = np.asarray(cdf, dtype=float)
     full = np.concatenate([np.zeros((len(cdf), 1)), cdf, np.ones((len(cdf), 1))], axis=1)
     n_levels = full.shape[1] - 1
-    median = (full[:, 1:] < 0.5 - 1e-12).sum(1)  # index of the median rating
+    median = quantiles(cdf, [0.5], np.arange(n_levels))[0]  # index of the median rating
     best = np.full(len(cdf), np.inf)
     lower = np.zeros(len(cdf), dtype=np.int64)
     upper = np.zeros(len(cdf), dtype=np.int64)

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bpmf import NotFittedError
 from bpmf.datasets import Ratings
 from bpmf.models import BPMF
 from bpmf.models._posterior import make_datatree
@@ -115,6 +116,12 @@ def test_predict_proba_needs_an_ordinal_model():
     with pytest.raises(ValueError, match="ordinal"):
         model.predict_proba(pd.DataFrame({"user": [0], "item": [0]}))
     assert not hasattr(model, "classes_")  # a Gaussian fit has no whole-rating classes
+    unfitted = BPMF(n_factors=1, model_config={"likelihood": "ordinal"})
+    assert not hasattr(unfitted, "classes_")
+    for discrete in ("nearest", "cover"):
+        with pytest.raises(NotFittedError):
+            unfitted.predict_interval(pd.DataFrame({"user": [0], "item": [0]}),
+                                      discrete=discrete)
 
 
 def _brute_force_nearest(probs, prob):
